@@ -1,0 +1,52 @@
+"""kdmem: which training examples did a distilled model memorize, could it have been
+predicted before distilling, and did the teacher leak them?
+
+The public API is typed Python; the Rust extension ``kdmem._core`` is private. Importing
+kdmem is light: torch, transformers and scikit-learn load only when a command needs them.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
+from kdmem.errors import (
+    CorruptFileError,
+    DiskFullError,
+    EmptyCorpusError,
+    FormatVersionError,
+    InvalidArgumentError,
+    InvalidUtf8Error,
+    KdmemError,
+    KdmemIOError,
+    MalformedRecordError,
+    MissingFieldError,
+    TokenizerLoadError,
+    TokenizerMismatchError,
+    TokenRangeError,
+)
+from kdmem.zlib import zlib_bytes, zlib_ratio
+
+try:
+    __version__ = _version("kdmem")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0+unknown"
+
+__all__ = [
+    "CorruptFileError",
+    "DiskFullError",
+    "EmptyCorpusError",
+    "FormatVersionError",
+    "InvalidArgumentError",
+    "InvalidUtf8Error",
+    "KdmemError",
+    "KdmemIOError",
+    "MalformedRecordError",
+    "MissingFieldError",
+    "TokenRangeError",
+    "TokenizerLoadError",
+    "TokenizerMismatchError",
+    "__version__",
+    "zlib_bytes",
+    "zlib_ratio",
+]
