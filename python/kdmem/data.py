@@ -1,0 +1,155 @@
+"""Study examples: the fixed-length token sequences every model is trained and measured on.
+
+A study set D is read from any of (see docs/formats.md):
+
+* a kdmem shard directory (each document is one example; example_id = global document id),
+* Parquet with ``example_id: int64`` and ``input_ids: list<int>`` columns (optional ``text``),
+* a 2-D ``.npy`` array of token ids (example_id = row number).
+
+:func:`load_examples` returns :class:`Examples`: ids plus a ``[N, L]`` int64 token matrix of
+the first ``length`` tokens of each example. Examples shorter than ``length`` are dropped and
+counted (or rejected with ``strict=True``), so downstream code sees one rectangular batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from kdmem.errors import InvalidArgumentError, KdmemIOError, MalformedRecordError
+
+__all__ = ["Examples", "load_examples", "write_examples"]
+
+
+@dataclass(frozen=True)
+class Examples:
+    """``example_ids``: int64 ``[N]`` (strictly increasing); ``tokens``: int64 ``[N, L]``.
+
+    ``tokenizer_hash`` is the 64-hex tokenizer hash of the source when known ("" if not);
+    ``n_short`` counts source examples dropped for being shorter than ``L``.
+    """
+
+    example_ids: npt.NDArray[np.int64]
+    tokens: npt.NDArray[np.int64]
+    tokenizer_hash: str = ""
+    n_short: int = 0
+    source: str = ""
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.example_ids.shape[0])
+
+    @property
+    def length(self) -> int:
+        """Tokens per example (``L``)."""
+        return int(self.tokens.shape[1])
+
+    def select(self, mask_or_index: npt.NDArray[np.bool_] | npt.NDArray[np.int64]) -> Examples:
+        """A subset (boolean mask or integer positions), keeping ids and provenance."""
+        return Examples(
+            self.example_ids[mask_or_index],
+            self.tokens[mask_or_index],
+            self.tokenizer_hash,
+            self.n_short,
+            self.source,
+            dict(self.meta),
+        )
+
+
+def _rectangular(
+    ids: list[int], seqs: list[npt.NDArray[np.integer]], length: int | None, strict: bool, src: str
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int]:
+    if length is None:
+        length = min((len(s) for s in seqs), default=0)
+    keep = [i for i, s in enumerate(seqs) if len(s) >= length]
+    n_short = len(seqs) - len(keep)
+    if n_short and strict:
+        first = next(i for i, s in enumerate(seqs) if len(s) < length)
+        raise InvalidArgumentError(
+            f"{src}: example {ids[first]} has {len(seqs[first])} tokens, fewer than the "
+            f"{length} needed (prefix + suffix); drop --strict to skip short examples"
+        )
+    tokens = np.zeros((len(keep), length), dtype=np.int64)
+    for row, i in enumerate(keep):
+        tokens[row] = seqs[i][:length]
+    return np.asarray([ids[i] for i in keep], dtype=np.int64), tokens, n_short
+
+
+def load_examples(
+    path: str | os.PathLike[str], length: int | None = None, *, strict: bool = False
+) -> Examples:
+    """Read a study set; keep the first ``length`` tokens of each example (default: the
+    shortest example's length). See the module docstring for the accepted sources."""
+    p = Path(path)
+    src = str(p)
+    if not p.exists():
+        raise KdmemIOError(f"cannot read {p}: no such file or directory; check the --data path")
+    if p.is_dir():
+        from kdmem.corpus import open_shards
+
+        ss = open_shards(p)
+        ids = list(range(len(ss)))
+        seqs = [ss[i] for i in ids]
+        eid, tok, short = _rectangular(ids, seqs, length, strict, src)
+        return Examples(eid, tok, ss.tokenizer_hash, short, src)
+    if p.suffix == ".npy":
+        arr = np.load(p, allow_pickle=False)
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+            raise MalformedRecordError(
+                f"{p}: expected a 2-D integer array of token ids, got shape {arr.shape} "
+                f"dtype {arr.dtype}; save tokens as np.save(path, ids.astype(np.int64))"
+            )
+        seqs = list(arr)
+        eid, tok, short = _rectangular(list(range(len(seqs))), seqs, length, strict, src)
+        return Examples(eid, tok, "", short, src)
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(p)
+        missing = {"example_id", "input_ids"} - set(table.column_names)
+        if missing:
+            raise MalformedRecordError(
+                f"{p}: missing column(s) {sorted(missing)} (found {table.column_names}); "
+                "write example_id: int64 and input_ids: list<int>"
+            )
+        ids = table.column("example_id").to_pylist()
+        seqs = [np.asarray(s, dtype=np.int64) for s in table.column("input_ids").to_pylist()]
+        if len(set(ids)) != len(ids):
+            raise MalformedRecordError(f"{p}: example_id has duplicates; ids must be unique")
+        order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
+        ids = [ids[i] for i in order]
+        seqs = [seqs[i] for i in order]
+        meta = table.schema.metadata or {}
+        tok_hash = json.loads(meta.get(b"kdmem", b"{}")).get("tokenizer_hash", "")
+        eid, tok, short = _rectangular(ids, seqs, length, strict, src)
+        return Examples(eid, tok, tok_hash, short, src)
+    raise InvalidArgumentError(
+        f"invalid data path = {src!r}: expected a kdmem shard directory, a .parquet with "
+        "example_id/input_ids columns, or a 2-D .npy token array"
+    )
+
+
+def write_examples(examples: Examples, path: str | os.PathLike[str]) -> Path:
+    """Write ``examples`` as Parquet (``example_id``, ``input_ids``), atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {
+            "example_id": pa.array(examples.example_ids, type=pa.int64()),
+            "input_ids": pa.array(list(examples.tokens), type=pa.list_(pa.int64())),
+        }
+    ).replace_schema_metadata(
+        {"kdmem": json.dumps({"tokenizer_hash": examples.tokenizer_hash})}
+    )
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, out)
+    return out
