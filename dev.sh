@@ -15,6 +15,18 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 say() { printf '\n== %s\n' "$*"; }
 
+system_packages() {
+  # Headless Chromium renders the HTML report in its tests (Debian's package).
+  if ! command -v chromium >/dev/null 2>&1; then
+    say "system packages (chromium)"
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+      sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    fi
+  fi
+}
+
 setup() {
   say "python environment (.venv, requirements/lock.txt)"
   if [ ! -x "$PY" ]; then
@@ -55,6 +67,6 @@ run_tests() {
 case "${1:-}" in
   setup) setup ;;
   demo) setup; shift; "$VENV/bin/kdmem" demo "$@" ;;
-  test) setup; run_tests ;;
+  test) system_packages; setup; run_tests ;;
   *) echo "usage: ./dev.sh demo|test|setup" >&2; exit 2 ;;
 esac

@@ -1,0 +1,223 @@
+"""The stage graph of one experiment over a run directory (the only state).
+
+A :class:`Stage` names the config it depends on, the stages it reads from, and the outputs it
+writes under the run directory. :class:`Pipeline` runs stages in dependency order and keeps
+``manifest.json`` (per stage: status, hash, inputs, versions, seed, wall time, metrics):
+
+* a stage whose hash (its config + its dependencies' hashes + its code version) matches the
+  manifest and whose outputs exist is skipped;
+* a stage left ``running`` by a kill is rerun with its outputs kept, so stages that resume
+  internally (training checkpoints, measurement chunks, shard files) pick up where they
+  stopped;
+* a stage whose hash changed has its outputs removed first, then reruns, and so does every
+  stage downstream of it (their hashes include it), and nothing else.
+
+The manifest is rewritten atomically after every transition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdmem.analysis.rundir import RUN_FORMAT, RUN_FORMAT_VERSION, write_json_atomic
+from kdmem.errors import CorruptFileError, FormatVersionError, InvalidArgumentError
+
+__all__ = ["Pipeline", "Stage", "StageContext", "stable_hash"]
+
+
+def stable_hash(obj: Any) -> str:
+    """SHA-256 hex of the canonical JSON of ``obj`` (sorted keys, no whitespace)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage function receives: the run directory and its own resolved config."""
+
+    run_dir: Path
+    config: Any
+    stage: str
+    log: Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the experiment.
+
+    ``run`` does the work and returns metrics (JSON-able: throughput, counts) that land in
+    the manifest. ``config`` is the JSON-able slice of the experiment config this stage
+    depends on. ``outputs`` are paths relative to the run directory; all must exist after
+    ``run`` returns. ``version`` bumps when the stage's code changes its outputs.
+    """
+
+    name: str
+    run: Callable[[StageContext], Mapping[str, Any] | None]
+    config: Any = None
+    deps: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    version: int = 1
+    seed: int | None = None
+
+
+@dataclass
+class _Plan:
+    stage: Stage
+    hash: str
+    action: str  # "skip" | "resume" | "run" | "rerun"
+    reason: str
+
+
+@dataclass
+class Pipeline:
+    """Run ``stages`` over ``run_dir`` with resume and change detection (module docstring)."""
+
+    run_dir: Path
+    stages: Sequence[Stage]
+    log: Callable[[str], None] = print
+    versions: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise InvalidArgumentError(f"invalid stage list {names}: names must be unique")
+        seen: set[str] = set()
+        for s in self.stages:
+            missing = [d for d in s.deps if d not in seen]
+            if missing:
+                raise InvalidArgumentError(
+                    f"invalid stage order: {s.name} depends on {missing}, which must come before it"
+                )
+            seen.add(s.name)
+
+    # -- manifest
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.run_dir / "manifest.json"
+
+    def read_manifest(self) -> dict[str, Any]:
+        """The manifest, or a fresh one; rejects other formats and newer versions."""
+        from kdmem import __version__
+
+        p = self.manifest_path
+        if not p.exists():
+            return {
+                "format": RUN_FORMAT,
+                "version": RUN_FORMAT_VERSION,
+                "kdmem_version": __version__,
+                "stages": {},
+            }
+        try:
+            m = json.loads(p.read_text("utf-8"))
+        except ValueError as e:
+            raise CorruptFileError(
+                f"{p} is not valid JSON ({e}); delete it to rerun every stage"
+            ) from None
+        if m.get("format") != RUN_FORMAT or m.get("version") != RUN_FORMAT_VERSION:
+            raise FormatVersionError(
+                f"{self.run_dir} was written by kdmem {m.get('kdmem_version', '?')} as "
+                f"{m.get('format')!r} version {m.get('version')}; this kdmem writes "
+                f"{RUN_FORMAT!r} version {RUN_FORMAT_VERSION}: use a new run directory"
+            )
+        m.setdefault("stages", {})
+        return m
+
+    def _write(self, manifest: dict[str, Any]) -> None:
+        from kdmem import __version__
+
+        manifest["kdmem_version"] = __version__
+        write_json_atomic(self.manifest_path, manifest)
+
+    # -- planning
+
+    def plan(self) -> list[_Plan]:
+        """What :meth:`run` would do for each stage, and why."""
+        manifest = self.read_manifest()
+        hashes: dict[str, str] = {}
+        out: list[_Plan] = []
+        for s in self.stages:
+            h = stable_hash(
+                {
+                    "stage": s.name,
+                    "version": s.version,
+                    "config": s.config,
+                    "seed": s.seed,
+                    "deps": {d: hashes[d] for d in s.deps},
+                }
+            )
+            hashes[s.name] = h
+            rec = manifest["stages"].get(s.name)
+            missing = [o for o in s.outputs if not (self.run_dir / o).exists()]
+            if rec is None:
+                out.append(_Plan(s, h, "run", "never run"))
+            elif rec.get("hash") != h:
+                out.append(_Plan(s, h, "rerun", "its config or an upstream stage changed"))
+            elif rec.get("status") == "running":
+                out.append(_Plan(s, h, "resume", "interrupted while running"))
+            elif rec.get("status") != "done" or missing:
+                why = f"outputs missing: {missing}" if missing else f"status {rec.get('status')}"
+                out.append(_Plan(s, h, "resume", why))
+            else:
+                out.append(_Plan(s, h, "skip", "up to date"))
+        return out
+
+    # -- running
+
+    def run(self, until: str | None = None) -> dict[str, Any]:
+        """Run every stage that is not up to date (up to and including ``until``)."""
+        manifest = self.read_manifest()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for p in self.plan():
+            s = p.stage
+            if p.action == "skip":
+                self.log(f"[{s.name}] up to date")
+            else:
+                if p.action == "rerun":
+                    self.log(f"[{s.name}] {p.reason}: removing its outputs and rerunning")
+                    for o in s.outputs:
+                        target = self.run_dir / o
+                        if target.is_dir():
+                            shutil.rmtree(target)
+                        elif target.exists():
+                            target.unlink()
+                else:
+                    self.log(f"[{s.name}] running ({p.reason})")
+                manifest["stages"][s.name] = {
+                    "status": "running",
+                    "hash": p.hash,
+                    "deps": list(s.deps),
+                    "seed": s.seed,
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+                self._write(manifest)
+                t0 = time.perf_counter()
+                metrics = s.run(StageContext(self.run_dir, s.config, s.name, self.log)) or {}
+                wall = time.perf_counter() - t0
+                missing = [o for o in s.outputs if not (self.run_dir / o).exists()]
+                if missing:
+                    raise CorruptFileError(
+                        f"stage {s.name} finished without writing {missing}; this is a kdmem "
+                        "bug: please report it with the run directory's manifest.json"
+                    )
+                manifest["stages"][s.name].update(
+                    status="done",
+                    wall_s=round(wall, 3),
+                    metrics=dict(metrics),
+                    outputs=list(s.outputs),
+                    versions={"python": platform.python_version(), **self.versions},
+                )
+                self._write(manifest)
+                self.log(f"[{s.name}] done in {wall:.1f}s")
+            if until is not None and s.name == until:
+                break
+        return manifest
