@@ -146,9 +146,7 @@ def write_examples(examples: Examples, path: str | os.PathLike[str]) -> Path:
             "example_id": pa.array(examples.example_ids, type=pa.int64()),
             "input_ids": pa.array(list(examples.tokens), type=pa.list_(pa.int64())),
         }
-    ).replace_schema_metadata(
-        {"kdmem": json.dumps({"tokenizer_hash": examples.tokenizer_hash})}
-    )
+    ).replace_schema_metadata({"kdmem": json.dumps({"tokenizer_hash": examples.tokenizer_hash})})
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     pq.write_table(table, tmp)
     os.replace(tmp, out)

@@ -35,7 +35,9 @@ def run_doctor() -> int:
     """Print the report; return 0, or 1 when the host zlib disagrees with kdmem's."""
     linked = _core.zlib_version()
     host = host_zlib.ZLIB_RUNTIME_VERSION
-    click.echo(f"kdmem {kdmem.__version__} (Python {platform.python_version()}, {platform.machine()})")
+    click.echo(
+        f"kdmem {kdmem.__version__} (Python {platform.python_version()}, {platform.machine()})"
+    )
     click.echo(f"zlib linked into kdmem: {linked} (classic zlib, static, level 6)")
     click.echo(f"zlib of the host Python: {host}")
     ours = kdmem.zlib_bytes(_PROBES, threads=1).tolist()

@@ -100,12 +100,11 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     path = Path(id_or_dir)
-    if path.exists():
-        if not any(path.glob("*.safetensors")):
-            raise KdmemIOError(
-                f"no *.safetensors weights in {path}; save the model with "
-                "save_pretrained(..., safe_serialization=True) (kdmem never loads pickle weights)"
-            )
+    if path.exists() and not any(path.glob("*.safetensors")):
+        raise KdmemIOError(
+            f"no *.safetensors weights in {path}; save the model with "
+            "save_pretrained(..., safe_serialization=True) (kdmem never loads pickle weights)"
+        )
     try:
         torch_dtype = getattr(torch, dtype)
     except AttributeError:
