@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import types
+import zlib
+
+import pytest
 
 from click.testing import CliRunner
 
@@ -41,3 +45,17 @@ def test_doctor_reports_zlib() -> None:
     assert r.exit_code == 0, r.output
     assert f"zlib linked into kdmem: {kdmem._core.zlib_version()}" in r.output
     assert "agrees" in r.output
+
+
+def test_doctor_warns_when_the_host_zlib_differs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kdmem.doctor
+
+    fake = types.SimpleNamespace(
+        ZLIB_RUNTIME_VERSION="1.3.0.zlib-ng",
+        compress=lambda data: zlib.compress(data) + b"!",  # a deflate that differs by a byte
+    )
+    monkeypatch.setattr(kdmem.doctor, "host_zlib", fake)
+    r = CliRunner().invoke(main, ["doctor"])
+    assert r.exit_code == 1
+    assert "1.3.0.zlib-ng" in r.output
+    assert "warning: the host Python's zlib gives other sizes" in r.output
