@@ -8,7 +8,6 @@ import types
 import zlib
 
 import pytest
-
 from click.testing import CliRunner
 
 import kdmem
