@@ -12,6 +12,8 @@ VENV=$ROOT/.venv
 PY=$VENV/bin/python
 export PYO3_PYTHON=$PY
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# The report tests render in headless Chromium; in the test command a missing browser fails.
+export KDMEM_REQUIRE_CHROMIUM=1
 
 say() { printf '\n== %s\n' "$*"; }
 

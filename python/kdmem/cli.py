@@ -58,12 +58,458 @@ def doctor() -> None:
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI in-process (for tests); returns the exit code."""
     try:
-        main.main(args=list(argv) if argv is not None else None, standalone_mode=False)
+        rv = main.main(args=list(argv) if argv is not None else None, standalone_mode=False)
     except SystemExit as e:  # pragma: no cover - click exits via SystemExit in some paths
         return int(e.code or 0)
     except click.exceptions.Exit as e:
         return e.exit_code
-    return 0
+    return int(rv or 0)
 
 
 # ---- stage commands below; each lives in its own block ------------------------------------
+
+
+# ---- measure / generate (kdmem.measure) ----------------------------------------------------
+
+
+def _batch_size(value: str) -> int | None:
+    if value == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise click.BadParameter(f"{value!r}: use 'auto' or a positive integer")
+    return n
+
+
+_dtype_choice = click.Choice(["float32", "bfloat16", "float16"])
+
+
+@main.command()
+@click.option("--model", "model", required=True, help="Hub id or local directory (safetensors).")
+@click.option(
+    "--data", required=True, type=click.Path(), help="Study set: shard dir, .parquet or .npy."
+)
+@click.option(
+    "--prefix", default=50, show_default=True, type=click.IntRange(min=1), help="Prefix tokens."
+)
+@click.option(
+    "--suffix", default=50, show_default=True, type=click.IntRange(min=1), help="Suffix tokens."
+)
+@click.option(
+    "--out", required=True, type=click.Path(), help="Output table, e.g. measure/teacher.parquet."
+)
+@click.option(
+    "--reference", default=None, help="Second model: adds kl_to_reference = KL(model || reference)."
+)
+@click.option("--reverse-kl", is_flag=True, help="Also write kl_reference_to_model.")
+@click.option(
+    "--batch-size", default="auto", show_default=True, help="'auto' or N (halved on CUDA OOM)."
+)
+@click.option("--dtype", default="float32", show_default=True, type=_dtype_choice)
+@click.option(
+    "--device", default=None, help="cpu, cuda, cuda:1 (default: cuda:LOCAL_RANK if available)."
+)
+@click.option(
+    "--attn-implementation", default=None, help="eager, sdpa, ... (default: the model's)."
+)
+@click.option(
+    "--verify-generate",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Re-decode K random examples plus every near-tie; flip rate goes in the metadata.",
+)
+@click.option(
+    "--tie-threshold",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Top-2 logit gap below which --verify-generate re-decodes an example.",
+)
+@click.option(
+    "--seq-chunk",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Positions per lm-head chunk (default: 64 MiB of fp32 logits per model).",
+)
+@click.option(
+    "--chunk-size",
+    default=4096,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Examples per resumable chunk.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Error on examples shorter than prefix+suffix instead of skipping.",
+)
+@click.option(
+    "--role", default=None, help="Role name in the metadata (default: the --out file stem)."
+)
+def measure(**kw: Any) -> None:
+    """Exact memorization labels and per-example scores from one teacher-forced pass."""
+    import os
+
+    from kdmem.measure import measure as run_measure
+    from kdmem.measure._runtime import read_meta
+
+    kw["batch_size"] = _batch_size(kw["batch_size"])
+    out = run_measure(kw.pop("model"), kw.pop("data"), kw.pop("out"), **kw)
+    if out.is_file() and int(os.environ.get("RANK", "0")) == 0:
+        meta = read_meta(out)
+        line = (
+            f"kdmem: {out}: {meta.get('n_memorized')} of {meta.get('n_examples')} memorized "
+            f"(prefix {meta.get('prefix')}, suffix {meta.get('suffix')})"
+        )
+        if meta.get("n_short"):
+            line += f"; skipped {meta['n_short']} examples shorter than prefix+suffix"
+        if meta.get("verify"):
+            v = meta["verify"]
+            line += f"; verify: {v['n_flips']} flips in {v['n_checked']} re-decoded"
+        click.echo(line, err=True)
+
+
+@main.command()
+@click.option("--model", "model", required=True, help="Teacher: hub id or local directory.")
+@click.option(
+    "--data", required=True, type=click.Path(), help="Study set: shard dir, .parquet or .npy."
+)
+@click.option(
+    "--prefix", default=50, show_default=True, type=click.IntRange(min=1), help="Prefix tokens."
+)
+@click.option(
+    "--new-tokens",
+    default=206,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Greedy tokens written after each prefix.",
+)
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Output directory.")
+@click.option(
+    "--batch-size", default="auto", show_default=True, help="'auto' or N (halved on CUDA OOM)."
+)
+@click.option("--dtype", default="float32", show_default=True, type=_dtype_choice)
+@click.option(
+    "--device", default=None, help="cpu, cuda, cuda:1 (default: cuda:LOCAL_RANK if available)."
+)
+@click.option(
+    "--attn-implementation", default=None, help="eager, sdpa, ... (default: the model's)."
+)
+@click.option(
+    "--cache",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "static", "dynamic"]),
+    help="KV cache (auto: static on CUDA where supported).",
+)
+@click.option(
+    "--chunk-size",
+    default=4096,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Examples per resumable chunk.",
+)
+@click.option(
+    "--strict", is_flag=True, help="Error on examples shorter than the prefix instead of skipping."
+)
+def generate(**kw: Any) -> None:
+    """Greedy teacher continuations of fixed-length prefixes (hard-distillation data)."""
+    import os
+
+    from kdmem.measure import generate as run_generate
+    from kdmem.measure._runtime import read_meta
+
+    kw["batch_size"] = _batch_size(kw["batch_size"])
+    out = run_generate(kw.pop("model"), kw.pop("data"), kw.pop("out_dir"), **kw)
+    if out.is_file() and int(os.environ.get("RANK", "0")) == 0:
+        meta = read_meta(out)
+        line = f"kdmem: wrote {out}: {meta.get('n_examples')} sequences"
+        if meta.get("n_short"):
+            line += f"; skipped {meta['n_short']} examples shorter than the prefix"
+        click.echo(line, err=True)
+
+
+# ---- analysis: predict, sets, report (kdmem.analysis) ---------------------------------------
+
+
+def _csv(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise click.BadParameter("give at least one name")
+    return items
+
+
+_run_dir_arg = click.Path(file_okay=False, path_type=str)
+
+
+@main.command()
+@click.argument("run_dir", type=_run_dir_arg)
+@click.option(
+    "--target", default=None, help="Student role to predict (default: the main soft student)."
+)
+@click.option(
+    "--features",
+    default=None,
+    help="Comma-separated feature names (default: zlib_bytes,ppl_teacher,ppl_baseline,"
+    "kl_teacher_baseline); see docs/run_dir.md for the names understood.",
+)
+@click.option(
+    "--corpus-features",
+    is_flag=True,
+    help="Add log1p duplicate counts and longest-match features from features.parquet.",
+)
+@click.option("--resamples", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--neg-ratio", default=3.0, show_default=True, type=click.FloatRange(min=0, min_open=True)
+)
+@click.option(
+    "--test-size",
+    default=0.3,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+)
+@click.option(
+    "--folds",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="CV folds at natural prevalence.",
+)
+@click.option(
+    "--C",
+    "C",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Inverse L2 strength.",
+)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Output directory (default RUN_DIR/predictor).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the full JSON instead of tables.")
+def predict(
+    run_dir: str, features: str | None, corpus_features: bool, as_json: bool, **kw: Any
+) -> None:
+    """Logistic regression predicting student memorization from pre-distillation features."""
+    import json
+
+    from kdmem.analysis import RunDir
+    from kdmem.analysis.predictor import (
+        CORPUS_FEATURES,
+        DEFAULT_FEATURES,
+        format_predict,
+        run_predict,
+    )
+
+    names = _csv(features) or list(DEFAULT_FEATURES)
+    if corpus_features:
+        names += [f for f in CORPUS_FEATURES if f not in names]
+    result = run_predict(RunDir(run_dir), features=names, **kw)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(format_predict(result), nl=False)
+    out = kw["out"] or f"{run_dir}/predictor"
+    click.echo(f"kdmem: wrote {out}/predictor.json and {out}/scores.parquet", err=True)
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=_run_dir_arg)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="JSON output (default FIRST_RUN_DIR/sets/sets.json).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON instead of tables.")
+def sets(run_dirs: tuple[str, ...], out: str | None, as_json: bool) -> None:
+    """Set algebra of T, B, S: rates, easy examples, inheritance, soft vs hard, seeds, families.
+
+    Give one run directory per model family for the cross-family overlap.
+    """
+    import json
+    from pathlib import Path
+
+    from kdmem.analysis import RunDir
+    from kdmem.analysis.sets import analyze_sets, format_sets, write_sets
+
+    result = analyze_sets([RunDir(d) for d in run_dirs])
+    path = Path(out) if out else Path(run_dirs[0]) / "sets" / "sets.json"
+    write_sets(result, path)
+    click.echo(json.dumps(result, indent=2) if as_json else format_sets(result), nl=not as_json)
+    click.echo(f"kdmem: wrote {path}", err=True)
+
+
+@main.command()
+@click.argument("run_dir", type=_run_dir_arg)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Output directory (default RUN_DIR/report).",
+)
+@click.option(
+    "--max-examples",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Memorized examples listed with their text.",
+)
+@click.option(
+    "--sample-size",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Random examples in the zlib scatter.",
+)
+@click.option("--seed", default=0, show_default=True, type=int)
+def report(run_dir: str, **kw: Any) -> None:
+    """Write RUN_DIR/report/index.html (self-contained), summary.json and figure files."""
+    from kdmem.analysis.report import build_report
+
+    rep = build_report(run_dir, **kw)
+    omitted = [k for k, v in rep.summary["sections"].items() if v != "ok"]
+    click.echo(str(rep.index))
+    line = f"kdmem: wrote {rep.index} and {rep.summary_path}"
+    if omitted:
+        line += f"; sections omitted for missing inputs: {', '.join(omitted)}"
+    click.echo(line, err=True)
+
+
+# ---- train / distill (kdmem.train) ----------------------------------------------------------
+
+
+def _config_options(cls: type, fixed: Sequence[str] = ()) -> Any:
+    """One ``--option`` per field of a recipe config (``kdmem.train.config``); values left
+    unset fall back to ``--config FILE.toml`` and then to the dataclass default."""
+    import dataclasses
+    import typing
+
+    from kdmem.train.config import HELP
+
+    hints = typing.get_type_hints(cls)
+
+    def click_type(tp: Any) -> Any:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) is typing.Literal:
+            return click.Choice([str(a) for a in typing.get_args(tp)])
+        if args and typing.get_origin(tp) is not typing.Literal:
+            return click_type(args[0])
+        return {int: int, float: float, str: str}.get(tp, str)
+
+    def deco(f: Any) -> Any:
+        for fld in reversed(dataclasses.fields(cls)):
+            if fld.name in fixed:
+                continue
+            flag = "--" + fld.name.replace("_", "-")
+            tp = hints[fld.name]
+            unset = fld.default is dataclasses.MISSING or fld.default is None
+            default = "" if unset else f" [default: {fld.default}]"
+            text = HELP.get(fld.name, "") + default
+            if tp is bool:
+                opt = click.option(f"{flag}/--no-{flag[2:]}", fld.name, default=None, help=text)
+            else:
+                opt = click.option(flag, fld.name, type=click_type(tp), default=None, help=text)
+            f = opt(f)
+        return click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="TOML file of the same keys (command-line options win).",
+        )(f)
+
+    return deco
+
+
+def _recipe_config(cls: type, kw: dict[str, Any]) -> Any:
+    from kdmem.errors import KdmemIOError
+    from kdmem.train.config import config_from_dict
+
+    values: dict[str, Any] = {}
+    path = kw.pop("config_file", None)
+    if path:
+        import tomllib
+
+        try:
+            with open(path, "rb") as fh:
+                values = tomllib.load(fh)
+        except OSError as e:
+            raise KdmemIOError(f"cannot read --config {path}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise KdmemIOError(f"--config {path} is not valid TOML: {e}") from None
+    values.update({k: v for k, v in kw.items() if v is not None})
+    return config_from_dict(cls, values)
+
+
+def _quiet_transformers() -> None:
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def _train_cfg_cls() -> type:
+    from kdmem.train.config import FinetuneConfig
+
+    return FinetuneConfig
+
+
+def _distill_cfg_cls() -> type:
+    from kdmem.train.config import DistillConfig
+
+    return DistillConfig
+
+
+@main.command()
+@_config_options(_train_cfg_cls())
+def train(**kw: Any) -> None:
+    """Fine-tune a teacher or baseline with cross-entropy (resumes from OUT/checkpoint).
+
+    Example: kdmem train --role baseline --model EleutherAI/pythia-1.4b --data D --out
+    runs/x/models/baseline --epochs 4 --lr 5e-5 --schedule cosine. Multi-GPU: torchrun
+    --nproc-per-node 8 -m kdmem.train train ... (see docs/train.md)."""
+    from kdmem.train.config import FinetuneConfig
+
+    cfg = _recipe_config(FinetuneConfig, kw)
+    _quiet_transformers()
+    from kdmem.train.common import teardown_distributed
+    from kdmem.train.finetune import finetune
+
+    try:
+        finetune(cfg)
+    finally:
+        teardown_distributed()
+
+
+@main.command()
+@_config_options(_distill_cfg_cls())
+def distill(**kw: Any) -> None:
+    """Distil a fine-tuned teacher into a student: soft (T^2 * KL), hard (CE on the teacher's
+    greedy continuations) or argmax (CE on the teacher's argmax labels).
+
+    Example: kdmem distill --teacher runs/x/models/teacher --student EleutherAI/pythia-1.4b
+    --data D --out runs/x/models/soft --mode soft --loss fkl --temperature 2 --alpha 0."""
+    from kdmem.train.config import DistillConfig
+
+    cfg = _recipe_config(DistillConfig, kw)
+    _quiet_transformers()
+    from kdmem.train.common import teardown_distributed
+    from kdmem.train.distill import distill as run_distill
+
+    try:
+        run_distill(cfg)
+    finally:
+        teardown_distributed()

@@ -60,11 +60,48 @@ class TokenizerLoadError(KdmemError, ValueError):
     """A tokenizer file could not be loaded."""
 
 
+class ConfigError(KdmemError, ValueError):
+    """An experiment config has an unknown key, a wrong type or an invalid value."""
+
+
 class InvalidArgumentError(KdmemError, ValueError):
     """An argument is outside its domain."""
 
 
+class StaleIndexError(KdmemError, ValueError):
+    """A shard has no suffix-array index, or changed after it was indexed; rerun ``kdmem index``."""
+
+
+class MissingStageInputError(KdmemIOError, FileNotFoundError):
+    """A stage's input file is absent; the message names the file and the command that writes it."""
+
+
+class StudySetMismatchError(KdmemError, ValueError):
+    """Per-example tables that must describe the same study set have different example ids."""
+
+
+class TableSchemaError(KdmemError, ValueError):
+    """A per-example table lacks a documented column, has the wrong type, or is not sorted by id."""
+
+
+class NoPositiveExamplesError(KdmemError, ValueError):
+    """A predictor was asked to learn memorization from a target with (almost) no memorized examples."""
+
+
+class NonFiniteLossError(KdmemError, ArithmeticError):
+    """Training produced a NaN/inf loss; the last good checkpoint is kept and the message names the step."""
+
+
+class TrainingOutOfMemoryError(KdmemError, MemoryError):
+    """A training step ran out of device memory; the message suggests a batch size and accumulation."""
+
+
+class NonFiniteLogitsError(KdmemError, ArithmeticError):
+    """A model produced NaN logits while being measured; the message names the example and dtype."""
+
+
 __all__ = [
+    "ConfigError",
     "CorruptFileError",
     "DiskFullError",
     "EmptyCorpusError",
@@ -75,7 +112,15 @@ __all__ = [
     "KdmemIOError",
     "MalformedRecordError",
     "MissingFieldError",
+    "MissingStageInputError",
+    "NoPositiveExamplesError",
+    "NonFiniteLogitsError",
+    "NonFiniteLossError",
+    "StaleIndexError",
+    "StudySetMismatchError",
+    "TableSchemaError",
     "TokenRangeError",
     "TokenizerLoadError",
     "TokenizerMismatchError",
+    "TrainingOutOfMemoryError",
 ]

@@ -1,0 +1,38 @@
+"""Synthetic run directories shared by the analysis tests (see kdmem.analysis.synthetic)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kdmem.analysis.synthetic import SyntheticSpec, write_synthetic_run
+
+SPEC = SyntheticSpec(n=1500, seeds=3, rate_teacher=0.06, rate_baseline=0.04)
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A read-only synthetic run (tests that modify a run copy it with ``run_copy``)."""
+    return write_synthetic_run(tmp_path_factory.mktemp("runs") / "pythia", SPEC, seed=0)
+
+
+@pytest.fixture(scope="session")
+def predicted_run(tmp_path_factory: pytest.TempPathFactory, synthetic_run: Path) -> Path:
+    """The synthetic run plus ``predictor/`` (20 resamples to stay fast)."""
+    from kdmem.analysis import RunDir
+    from kdmem.analysis.predictor import run_predict
+
+    dst = tmp_path_factory.mktemp("runs") / "pythia"
+    shutil.copytree(synthetic_run, dst)
+    run_predict(RunDir(dst), resamples=20, seed=0)
+    return dst
+
+
+@pytest.fixture
+def run_copy(tmp_path: Path, synthetic_run: Path) -> Path:
+    """A private, writable copy of the synthetic run."""
+    dst = tmp_path / "run"
+    shutil.copytree(synthetic_run, dst)
+    return dst

@@ -1,0 +1,166 @@
+"""kdmem report: contents, escaping, missing optional inputs, and a real render in headless
+Chromium (Debian package ``chromium``; set KDMEM_REQUIRE_CHROMIUM=1 to fail instead of skip
+when it is absent, as CI does)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kdmem.analysis.report import build_report
+from kdmem.cli import main
+from kdmem.errors import MissingStageInputError, StudySetMismatchError
+
+PLANTED = "<script>alert(1)</script>"
+ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+@pytest.fixture(scope="module")
+def report_dir(predicted_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    build_report(predicted_run, out, max_examples=100)
+    return out
+
+
+def test_report_files_and_summary(report_dir: Path, predicted_run: Path) -> None:
+    summary = json.loads((report_dir / "summary.json").read_text())
+    assert summary["format"] == "kdmem-report" and summary["version"] == 1
+    assert set(summary["sections"].values()) == {"ok"}, summary.get("notes")
+    assert summary["n_examples"] == 1500
+    assert summary["rates"]["teacher"]["n_memorized"] == 90
+    assert summary["predictor"]["target"] == "student_soft_seed0"
+    assert [s["temperature"] for s in summary["temperature_sweep"]] == [1.0, 2.0, 4.0]
+    assert len(summary["utility"]) == 10
+    expected = {
+        "fig-rates.png",
+        "fig-upset.png",
+        "fig-zlib-vs-ppl.png",
+        "fig-entropy-vs-logprob.png",
+        "fig-temperature.png",
+        "fig-coefficients.png",
+        "fig-roc-pr.png",
+    }
+    assert set(summary["figures"]) == expected
+    for name in expected:
+        assert (report_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (report_dir / "index.html").read_text()
+    assert html.count("data:image/png;base64,") == len(expected)  # self-contained
+    assert 'src="http' not in html and "<link" not in html
+
+
+def test_planted_script_is_escaped(report_dir: Path, predicted_run: Path) -> None:
+    html = (report_dir / "index.html").read_text()
+    assert PLANTED not in html
+    assert "<script" not in html.lower()
+    assert ESCAPED in html
+
+
+def test_missing_optional_inputs_become_notes(tmp_path: Path, synthetic_run: Path) -> None:
+    run = tmp_path / "bare"
+    (run / "measure").mkdir(parents=True)
+    for role in ("teacher", "student_soft_seed0"):
+        shutil.copy(synthetic_run / "measure" / f"{role}.parquet", run / "measure")
+    rep = build_report(run)
+    s = rep.summary["sections"]
+    assert s["rates"] == "ok" and s["examples"] == "ok"
+    for sec in ("sets", "zlib", "mechanism", "temperature", "predictor", "utility"):
+        assert s[sec] == "omitted", sec
+    notes = rep.summary["notes"]
+    assert "kdmem measure" in notes["sets"] and "baseline" in notes["sets"]
+    assert "kdmem featurize" in notes["zlib"]
+    assert "kdmem predict" in notes["predictor"]
+    html = rep.index.read_text()
+    assert "Section omitted" in html and "(text unavailable)" in html
+
+
+def test_report_errors(tmp_path: Path, run_copy: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MissingStageInputError, match="kdmem measure"):
+        build_report(tmp_path / "empty")
+    import pyarrow.parquet as pq
+
+    p = run_copy / "features.parquet"
+    pq.write_table(pq.read_table(p).slice(1), p)
+    with pytest.raises(StudySetMismatchError):
+        build_report(run_copy)
+    r = CliRunner().invoke(main, ["report", str(run_copy)])
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "different study sets" in r.stderr
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        if os.environ.get("KDMEM_REQUIRE_CHROMIUM") == "1":
+            pytest.fail("chromium not found (Debian: apt-get install chromium)")
+        pytest.skip("chromium not installed (Debian: apt-get install chromium)")
+    return exe
+
+
+def _headless(exe: str, profile: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    cmd = [
+        exe,
+        "--headless",
+        "--no-sandbox",  # tests may run as root in containers
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, timeout=90, check=False)
+
+
+def test_renders_in_headless_chromium(report_dir: Path, tmp_path: Path) -> None:
+    exe = _chromium()
+    url = (report_dir / "index.html").resolve().as_uri()
+    shot = tmp_path / "shot.png"
+    r = _headless(exe, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2400", url)
+    assert shot.exists(), r.stderr.decode(errors="replace")[-2000:]
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        px = np.asarray(im.convert("L"), dtype=np.float64)
+    assert px.shape == (2400, 1280)
+    assert px.std() > 20  # not a blank page: text, tables and figures
+    assert (px < 128).mean() > 0.01
+
+    r = _headless(exe, tmp_path / "profile", "--dump-dom", url)
+    dom = r.stdout.decode("utf-8")
+    assert r.returncode == 0 and "</html>" in dom, r.stderr.decode(errors="replace")[-2000:]
+    for cls in (
+        "rates",
+        "sets",
+        "upset",
+        "zlib",
+        "mechanism",
+        "temperature",
+        "predictor-paper",
+        "predictor-natural",
+        "coefficients",
+        "calibration",
+        "utility",
+        "examples",
+    ):
+        assert f'<table class="{cls}">' in dom, cls
+    assert "<script" not in dom.lower()
+    assert ESCAPED in dom  # the planted markup is text in the DOM, not an element
+    assert dom.count("<img ") == 7
+
+
+def test_teacher_only_run(tmp_path: Path, synthetic_run: Path) -> None:
+    run = tmp_path / "teacher-only"
+    (run / "measure").mkdir(parents=True)
+    shutil.copy(synthetic_run / "measure" / "teacher.parquet", run / "measure")
+    shutil.copy(synthetic_run / "features.parquet", run)
+    rep = build_report(run, max_examples=0)
+    s = rep.summary["sections"]
+    assert s["rates"] == "ok"
+    assert s["examples"] == "omitted" and s["zlib"] == "omitted" and s["sets"] == "omitted"
+    assert "baseline" in rep.summary["notes"]["zlib"]
