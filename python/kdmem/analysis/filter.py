@@ -1,0 +1,112 @@
+"""Pre-filtering (Borkar et al. 2026): drop the examples the predictor flags, re-distill with
+the same teacher, measure again on the full study set, and compare.
+
+Two halves, both plain functions:
+
+* :func:`flag_examples` scores every example of a run with a saved predictor
+  (``predictor/predictor.json``; features are pre-distillation ones) and flags those with
+  probability >= ``threshold``; :func:`write_filtered` writes the kept examples as a study set
+  (Parquet, docs/formats.md) plus ``filter/flagged.json``.
+* :func:`compare_filtered` reads the before/after measure tables (both measured on the *full*
+  study set, as the paper measures against the original D) and reports before/after counts,
+  the reduction, and which memorized examples are new (memorized after filtering but not
+  before).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdmem.analysis.predictor import Predictor
+from kdmem.analysis.rundir import RunDir, check_same_ids, write_json_atomic
+from kdmem.data import Examples, load_examples, write_examples
+from kdmem.errors import InvalidArgumentError
+
+FILTER_FORMAT = "kdmem-filter"
+
+
+def flag_examples(
+    run: RunDir, predictor_path: str | Path | None = None, threshold: float = 0.5
+) -> dict[str, Any]:
+    """Score every example with the saved predictor; flagged = probability >= threshold.
+
+    Returns ``{"example_id": int64[n], "score": float64[n], "flagged": bool[n]}``. Examples
+    whose features are not finite cannot be scored and are never flagged (counted in
+    ``n_unscored``).
+    """
+    if not 0.0 < threshold < 1.0:
+        raise InvalidArgumentError(f"invalid threshold = {threshold}: use a probability in (0, 1)")
+    model = Predictor.load(predictor_path or run.path / "predictor" / "predictor.json")
+    ids, X = model.features_of(run)
+    score = model.predict_proba(X)
+    all_ids = run.primary("teacher").example_id
+    return {
+        "example_id": ids,
+        "score": score,
+        "flagged": score >= threshold,
+        "n_unscored": int(len(all_ids) - len(ids)),
+        "threshold": threshold,
+        "feature_names": list(model.feature_names),
+    }
+
+
+def write_filtered(
+    study: str | Path, flags: dict[str, Any], out: str | Path, flagged_json: str | Path
+) -> Examples:
+    """Write the study set minus the flagged examples to ``out`` (Parquet) and the flagged
+    ids with their scores to ``flagged_json``; returns the kept examples."""
+    examples = load_examples(study)
+    flagged_ids = np.asarray(flags["example_id"])[np.asarray(flags["flagged"], dtype=bool)]
+    keep = ~np.isin(examples.example_ids, flagged_ids)
+    kept = examples.select(keep)
+    write_examples(kept, out)
+    write_json_atomic(
+        Path(flagged_json),
+        {
+            "format": FILTER_FORMAT,
+            "version": 1,
+            "threshold": flags["threshold"],
+            "feature_names": flags["feature_names"],
+            "n_examples": len(examples),
+            "n_flagged": len(flagged_ids),
+            "n_kept": len(kept),
+            "n_unscored": flags["n_unscored"],
+            "flagged": sorted(int(i) for i in flagged_ids),
+        },
+    )
+    return kept
+
+
+def compare_filtered(
+    run: RunDir, before: str, after: str, flagged: list[int] | None = None
+) -> dict[str, Any]:
+    """Before/after memorization of the filtering experiment (both roles' tables in ``run``).
+
+    ``new`` = memorized after filtering but not before; ``removed_and_memorized`` = flagged
+    examples the student had memorized before (what the filter was for).
+    """
+    b = run.measure(before)
+    a = run.measure(after)
+    check_same_ids([(b.path, b.example_id), (a.path, a.example_id)])
+    mb, ma = b.memorized_ids(), a.memorized_ids()
+    flagged_set = set(flagged or [])
+    new = sorted(ma - mb)
+    return {
+        "format": FILTER_FORMAT,
+        "version": 1,
+        "before_role": before,
+        "after_role": after,
+        "n_examples": b.n,
+        "memorized_before": len(mb),
+        "memorized_after": len(ma),
+        "reduction": None if not mb else 1.0 - len(ma) / len(mb),
+        "new": new,
+        "n_new": len(new),
+        "still_memorized": sorted(ma & mb),
+        "n_flagged": len(flagged_set),
+        "removed_and_memorized": len(mb & flagged_set),
+        "memorized_after_but_flagged": len(ma & flagged_set),
+    }

@@ -1,0 +1,72 @@
+"""Pre-filtering: flags match the saved predictor, the filtered study set drops exactly the
+flagged ids, and the before/after comparison matches plain set arithmetic."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from kdmem.analysis import RunDir
+from kdmem.analysis.filter import compare_filtered, flag_examples, write_filtered
+from kdmem.analysis.predictor import Predictor
+from kdmem.data import Examples, load_examples, write_examples
+from kdmem.errors import InvalidArgumentError
+
+
+def test_flags_equal_the_predictor_threshold(predicted_run: Path) -> None:
+    run = RunDir(predicted_run)
+    flags = flag_examples(run, threshold=0.3)
+    model = Predictor.load(predicted_run / "predictor" / "predictor.json")
+    ids, X = model.features_of(run)
+    assert np.array_equal(flags["example_id"], ids)
+    assert np.array_equal(flags["flagged"], model.predict_proba(X) >= 0.3)
+    assert 0 < flags["flagged"].sum() < len(ids)
+    with pytest.raises(InvalidArgumentError, match="threshold"):
+        flag_examples(run, threshold=1.5)
+
+
+def test_filtered_study_set_drops_exactly_the_flagged(predicted_run: Path, tmp_path: Path) -> None:
+    run = RunDir(predicted_run)
+    ids = run.primary("teacher").example_id
+    study = Examples(ids, np.arange(len(ids) * 4, dtype=np.int64).reshape(-1, 4), "ab" * 32)
+    write_examples(study, tmp_path / "study.parquet")
+    flags = flag_examples(run, threshold=0.3)
+    kept = write_filtered(
+        tmp_path / "study.parquet", flags, tmp_path / "kept.parquet", tmp_path / "flagged.json"
+    )
+    flagged = set(flags["example_id"][flags["flagged"]].tolist())
+    assert set(kept.example_ids.tolist()) == set(ids.tolist()) - flagged
+    again = load_examples(tmp_path / "kept.parquet")
+    assert np.array_equal(again.tokens, kept.tokens) and again.tokenizer_hash == "ab" * 32
+    report = json.loads((tmp_path / "flagged.json").read_text())
+    assert report["flagged"] == sorted(flagged) and report["n_kept"] == len(kept)
+
+
+def test_compare_matches_set_arithmetic(predicted_run: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "run"
+    shutil.copytree(predicted_run, dst)
+    before = pq.read_table(dst / "measure" / "student_soft_seed0.parquet")
+    mem = before.column("memorized").to_numpy(zero_copy_only=False)
+    rng = np.random.default_rng(0)
+    after_mem = mem & (rng.random(len(mem)) < 0.2)
+    after_mem[np.flatnonzero(~mem)[:3]] = True  # three new ones
+    after = before.set_column(
+        before.column_names.index("memorized"), "memorized", pa.array(after_mem)
+    )
+    pq.write_table(after, dst / "measure" / "student_soft_filtered_seed0.parquet")
+    ids = before.column("example_id").to_numpy()
+    flagged = ids[mem][:5].tolist()
+    out = compare_filtered(
+        RunDir(dst), "student_soft_seed0", "student_soft_filtered_seed0", flagged
+    )
+    b, a = set(ids[mem].tolist()), set(ids[after_mem].tolist())
+    assert out["memorized_before"] == len(b) and out["memorized_after"] == len(a)
+    assert out["new"] == sorted(a - b) and out["n_new"] == 3
+    assert out["removed_and_memorized"] == 5
+    assert out["reduction"] == pytest.approx(1 - len(a) / len(b))
