@@ -22,8 +22,10 @@ from kdmem.errors import (
     MalformedRecordError,
     MissingFieldError,
     MissingStageInputError,
+    NonFiniteLogitsError,
     NonFiniteLossError,
     NoPositiveExamplesError,
+    StaleIndexError,
     StudySetMismatchError,
     TableSchemaError,
     TokenizerLoadError,
@@ -51,7 +53,9 @@ __all__ = [
     "MissingFieldError",
     "MissingStageInputError",
     "NoPositiveExamplesError",
+    "NonFiniteLogitsError",
     "NonFiniteLossError",
+    "StaleIndexError",
     "StudySetMismatchError",
     "TableSchemaError",
     "TokenRangeError",
@@ -62,3 +66,12 @@ __all__ = [
     "zlib_bytes",
     "zlib_ratio",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # kdmem.Index is imported on first use, so `import kdmem` stays light.
+    if name == "Index":
+        from kdmem.corpus.index import Index
+
+        return Index
+    raise AttributeError(f"module 'kdmem' has no attribute {name!r}")

@@ -1,5 +1,9 @@
 # Typed stubs for the private extension kdmem._core; checked against the built module by
 # `python -m mypy.stubtest kdmem._core` in the test command.
+from collections.abc import Callable
+from os import PathLike
+from typing import Any, final
+
 import numpy as np
 import numpy.typing as npt
 
@@ -8,3 +12,120 @@ __version__: str
 def zlib_bytes(texts: list[str | bytes], threads: int | None = None) -> npt.NDArray[np.int64]: ...
 def zlib_version() -> str: ...
 def resolve_threads(threads: int | None = None) -> int: ...
+def _error_kinds() -> list[str]: ...
+def _raise_error_sample(i: int) -> None: ...
+
+# ---- index (kdmem.corpus.index) ----
+
+_Rows = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
+_Overlap = tuple[npt.NDArray[np.uint32], int, float]
+
+@final
+class Index:
+    def __new__(cls, dir: str | PathLike[str]) -> Index: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def n_shards(self) -> int: ...
+    @property
+    def n_tokens(self) -> int: ...
+    @property
+    def n_docs(self) -> int: ...
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def token_width(self) -> int: ...
+    @property
+    def tokenizer_hash(self) -> str: ...
+    def check_tokenizer(self, hash: str) -> None: ...
+    def count(self, tokens: npt.NDArray[np.uint32], threads: int | None = None) -> int: ...
+    def locate(
+        self, tokens: npt.NDArray[np.uint32], limit: int, threads: int | None = None
+    ) -> _Rows: ...
+    def longest_match(
+        self, tokens: npt.NDArray[np.uint32], threads: int | None = None
+    ) -> npt.NDArray[np.uint32]: ...
+    def ngram_overlap(
+        self, tokens: npt.NDArray[np.uint32], n: int, threads: int | None = None
+    ) -> _Overlap: ...
+    def count_many(
+        self, queries: list[npt.NDArray[np.uint32]], threads: int | None = None
+    ) -> npt.NDArray[np.uint64]: ...
+    def locate_many(
+        self, queries: list[npt.NDArray[np.uint32]], limit: int, threads: int | None = None
+    ) -> list[_Rows]: ...
+    def longest_match_many(
+        self, queries: list[npt.NDArray[np.uint32]], threads: int | None = None
+    ) -> list[npt.NDArray[np.uint32]]: ...
+    def ngram_overlap_many(
+        self, queries: list[npt.NDArray[np.uint32]], n: int, threads: int | None = None
+    ) -> list[_Overlap]: ...
+    def verify(
+        self,
+        threads: int | None = None,
+        progress: Callable[[int, int, int, int], Any] | None = None,
+    ) -> None: ...
+
+def build_index(
+    dir: str | PathLike[str],
+    threads: int | None = None,
+    progress: Callable[[int, int, int, int], Any] | None = None,
+) -> dict[str, Any]: ...
+def verify_index(
+    dir: str | PathLike[str],
+    threads: int | None = None,
+    progress: Callable[[int, int, int, int], Any] | None = None,
+) -> None: ...
+
+# ---- shard (kdmem.corpus.shard, kdmem.corpus.importers) ----
+
+def shard_files(
+    inputs: list[str | PathLike[str]],
+    tokenizer: str | PathLike[str],
+    out: str | PathLike[str],
+    *,
+    threads: int | None = None,
+    dtype: str = "auto",
+    text_field: str = "text",
+    eos: str = "auto",
+    skip_bad: bool = False,
+    shard_tokens: int = 1073741824,
+    overwrite: bool = False,
+    batch_bytes: int = 4194304,
+    progress: Callable[[int, int, int, int], Any] | None = None,
+) -> tuple[str, int]: ...
+def tokenizer_info(path: str | PathLike[str], eos: str = "auto") -> tuple[str, int, int | None]: ...
+
+@final
+class ShardWriter:
+    def __new__(
+        cls,
+        out: str | PathLike[str],
+        *,
+        config: str,
+        tokenizer: str | PathLike[str] | None = None,
+        dtype: str = "auto",
+        eos: str = "auto",
+        shard_tokens: int = 1073741824,
+        overwrite: bool = False,
+        threads: int | None = None,
+        vocab_size: int = 0,
+        tokenizer_hash: str | None = None,
+        eos_id: int | None = None,
+    ) -> ShardWriter: ...
+    @property
+    def records_to_skip(self) -> int: ...
+    @property
+    def is_complete(self) -> bool: ...
+    @property
+    def resumed_shards(self) -> int: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def eos_id(self) -> int | None: ...
+    def add_texts(self, texts: list[str], source: str, first_record: int) -> int: ...
+    def skip_records(self, n: int, bad: bool = False) -> None: ...
+    def add_tokens(
+        self, tokens: npt.NDArray[np.uint32], offsets: npt.NDArray[np.uint64]
+    ) -> None: ...
+    def finish(self, inputs: str) -> str: ...

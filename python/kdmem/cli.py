@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -124,10 +125,10 @@ _dtype_choice = click.Choice(["float32", "bfloat16", "float16"])
 )
 @click.option(
     "--tie-threshold",
-    default=0.05,
-    show_default=True,
+    default=None,
     type=click.FloatRange(min=0),
-    help="Top-2 logit gap below which --verify-generate re-decodes an example.",
+    help="Top-2 logit gap below which --verify-generate re-decodes an example "
+    "(default: 0.01 float32, 0.1 float16, 0.5 bfloat16).",
 )
 @click.option(
     "--seq-chunk",
@@ -513,3 +514,335 @@ def distill(**kw: Any) -> None:
         run_distill(cfg)
     finally:
         teardown_distributed()
+
+
+# ---- kdmem index ---------------------------------------------------------------------------
+
+
+@main.command("index")
+@click.argument("shards_dir", type=click.Path(exists=True, file_okay=False))
+@threads_option
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="After building, recompute every checksum of the shards and suffix arrays.",
+)
+def index_cmd(shards_dir: str, threads: int | None, verify: bool) -> None:
+    """Build one suffix array per shard of SHARDS_DIR (resumable; finished shards are kept).
+
+    Writes shard-NNNNN.kdsa next to every shard-NNNNN.kdt. Peak memory: about THREADS x the
+    largest shard x 6.4 bytes/token (u16 shards) or 8.4 bytes/token (u32).
+
+    Example: kdmem index runs/x/data/shards --threads 8 --verify"""
+    from tqdm import tqdm
+
+    from kdmem.corpus.index import build_index, verify_index
+
+    with tqdm(unit=" shards", desc="index", disable=None) as bar:
+
+        def progress(shards: int, tokens: int, _b: int, _t: int) -> None:
+            bar.n = shards
+            bar.set_postfix_str(f"{tokens / 1e6:.1f}M tokens", refresh=True)
+
+        report = build_index(shards_dir, threads, progress)
+    rate = report["tokens_built"] / max(report["seconds"], 1e-9)
+    click.echo(
+        f"kdmem index: {report['built']} built, {report['skipped']} up to date "
+        f"({report['shards']} shards, {report['tokens_built']:,} tokens, "
+        f"{report['seconds']:.1f} s, {rate / 1e6:.1f}M tokens/s)"
+    )
+    if verify:
+        verify_index(shards_dir, threads)
+        click.echo(f"kdmem index: {report['shards']} shards and suffix arrays verified")
+
+
+# ---- shard / import (kdmem.corpus) ---------------------------------------------------------
+
+
+class _ShardProgress:
+    """tqdm bar (documents, tokens, MB/s, ETA) on a terminal; nothing when stderr is not a TTY."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, docs: int, tokens: int, nbytes: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total / 1e6 if total else None,
+                unit="MB",
+                unit_scale=False,
+                dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} MB [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
+            )
+        self.bar.n = nbytes / 1e6
+        self.bar.set_postfix_str(f"{docs:,} docs, {tokens:,} tokens", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _shard_summary(res: Any) -> None:
+    click.echo(
+        f"{res.out}: {res.n_docs:,} documents, {res.n_tokens:,} tokens in {res.n_shards} shard(s), "
+        f"dtype {res.dtype}, eos {res.eos_id}, tokenizer {res.tokenizer_hash[:12]}"
+        + (f", resumed {res.resumed_shards} shard(s)" if res.resumed_shards else "")
+        + (f", skipped {res.skipped_bad:,} bad record(s)" if res.skipped_bad else "")
+    )
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "--tokenizer", required=True, type=click.Path(), help="tokenizer.json (or its directory)."
+)
+@click.option("--out", required=True, type=click.Path(), help="Output shard directory.")
+@threads_option
+@click.option(
+    "--dtype", default="auto", show_default=True, type=click.Choice(["auto", "u16", "u32"])
+)
+@click.option(
+    "--text-field", default="text", show_default=True, help="JSON key / column of the text."
+)
+@click.option(
+    "--eos",
+    default="auto",
+    show_default=True,
+    help="Appended after every document: auto (the tokenizer's <|endoftext|>, </s>, ... if any), none, or a token.",
+)
+@click.option(
+    "--skip-bad", is_flag=True, help="Count and skip malformed records instead of failing."
+)
+@click.option(
+    "--shard-tokens",
+    default=1 << 30,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Tokens per shard (a shard ends after the document reaching it).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a different earlier output in --out.")
+@click.option("--split", default="train", show_default=True, help="Split of datasets inputs.")
+def shard(inputs: tuple[str, ...], **kw: Any) -> None:
+    """Tokenize INPUT... (.jsonl[.gz|.zst], .txt, .parquet, datasets dir, hf:NAME) into shards.
+
+    Output is byte-identical for any --threads; a killed run resumes when rerun.
+    """
+    from kdmem.corpus import shard_corpus
+
+    bar = _ShardProgress()
+    try:
+        res = shard_corpus(list(inputs), progress=bar, **kw)
+    finally:
+        bar.close()
+    _shard_summary(res)
+
+
+@main.group("import")
+def import_group() -> None:
+    """Convert tokenized corpora (Megatron, datatrove, .npy) into kdmem shards."""
+
+
+def _import_options(f: Any) -> Any:
+    opts = [
+        click.option("--out", required=True, type=click.Path(), help="Output shard directory."),
+        click.option(
+            "--dtype", default="auto", show_default=True, type=click.Choice(["auto", "u16", "u32"])
+        ),
+        click.option("--vocab-size", default=0, type=click.IntRange(min=0), help="0 = unknown."),
+        click.option(
+            "--tokenizer",
+            default=None,
+            type=click.Path(),
+            help="tokenizer.json to record its hash.",
+        ),
+        click.option("--tokenizer-hash", default=None, help="64 hex digits (default: unknown)."),
+        click.option(
+            "--eos-id", default=None, type=click.IntRange(min=0), help="EOS id the data uses."
+        ),
+        click.option(
+            "--shard-tokens", default=1 << 30, show_default=True, type=click.IntRange(min=1)
+        ),
+        click.option("--overwrite", is_flag=True),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@import_group.command("megatron")
+@click.argument("prefix")
+@_import_options
+def import_megatron_cmd(prefix: str, **kw: Any) -> None:
+    """Import a Megatron PREFIX.bin + PREFIX.idx (MMIDIDX) dataset."""
+    from kdmem.corpus.importers import import_megatron
+
+    _shard_summary(import_megatron(prefix, **kw))
+
+
+@import_group.command("datatrove")
+@click.argument("files", nargs=-1, required=True)
+@click.option(
+    "--token-size", default=None, type=click.Choice(["2", "4"]), help="Default: inferred."
+)
+@_import_options
+def import_datatrove_cmd(files: tuple[str, ...], token_size: str | None, **kw: Any) -> None:
+    """Import datatrove NAME.ds files (each with NAME.ds.index)."""
+    from kdmem.corpus.importers import import_datatrove
+
+    ts = int(token_size) if token_size else None
+    _shard_summary(import_datatrove(list(files), token_size=ts, **kw))
+
+
+@import_group.command("npy")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--offsets", default=None, type=click.Path(), help=".npy of document offsets/ends.")
+@click.option(
+    "--split-on", default=None, type=click.IntRange(min=0), help="End a document after this id."
+)
+@_import_options
+def import_npy_cmd(files: tuple[str, ...], **kw: Any) -> None:
+    """Import .npy token arrays (1-D with --offsets/--split-on, or 2-D one row per document)."""
+    from kdmem.corpus.importers import import_npy
+
+    _shard_summary(import_npy(list(files), **kw))
+
+
+# ---- featurize / scan (kdmem.corpus.featurize, kdmem.corpus.scan) -------------------------
+
+
+@main.command()
+@click.argument("examples", type=click.Path(exists=True))
+@click.option(
+    "--index",
+    "index_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="An indexed shard directory (kdmem index).",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output Parquet file.")
+@click.option("--prefix", default=50, show_default=True, type=click.IntRange(min=0))
+@click.option("--suffix", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--ngram",
+    multiple=True,
+    type=click.IntRange(min=1),
+    default=(8,),
+    show_default=True,
+    help="n for ngram_overlap_<n> (repeatable).",
+)
+@click.option(
+    "--exclude-self", is_flag=True, help="Subtract the example's own occurrence from the counts."
+)
+@click.option(
+    "--tokenizer",
+    type=click.Path(exists=True),
+    help="tokenizer.json to decode token ids (zlib) or encode text.",
+)
+@click.option("--text-field", default="text", show_default=True)
+@threads_option
+def featurize(examples: str, index_dir: str, out: str, **kw: Any) -> None:
+    """Corpus features of EXAMPLES: zlib entropy, duplicate counts, longest verbatim match and
+    n-gram overlap against an index (docs/formats.md)."""
+    from kdmem.corpus.featurize import featurize as run_featurize
+
+    kw["ngram"] = tuple(kw["ngram"])
+    path = run_featurize(examples, index_dir, out, **kw)
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("generations", type=click.Path(exists=True))
+@click.option(
+    "--index",
+    "index_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="An indexed shard directory (kdmem index).",
+)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="Output Parquet file of spans."
+)
+@click.option(
+    "--min-len",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Shortest span reported, in tokens.",
+)
+@click.option(
+    "--max-locations",
+    default=16,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Locations kept per span.",
+)
+@click.option(
+    "--tokenizer", type=click.Path(exists=True), help="tokenizer.json to encode text generations."
+)
+@click.option("--text-field", default="text", show_default=True)
+@threads_option
+def scan(generations: str, index_dir: str, out: str, **kw: Any) -> None:
+    """Every maximal span of at least --min-len tokens of each generation that occurs verbatim
+    in the index, with its count and locations."""
+    import pyarrow.parquet as pq
+
+    from kdmem.corpus.scan import scan as run_scan
+
+    path = run_scan(generations, index_dir, out, **kw)
+    n = pq.read_metadata(path).num_rows
+    click.echo(f"wrote {path}: {n} spans")
+
+
+# ---- run / demo (kdmem.study, kdmem.demo) ---------------------------------------------------
+
+
+@main.command("run")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.argument("overrides", nargs=-1)
+@click.option(
+    "--run-dir", type=click.Path(file_okay=False), help="Default: run.dir, else runs/<run.name>."
+)
+@click.option("--until", help="Stop after this stage (e.g. measure_teacher).")
+@click.option("--plan", is_flag=True, help="Print what would run and why, then exit.")
+def run_cmd(
+    config: str, overrides: tuple[str, ...], run_dir: str | None, until: str | None, plan: bool
+) -> None:
+    """Run (or resume) every stage of an experiment config, with section.key=value OVERRIDES.
+
+    Stages whose config and inputs are unchanged are skipped; a killed run resumes where it
+    stopped; changing one key re-runs only the stages that depend on it."""
+    from kdmem.config import load_config
+    from kdmem.pipeline import Pipeline
+    from kdmem.study import build_stages, run_experiment
+
+    cfg = load_config(config, list(overrides))
+    if plan:
+        rd = Path(run_dir) if run_dir else cfg.run_dir()
+        for p in Pipeline(rd, build_stages(cfg), log=lambda _m: None).plan():
+            click.echo(f"{p.action:7s} {p.stage.name:32s} {p.reason}")
+        return
+    _quiet_transformers()
+    run_experiment(cfg, run_dir, until=until, log=lambda m: click.echo(m, err=True))
+    rd = Path(run_dir) if run_dir else cfg.run_dir()
+    report = rd / "report" / "index.html"
+    if report.exists():
+        click.echo(f"report: {report}")
+
+
+@main.command()
+@click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
+def demo(out: str) -> None:
+    """The whole study on a corpus built at run time from the Python standard library: tokenizer,
+    base models, teacher, baseline, soft and hard students, measurement, features, predictor,
+    sets, filtering and report. About 10 minutes on 2 CPU cores; rerun to resume."""
+    from kdmem.demo import format_headline, run_demo
+
+    _quiet_transformers()
+    summary = run_demo(out, log=lambda m: click.echo(m, err=True))
+    click.echo(format_headline(summary, Path(out)))

@@ -13,8 +13,6 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
-from kdmem import _core
-
 
 def zlib_bytes(texts: Iterable[str | bytes], threads: int | None = None) -> npt.NDArray[np.int64]:
     """Compressed size in bytes of each text's UTF-8 encoding (zlib, level 6).
@@ -27,6 +25,10 @@ def zlib_bytes(texts: Iterable[str | bytes], threads: int | None = None) -> npt.
     Returns:
         int64 array of shape ``(len(texts),)``.
     """
+    # Imported here so `import kdmem` (and the numpy-only shard reader) works without the
+    # extension.
+    from kdmem import _core
+
     items = texts if isinstance(texts, list) else list(texts)
     return _core.zlib_bytes(items, threads)
 

@@ -15,7 +15,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The OS refused a read or write (missing file, permissions, ...).
-    #[error("cannot {action} {path}: {source}; check that the path exists and that you may {action} it")]
+    #[error(
+        "cannot {action} {path}: {source}; check that the path exists and that you may {action} it"
+    )]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -59,7 +61,9 @@ pub enum Error {
     #[error("empty corpus: {inputs} produced no documents; check the input paths, --text-field and --skip-bad")]
     EmptyCorpus { inputs: String },
     /// A kdmem file that fails its magic, size or checksum checks.
-    #[error("{path} is corrupt or truncated: {reason}; delete it and rerun the command that wrote it")]
+    #[error(
+        "{path} is corrupt or truncated: {reason}; delete it and rerun the command that wrote it"
+    )]
     Corrupt { path: PathBuf, reason: String },
     /// A kdmem file written by an incompatible format version.
     #[error("{path} has format version {found}, this kdmem reads version {supported}; rebuild it with this kdmem or install the kdmem that wrote it")]
@@ -69,7 +73,9 @@ pub enum Error {
         supported: u32,
     },
     /// Data tokenized with a different tokenizer than the one expected.
-    #[error("tokenizer mismatch: {what} was made with tokenizer {found}, expected {expected}; {fix}")]
+    #[error(
+        "tokenizer mismatch: {what} was made with tokenizer {found}, expected {expected}; {fix}"
+    )]
     TokenizerMismatch {
         what: String,
         expected: String,
@@ -85,6 +91,13 @@ pub enum Error {
         name: String,
         value: String,
         fix: String,
+    },
+    /// A suffix-array index that is missing, or was built from a shard that has since changed.
+    #[error("index {path} {reason}; rebuild it with `kdmem index {dir}`")]
+    StaleIndex {
+        path: PathBuf,
+        reason: String,
+        dir: String,
     },
     /// The caller cancelled the call (Ctrl-C). Maps to `KeyboardInterrupt` in Python.
     #[error("interrupted; rerun the same command to resume")]
@@ -107,6 +120,7 @@ impl Error {
             Error::TokenizerMismatch { .. } => "TokenizerMismatchError",
             Error::TokenizerLoad { .. } => "TokenizerLoadError",
             Error::InvalidArgument { .. } => "InvalidArgumentError",
+            Error::StaleIndex { .. } => "StaleIndexError",
             Error::Cancelled => "KeyboardInterrupt",
         }
     }
@@ -149,4 +163,95 @@ mod tests {
         assert!(!s.contains('\n'));
         assert!(s.contains("70000") && s.contains("--dtype u32"));
     }
+}
+
+/// One instance of every variant, for tests of the Python mapping (`kdmem._core._error_samples`).
+///
+/// The `match` in the loop is exhaustive on purpose: adding a variant without a sample here
+/// fails to compile, so the Python test covers every variant.
+#[doc(hidden)]
+pub fn samples() -> Vec<Error> {
+    let p = PathBuf::from("corpus/part-0.jsonl");
+    let all = vec![
+        Error::io(
+            "read",
+            &p,
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ),
+        Error::DiskFull { path: p.clone() },
+        Error::MalformedRecord {
+            path: p.display().to_string(),
+            line: 7,
+            reason: "expected value at column 1".into(),
+        },
+        Error::MissingField {
+            path: p.display().to_string(),
+            line: 3,
+            field: "text".into(),
+            found: "content, id".into(),
+        },
+        Error::InvalidUtf8 {
+            path: p.display().to_string(),
+            line: 9,
+            offset: 12,
+        },
+        Error::TokenOutOfRange {
+            token: 70000,
+            max: 65535,
+            context: "a u16 shard".into(),
+            fix: "re-shard with --dtype u32".into(),
+        },
+        Error::EmptyCorpus {
+            inputs: p.display().to_string(),
+        },
+        Error::Corrupt {
+            path: p.clone(),
+            reason: "data checksum 0x1 != header 0x2".into(),
+        },
+        Error::FormatVersion {
+            path: p.clone(),
+            found: 9,
+            supported: 1,
+        },
+        Error::TokenizerMismatch {
+            what: "queries".into(),
+            expected: "0123456789ab".into(),
+            found: "ba9876543210".into(),
+            fix: "tokenize with the index's tokenizer".into(),
+        },
+        Error::TokenizerLoad {
+            path: p.clone(),
+            reason: "expected value".into(),
+        },
+        Error::InvalidArgument {
+            name: "threads".into(),
+            value: "0".into(),
+            fix: "pass a positive thread count".into(),
+        },
+        Error::StaleIndex {
+            path: p.clone(),
+            reason: "was built from a different shard (checksum 0x1, shard has 0x2)".into(),
+            dir: "corpus".into(),
+        },
+        Error::Cancelled,
+    ];
+    for e in &all {
+        match e {
+            Error::Io { .. }
+            | Error::DiskFull { .. }
+            | Error::MalformedRecord { .. }
+            | Error::MissingField { .. }
+            | Error::InvalidUtf8 { .. }
+            | Error::TokenOutOfRange { .. }
+            | Error::EmptyCorpus { .. }
+            | Error::Corrupt { .. }
+            | Error::FormatVersion { .. }
+            | Error::TokenizerMismatch { .. }
+            | Error::TokenizerLoad { .. }
+            | Error::InvalidArgument { .. }
+            | Error::StaleIndex { .. }
+            | Error::Cancelled => {}
+        }
+    }
+    all
 }

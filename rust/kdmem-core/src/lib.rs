@@ -9,6 +9,8 @@
 
 pub mod control;
 pub mod error;
+pub mod index;
+pub mod shard;
 pub mod threads;
 pub mod zlib;
 

@@ -70,7 +70,10 @@ mod tests {
 
     #[test]
     fn zero_threads_is_an_error() {
-        assert!(matches!(resolve(Some(0)), Err(Error::InvalidArgument { .. })));
+        assert!(matches!(
+            resolve(Some(0)),
+            Err(Error::InvalidArgument { .. })
+        ));
     }
 
     #[test]

@@ -150,7 +150,11 @@ pub fn zlib_bytes_many<T: AsRef<[u8]> + Sync>(
                 for (slot, text) in o.iter_mut().zip(t) {
                     *slot = zlib_bytes(text.as_ref()) as i64;
                 }
-                ctl.advance(t.len() as u64, 0, t.iter().map(|x| x.as_ref().len() as u64).sum());
+                ctl.advance(
+                    t.len() as u64,
+                    0,
+                    t.iter().map(|x| x.as_ref().len() as u64).sum(),
+                );
                 Ok(())
             })
     })?;
@@ -194,7 +198,9 @@ mod tests {
 
     #[test]
     fn many_is_identical_for_any_thread_count() {
-        let texts: Vec<String> = (0..10_000).map(|i| "ab".repeat(i % 97) + &i.to_string()).collect();
+        let texts: Vec<String> = (0..10_000)
+            .map(|i| "ab".repeat(i % 97) + &i.to_string())
+            .collect();
         let one = zlib_bytes_many(&texts, Some(1), &Control::new()).unwrap();
         let two = zlib_bytes_many(&texts, Some(2), &Control::new()).unwrap();
         assert_eq!(one, two);

@@ -1,0 +1,291 @@
+"""Token sharding: `kdmem shard` vs Python `tokenizers` encode_batch vs datatrove.
+
+    .venv/bin/python benches/bench_shard.py [--mb 100] [--threads 2] [--work /tmp/kdmem-bench-shard]
+
+Corpus: the running Python's standard-library sources in <= 3,000-character documents, cycled
+until --mb megabytes of UTF-8, as one JSONL file (built at run time, cached in --work).
+Tokenizer: a byte-level BPE with a 32,768-token vocabulary trained locally on the first
+20 MB (no downloads). Every contender runs in its own subprocess on the same file and
+tokenizer; wall time and peak RSS (``ru_maxrss`` of that child, from ``os.wait4``) are
+reported (and CPU seconds, user + sys, which stay meaningful on a shared machine), with the
+ratio against Python ``tokenizers``.
+
+- kdmem: ``kdmem.corpus.shard_corpus`` (Rust reader thread + rayon tokenization + writer).
+- tokenizers: read lines, ``json.loads``, ``Tokenizer.encode_batch(batch of 1,000,
+  add_special_tokens=False)`` with RAYON_NUM_THREADS=--threads, EOS appended, written
+  incrementally as a uint16 numpy array (plus offsets) - the usual Python recipe.
+- datatrove: ``DocumentTokenizer`` (no shuffling) fed the same documents (its JsonlReader
+  needs orjson, which is not pinned), if it runs.
+
+Then the bounded-memory check: peak RSS of kdmem on corpora of 1x and >= 10x its in-flight
+buffer (4 batches of 4 MiB = 16 MiB of text).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+IN_FLIGHT_MB = 16.8  # 4 batches x 4 MiB, see kdmem_core::shard::pipeline
+
+
+def build_corpus(path: Path, mb: float) -> tuple[int, int]:
+    """Write a JSONL corpus of about ``mb`` MB of text; returns (documents, text bytes)."""
+    from kdmem.stdlib_corpus import stdlib_documents
+
+    meta = path.with_suffix(".meta.json")
+    if path.exists() and meta.exists():
+        m = json.loads(meta.read_text())
+        if m["mb"] == mb:
+            return m["docs"], m["bytes"]
+    base = list(stdlib_documents(kind="source", chunk_chars=3000))
+    target = int(mb * 1e6)
+    size = n = 0
+    with open(path, "w", encoding="utf-8") as f:
+        while size < target:
+            t = base[n % len(base)]
+            f.write(json.dumps({"text": t}) + "\n")
+            size += len(t.encode("utf-8"))
+            n += 1
+    meta.write_text(json.dumps({"mb": mb, "docs": n, "bytes": size}))
+    return n, size
+
+
+def train_tokenizer(corpus: Path, out: Path) -> Path:
+    if out.exists():
+        return out
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    def texts():
+        size = 0
+        with open(corpus, encoding="utf-8") as f:
+            for line in f:
+                t = json.loads(line)["text"]
+                size += len(t)
+                yield t
+                if size > 20_000_000:
+                    return
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=32768,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts(), trainer=trainer)
+    tok.save(str(out))
+    return out
+
+
+# ---- contenders (each runs in a child process: `bench_shard.py --run NAME ...`) ----------
+
+
+def run_kdmem(corpus: Path, tok: Path, out: Path, threads: int) -> int:
+    from kdmem.corpus import shard_corpus
+
+    res = shard_corpus([corpus], tok, out, threads=threads, overwrite=True)
+    return res.n_tokens
+
+
+def run_tokenizers(corpus: Path, tok: Path, out: Path, threads: int) -> int:
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    t = Tokenizer.from_file(str(tok))
+    eos = t.token_to_id("<|endoftext|>")
+    out.mkdir(parents=True, exist_ok=True)
+    n_tokens = 0
+    ends: list[int] = []
+    with open(corpus, encoding="utf-8") as f, open(out / "tokens.u16", "wb") as w:
+        batch: list[str] = []
+
+        def flush() -> None:
+            nonlocal n_tokens
+            for enc in t.encode_batch(batch, add_special_tokens=False):
+                ids = np.asarray([*enc.ids, eos], dtype=np.uint16)
+                ids.tofile(w)
+                n_tokens += len(ids)
+                ends.append(n_tokens)
+            batch.clear()
+
+        for line in f:
+            batch.append(json.loads(line)["text"])
+            if len(batch) == 1000:
+                flush()
+        if batch:
+            flush()
+    np.save(out / "ends.npy", np.asarray(ends, dtype=np.uint64))
+    return n_tokens
+
+
+def run_datatrove(corpus: Path, tok: Path, out: Path, threads: int) -> int:
+    import numpy as np
+    from datatrove.data import Document
+    from datatrove.pipeline.tokens import DocumentTokenizer
+
+    # JsonlReader needs orjson (not in the lock file), so documents are fed directly.
+    def docs():
+        with open(corpus, encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                yield Document(text=json.loads(line)["text"], id=str(i))
+
+    step = DocumentTokenizer(
+        str(out / "ds"),
+        tokenizer_name_or_path=str(tok),
+        eos_token="<|endoftext|>",
+        shuffle_documents=False,
+        save_final_metadata=False,
+    )
+    out_iter = step.run(docs(), rank=0, world_size=1)
+    for _ in out_iter or ():
+        pass
+    total = 0
+    for idx in (out / "ds").rglob("*.ds.index"):
+        e = np.fromfile(idx, dtype="<u8")
+        total += int(e[-1]) if len(e) else 0
+    return total
+
+
+RUNNERS = {"kdmem": run_kdmem, "tokenizers": run_tokenizers, "datatrove": run_datatrove}
+
+
+def child(name: str, corpus: Path, tok: Path, out: Path, threads: int, result: Path) -> None:
+    t0 = time.perf_counter()
+    n = RUNNERS[name](corpus, tok, out, threads)
+    result.write_text(json.dumps({"tokens": n, "seconds": time.perf_counter() - t0}))
+
+
+def measure(
+    name: str, corpus: Path, tok: Path, work: Path, threads: int, timeout: float
+) -> dict | None:
+    out = work / f"out-{name}"
+    shutil.rmtree(out, ignore_errors=True)
+    result = work / f"result-{name}.json"
+    result.unlink(missing_ok=True)
+    env = dict(os.environ)
+    env.update(
+        RAYON_NUM_THREADS=str(threads),
+        TOKENIZERS_PARALLELISM="true",
+        KDMEM_NUM_THREADS=str(threads),
+        HF_HUB_OFFLINE="1",
+    )
+    cmd = [
+        sys.executable,
+        __file__,
+        "--run",
+        name,
+        "--corpus",
+        str(corpus),
+        "--tokenizer",
+        str(tok),
+    ]
+    cmd += ["--out", str(out), "--threads", str(threads), "--result", str(result)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except KeyboardInterrupt:
+        proc.kill()
+        raise
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.stderr:
+        proc.stderr.close()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0 or not result.exists():
+        tail = err.strip().splitlines()[-1:] or ["(no output)"]
+        print(f"  {name}: failed (exit {proc.returncode}): {tail[0][:200]}")
+        return None
+    r = json.loads(result.read_text())
+    r["wall"] = wall
+    r["rss_mb"] = usage.ru_maxrss / 1024  # Linux: KiB
+    r["cpu"] = usage.ru_utime + usage.ru_stime
+    shutil.rmtree(out, ignore_errors=True)
+    return r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mb", type=float, default=100.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/kdmem-bench-shard"))
+    ap.add_argument(
+        "--skip", default="", help="comma-separated: kdmem, tokenizers, datatrove, memory"
+    )
+    ap.add_argument("--memory-multiple", type=float, default=10.0)
+    ap.add_argument("--timeout", type=float, default=1800)
+    # child mode
+    ap.add_argument("--run", default=None)
+    ap.add_argument("--corpus", type=Path)
+    ap.add_argument("--tokenizer", type=Path)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--result", type=Path)
+    args = ap.parse_args()
+    if args.run:
+        child(args.run, args.corpus, args.tokenizer, args.out, args.threads, args.result)
+        return
+
+    work: Path = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = work / "corpus.jsonl"
+    n_docs, n_bytes = build_corpus(corpus, args.mb)
+    tok = train_tokenizer(corpus, work / "tokenizer.json")
+    print(
+        f"corpus: {n_docs:,} documents, {n_bytes / 1e6:.1f} MB of text "
+        f"({corpus.stat().st_size / 1e6:.1f} MB JSONL), BPE vocab 32768, threads {args.threads}"
+    )
+    skip = set(filter(None, args.skip.split(",")))
+    rows = {}
+    for name in ("kdmem", "tokenizers", "datatrove"):
+        if name in skip:
+            continue
+        r = measure(name, corpus, tok, work, args.threads, args.timeout)
+        if r is None:
+            continue
+        rows[name] = r
+        print(
+            f"  {name:<11} {r['seconds']:7.2f} s  {n_bytes / 1e6 / r['seconds']:6.1f} MB/s  "
+            f"{r['tokens'] / r['seconds'] / 1e6:6.2f} M tokens/s  peak RSS {r['rss_mb']:7.1f} MB  "
+            f"CPU {r['cpu']:6.1f} s ({n_bytes / 1e6 / r['cpu']:5.2f} MB per CPU-s)  "
+            f"({r['tokens']:,} tokens)"
+        )
+    if "kdmem" in rows and "tokenizers" in rows:
+        a, b = rows["kdmem"], rows["tokenizers"]
+        print(
+            f"ratio kdmem / tokenizers.encode_batch throughput: {b['seconds'] / a['seconds']:.2f}x"
+        )
+        if a["tokens"] != b["tokens"]:
+            print(f"  note: token counts differ ({a['tokens']} vs {b['tokens']})")
+    if "kdmem" in rows and "datatrove" in rows:
+        a, b = rows["kdmem"], rows["datatrove"]
+        print(
+            f"ratio kdmem / datatrove DocumentTokenizer throughput: {b['seconds'] / a['seconds']:.2f}x"
+        )
+
+    if "memory" in skip:
+        return
+    # Bounded memory: 1x and Nx the in-flight buffer.
+    print(f"bounded memory (in-flight buffer ~{IN_FLIGHT_MB:.0f} MB of text):")
+    for mult in (1.0, args.memory_multiple):
+        mb = IN_FLIGHT_MB * mult
+        c = work / f"mem-{mult:g}x.jsonl"
+        build_corpus(c, mb)
+        r = measure("kdmem", c, tok, work, args.threads, args.timeout)
+        if r:
+            print(
+                f"  kdmem on {mb:6.1f} MB ({mult:g}x): peak RSS {r['rss_mb']:6.1f} MB, "
+                f"{r['seconds']:.2f} s"
+            )
+
+
+if __name__ == "__main__":
+    main()

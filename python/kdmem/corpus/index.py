@@ -1,0 +1,294 @@
+"""Exact search over token shards with one suffix array per shard.
+
+``kdmem index SHARDS_DIR`` (or :func:`build_index`) writes ``shard-NNNNN.kdsa`` next to every
+``shard-NNNNN.kdt``; :class:`Index` opens the directory and answers, over all shards, in
+parallel and with the GIL released:
+
+- ``count(q)``: occurrences of the token sequence ``q``;
+- ``locate(q, limit)``: ``(shard, document, offset)`` rows, in corpus order;
+- ``longest_match(q)``: for every position ``i`` the length of the longest prefix of ``q[i:]``
+  that occurs in the corpus (matching statistics, as infini-gram's ``creativity``);
+- ``ngram_overlap(q, n)``: which n-grams of ``q`` occur, and what fraction.
+
+Matches never cross a document boundary: a document ends where the next begins (shards made
+with an EOS id keep the EOS token inside each document, so a match may end with it). Results are
+exact and do not depend on the thread count. Costs and the on-disk format are documented in
+``docs/formats.md`` and the Rust module ``kdmem_core::index``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from kdmem import _core
+from kdmem.errors import InvalidArgumentError, TokenRangeError
+
+TokenArray = npt.ArrayLike
+"""Any 1-D integer numpy array or sequence of non-negative token ids."""
+
+_U32_MAX = 2**32 - 1
+
+
+class Locations(NamedTuple):
+    """Occurrences of a query, in corpus order (shard, then position); int64 arrays of equal length."""
+
+    shard: npt.NDArray[np.int64]
+    """Shard index (file name order)."""
+    document: npt.NDArray[np.int64]
+    """Global document id (``shards.json`` ``first_doc`` + index in the shard)."""
+    offset: npt.NDArray[np.int64]
+    """Token offset of the match inside its document."""
+
+
+class NgramOverlap(NamedTuple):
+    """Which n-grams ``q[i:i+n]`` of a query occur in the index."""
+
+    fraction: float
+    """``len(positions) / total``; NaN when the query has fewer than ``n`` tokens."""
+    positions: npt.NDArray[np.int64]
+    """Start positions ``i`` of the n-grams that occur, ascending."""
+    total: int
+    """Number of n-grams in the query, ``max(len(q) - n + 1, 0)``."""
+
+
+def _as_tokens(tokens: TokenArray, what: str = "tokens") -> npt.NDArray[np.uint32]:
+    if (
+        isinstance(tokens, np.ndarray)
+        and tokens.ndim == 1
+        and tokens.dtype.kind == "u"
+        and tokens.dtype.itemsize <= 4
+    ):
+        # Unsigned ids of at most 32 bits are always in range: no scan needed.
+        return np.ascontiguousarray(tokens, dtype=np.uint32)
+    a = np.asarray(tokens)
+    if a.size == 0:
+        return np.zeros(0, dtype=np.uint32)
+    if a.ndim != 1:
+        raise InvalidArgumentError(
+            f"invalid {what} = array of shape {a.shape}: pass a 1-D sequence of token ids "
+            "(use the *_many methods for batches)"
+        )
+    if a.dtype.kind not in "iu":
+        raise InvalidArgumentError(
+            f"invalid {what} = array of dtype {a.dtype}: pass integer token ids"
+        )
+    u = np.ascontiguousarray(a, dtype=np.uint32)
+    if (u != a).any():  # one pass instead of min() and max(): values that did not survive the cast
+        bad = int(a[u != a][0])
+        raise TokenRangeError(
+            f"token id {bad} is out of range for a query (allowed 0..{_U32_MAX}); "
+            "pass token ids produced by the index's tokenizer"
+        )
+    return u
+
+
+def _as_batch(queries: npt.ArrayLike | Sequence[TokenArray]) -> list[npt.NDArray[np.uint32]]:
+    if isinstance(queries, np.ndarray):
+        if queries.ndim != 2:
+            raise InvalidArgumentError(
+                f"invalid queries = array of shape {queries.shape}: pass a 2-D array "
+                "(one query per row) or a list of 1-D arrays"
+            )
+        return [_as_tokens(row, "queries[i]") for row in queries]
+    return [_as_tokens(q, "queries[i]") for q in queries]  # type: ignore[union-attr]
+
+
+def _limit(limit: int | None) -> int:
+    if limit is None:
+        return 2**63 - 1
+    if limit < 0:
+        raise InvalidArgumentError(f"invalid limit = {limit}: pass a count >= 0, or None for all")
+    return limit
+
+
+def build_index(
+    shards_dir: str | PathLike[str],
+    threads: int | None = None,
+    progress: Callable[[int, int, int, int], Any] | None = None,
+) -> dict[str, Any]:
+    """Build the suffix array of every shard in ``shards_dir`` that lacks a current one.
+
+    Resumable: finished shards are kept (an index whose recorded shard checksum matches is
+    skipped). Shards are sorted in parallel, one per thread; peak memory is about ``threads``
+    x the largest shard x 6.4 bytes/token (u16 shards) or 8.4 bytes/token (u32).
+
+    Args:
+        shards_dir: a ``kdmem shard`` output directory.
+        threads: worker threads (shards built at once); default ``KDMEM_NUM_THREADS`` or every
+            core. The files written do not depend on it.
+        progress: called as ``progress(shards_done, tokens_done, 0, 0)`` about ten times a second.
+
+    Returns:
+        ``{"shards", "built", "skipped", "tokens_built", "seconds"}``.
+    """
+    return dict(_core.build_index(Path(shards_dir), threads, progress))
+
+
+def verify_index(shards_dir: str | PathLike[str], threads: int | None = None) -> None:
+    """Recompute every checksum of the shards and suffix arrays of ``shards_dir``.
+
+    Raises :class:`kdmem.CorruptFileError` (a file was damaged),
+    :class:`kdmem.StaleIndexError` (a shard changed after indexing, or has no index).
+    """
+    _core.verify_index(Path(shards_dir), threads)
+
+
+class Index:
+    """An indexed shard directory, opened read-only (memory-mapped; opening is cheap).
+
+    An infini-gram index directory (``tokenized.N``, ``table.N``, ``offset.N``; u16 tokens, as
+    written by the ``infini-gram`` package's indexer) opens too, with the same queries; it has
+    no vocabulary size, tokenizer hash or checksums (``verify()`` does nothing), and token id
+    65535 (its document separator) is not a valid query token.
+
+    Args:
+        path: a directory where ``kdmem index`` has run.
+        tokenizer_hash: when given (64 hex digits, see ``kdmem.corpus.tokenizer_hash``), raise
+            :class:`kdmem.TokenizerMismatchError` unless the shards were made with that tokenizer.
+        threads: default worker threads for queries (``KDMEM_NUM_THREADS`` or every core).
+
+    Raises:
+        StaleIndexError: a shard has no suffix array, or changed after indexing.
+        CorruptFileError: a header or file size is wrong (``verify()`` checks the data too).
+    """
+
+    def __init__(
+        self,
+        path: str | PathLike[str],
+        *,
+        tokenizer_hash: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.threads = threads
+        self._inner = _core.Index(self.path)
+        if tokenizer_hash is not None:
+            self._inner.check_tokenizer(tokenizer_hash)
+
+    def __repr__(self) -> str:
+        return (
+            f"Index({str(self.path)!r}, shards={self.n_shards}, tokens={self.n_tokens}, "
+            f"docs={self.n_docs})"
+        )
+
+    @property
+    def format(self) -> str:
+        """``"kdmem"``, or ``"infini-gram"`` for an infini-gram index directory (read-only)."""
+        return self._inner.format
+
+    @property
+    def n_shards(self) -> int:
+        """Number of shards."""
+        return self._inner.n_shards
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens over all shards."""
+        return self._inner.n_tokens
+
+    @property
+    def n_docs(self) -> int:
+        """Documents over all shards."""
+        return self._inner.n_docs
+
+    @property
+    def vocab_size(self) -> int:
+        """Tokenizer vocabulary size recorded in the shards (0 = unknown)."""
+        return self._inner.vocab_size
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Token dtype of the shards: uint16 or uint32."""
+        return np.dtype(np.uint16 if self._inner.token_width == 2 else np.uint32)
+
+    @property
+    def tokenizer_hash(self) -> str:
+        """SHA-256 of the tokenizer vocabulary, 64 hex digits (all zeros = unknown)."""
+        return self._inner.tokenizer_hash
+
+    def check_tokenizer(self, tokenizer_hash: str) -> None:
+        """Raise TokenizerMismatchError unless queries made with this tokenizer may be asked."""
+        self._inner.check_tokenizer(tokenizer_hash)
+
+    def _threads(self, threads: int | None) -> int | None:
+        return self.threads if threads is None else threads
+
+    def count(self, tokens: TokenArray, *, threads: int | None = None) -> int:
+        """Occurrences of ``tokens`` inside documents; the empty query counts every token."""
+        return self._inner.count(_as_tokens(tokens), self._threads(threads))
+
+    def locate(
+        self, tokens: TokenArray, limit: int | None = None, *, threads: int | None = None
+    ) -> Locations:
+        """The first ``limit`` occurrences (all when None) in corpus order."""
+        s, d, o = self._inner.locate(_as_tokens(tokens), _limit(limit), self._threads(threads))
+        return Locations(s, d, o)
+
+    def longest_match(
+        self, tokens: TokenArray, *, threads: int | None = None
+    ) -> npt.NDArray[np.int64]:
+        """int64 array, shape ``(len(tokens),)``: entry ``i`` is the length of the longest
+        prefix of ``tokens[i:]`` occurring inside one document (0 if ``tokens[i]`` never occurs).
+        """
+        out = self._inner.longest_match(_as_tokens(tokens), self._threads(threads))
+        return out.astype(np.int64)
+
+    def ngram_overlap(
+        self, tokens: TokenArray, n: int, *, threads: int | None = None
+    ) -> NgramOverlap:
+        """Which n-grams ``tokens[i:i+n]`` occur in the index (``n >= 1``)."""
+        if n < 1:
+            raise InvalidArgumentError(f"invalid n = {n}: n-grams need n >= 1")
+        pos, total, frac = self._inner.ngram_overlap(_as_tokens(tokens), n, self._threads(threads))
+        return NgramOverlap(frac, pos.astype(np.int64), total)
+
+    def count_many(
+        self, queries: npt.ArrayLike | Sequence[TokenArray], *, threads: int | None = None
+    ) -> npt.NDArray[np.int64]:
+        """:meth:`count` of each query (rows of a 2-D array, or a list of 1-D arrays)."""
+        out = self._inner.count_many(_as_batch(queries), self._threads(threads))
+        return out.astype(np.int64)
+
+    def locate_many(
+        self,
+        queries: npt.ArrayLike | Sequence[TokenArray],
+        limit: int | None = None,
+        *,
+        threads: int | None = None,
+    ) -> list[Locations]:
+        """:meth:`locate` of each query."""
+        rows = self._inner.locate_many(_as_batch(queries), _limit(limit), self._threads(threads))
+        return [Locations(s, d, o) for s, d, o in rows]
+
+    def longest_match_many(
+        self, queries: npt.ArrayLike | Sequence[TokenArray], *, threads: int | None = None
+    ) -> list[npt.NDArray[np.int64]]:
+        """:meth:`longest_match` of each query."""
+        out = self._inner.longest_match_many(_as_batch(queries), self._threads(threads))
+        return [x.astype(np.int64) for x in out]
+
+    def ngram_overlap_many(
+        self,
+        queries: npt.ArrayLike | Sequence[TokenArray],
+        n: int,
+        *,
+        threads: int | None = None,
+    ) -> list[NgramOverlap]:
+        """:meth:`ngram_overlap` of each query."""
+        if n < 1:
+            raise InvalidArgumentError(f"invalid n = {n}: n-grams need n >= 1")
+        out = self._inner.ngram_overlap_many(_as_batch(queries), n, self._threads(threads))
+        return [NgramOverlap(f, p.astype(np.int64), t) for p, t, f in out]
+
+    def verify(self, *, threads: int | None = None) -> None:
+        """Recompute every checksum (O(total bytes)); see :func:`verify_index`."""
+        self._inner.verify(self._threads(threads), None)
+
+
+__all__ = ["Index", "Locations", "NgramOverlap", "build_index", "verify_index"]

@@ -1,0 +1,206 @@
+"""``kdmem shard``: turn a text corpus into token shards (``docs/formats.md``).
+
+:func:`shard_corpus` sends natively read files (``.jsonl``/``.json``/``.ndjson``/``.txt``,
+plain, ``.gz`` or ``.zst``) to the Rust pipeline (``kdmem_core::shard::pipeline``: a reader
+thread, rayon tokenization, ordered writes, GIL released) and everything else (``.parquet``,
+``datasets`` directories, ``hf:NAME``; see :mod:`kdmem.corpus.sources`) through the Rust
+``ShardWriter`` in batches. Both paths follow the same rules:
+
+- ids equal ``tokenizers.Tokenizer.encode(text, add_special_tokens=False).ids`` of the given
+  ``tokenizer.json``, then the EOS id (``eos="auto"``: the first of ``<|endoftext|>``,
+  ``<|end_of_text|>``, ``</s>``, ``<eos>``, ``<|eos|>``, ``<|end|>`` in the vocabulary, else
+  none; ``"none"``; or a token / id);
+- ``dtype="auto"`` stores u16 when the vocabulary has at most 65,536 ids, else u32;
+- shards are cut after the document that brings a shard to ``shard_tokens`` tokens, so the
+  bytes do not depend on ``threads``, and reruns are byte-identical;
+- a killed run resumes: finished shards are verified and kept, their records skipped.
+
+Memory is bounded by the in-flight batches (about 34 MiB plus the tokenizer for the native
+path; ``batch_size`` texts for the Python path), not by the corpus size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from kdmem.corpus.sources import Source, classify_source, describe
+from kdmem.errors import InvalidArgumentError, KdmemIOError
+
+DEFAULT_SHARD_TOKENS = 1 << 30
+
+Progress = Callable[[int, int, int, int], Any]
+"""``progress(docs, tokens, bytes, total_bytes)``; bytes are on-disk input bytes (0 = unknown)."""
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What a sharding run produced (the manifest plus bookkeeping)."""
+
+    out: Path
+    n_docs: int
+    n_tokens: int
+    n_shards: int
+    skipped_bad: int
+    """Records skipped by ``skip_bad`` (malformed JSON, invalid UTF-8, missing text)."""
+    resumed_shards: int
+    """Shards kept from an earlier, interrupted (or identical, finished) run."""
+    dtype: str
+    eos_id: int | None
+    tokenizer_hash: str
+    manifest: dict[str, Any]
+
+
+def _result(out: Path, manifest_json: str, resumed: int) -> ShardResult:
+    m = json.loads(manifest_json)
+    return ShardResult(
+        out=out,
+        n_docs=m["n_docs"],
+        n_tokens=m["n_tokens"],
+        n_shards=len(m["shards"]),
+        skipped_bad=m.get("skipped_bad", 0),
+        resumed_shards=resumed,
+        dtype=m["dtype"],
+        eos_id=m["eos_id"],
+        tokenizer_hash=m["tokenizer_hash"],
+        manifest=m,
+    )
+
+
+def shard_corpus(
+    inputs: Sequence[str | PathLike[str]],
+    tokenizer: str | PathLike[str],
+    out: str | PathLike[str],
+    *,
+    threads: int | None = None,
+    dtype: str = "auto",
+    text_field: str = "text",
+    eos: str = "auto",
+    skip_bad: bool = False,
+    shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    overwrite: bool = False,
+    split: str = "train",
+    batch_size: int = 4096,
+    progress: Progress | None = None,
+) -> ShardResult:
+    """Tokenize ``inputs`` with ``tokenizer`` into shards under ``out``; see the module docs.
+
+    Args:
+        inputs: files, ``datasets`` directories or ``hf:NAME``, read in this order. Native
+            files and Python-read sources cannot be mixed in one run.
+        tokenizer: a ``tokenizer.json`` or a directory holding one.
+        out: output directory (created; resumed if it holds a matching unfinished run).
+        threads: tokenizer threads (default ``KDMEM_NUM_THREADS`` or every core).
+        dtype: ``auto``, ``u16`` or ``u32``.
+        text_field: the JSON key / column holding the text.
+        eos: ``auto``, ``none`` or a token (string or id) appended after every document.
+        skip_bad: count and skip malformed records instead of failing.
+        shard_tokens: token budget per shard (a shard ends after the document reaching it).
+        overwrite: replace a different earlier output in ``out``.
+        split: split for ``datasets`` inputs.
+        batch_size: rows per batch for Python-read sources.
+        progress: called about ten times a second with the counters.
+    """
+    from kdmem import _core
+
+    if not inputs:
+        raise InvalidArgumentError("invalid inputs = []: pass at least one input path")
+    specs = [str(i) for i in inputs]
+    sources = [classify_source(s, text_field, split) for s in specs]
+    outp = Path(out)
+    if all(s is None for s in sources):
+        for s in specs:
+            if not Path(s).exists():
+                raise KdmemIOError(
+                    f"cannot read {s}: no such file; check that the path exists and that you may read it"
+                )
+        manifest, resumed = _core.shard_files(
+            [Path(s) for s in specs],
+            Path(tokenizer),
+            outp,
+            threads=threads,
+            dtype=dtype,
+            text_field=text_field,
+            eos=eos,
+            skip_bad=skip_bad,
+            shard_tokens=shard_tokens,
+            overwrite=overwrite,
+            progress=progress,
+        )
+        return _result(outp, manifest, resumed)
+    if any(s is None for s in sources):
+        native = [sp for sp, s in zip(specs, sources, strict=True) if s is None]
+        raise InvalidArgumentError(
+            f"invalid inputs = {native[:3]!r}: natively read files (.jsonl/.txt, .gz/.zst) and "
+            "Parquet / datasets inputs cannot be mixed in one run; shard them into separate --out directories"
+        )
+    srcs = [s for s in sources if s is not None]
+    config = json.dumps(
+        {"sources": describe(srcs), "text_field": text_field, "skip_bad": skip_bad, "split": split}
+    )
+    w = _core.ShardWriter(
+        outp,
+        config=config,
+        tokenizer=Path(tokenizer),
+        dtype=dtype,
+        eos=eos,
+        shard_tokens=shard_tokens,
+        overwrite=overwrite,
+        threads=threads,
+    )
+    resumed = w.resumed_shards
+    if not w.is_complete:
+        _feed_texts(w, srcs, skip_bad, batch_size, progress)
+    return _result(outp, w.finish(", ".join(specs[:3])), resumed)
+
+
+def _feed_texts(
+    w: Any, sources: list[Source], skip_bad: bool, batch_size: int, progress: Progress | None
+) -> None:
+    from kdmem.errors import MissingFieldError
+
+    skip = int(w.records_to_skip)
+    docs = tokens = chars = 0
+    for src in sources:
+        record = 0
+        for batch in src.batches(batch_size):
+            start = record
+            record += len(batch)
+            if skip >= len(batch):
+                skip -= len(batch)
+                continue
+            batch = batch[skip:]
+            start += skip
+            skip = 0
+            # Records without a string are bad (skipped with skip_bad); runs of good ones go
+            # to Rust in one call so the tokenizer sees big batches.
+            run: list[str] = []
+            run_start = start + 1
+            for j, t in enumerate(batch):
+                if isinstance(t, str):
+                    run.append(t)
+                    continue
+                if not skip_bad:
+                    raise MissingFieldError(
+                        f"{src.name}:{start + j + 1}: no string field {src.text_field!r} in the "
+                        f"record (found: {type(t).__name__}); pass --text-field with the right "
+                        "name, or --skip-bad to count and skip such records"
+                    )
+                if run:
+                    tokens += w.add_texts(run, src.name, run_start)
+                w.skip_records(1, bad=True)
+                run = []
+                run_start = start + j + 2
+            if run:
+                tokens += w.add_texts(run, src.name, run_start)
+            docs += len(batch)
+            chars += sum(len(t) for t in batch if isinstance(t, str))
+            if progress is not None:
+                progress(docs, tokens, chars, 0)
+
+
+__all__ = ["DEFAULT_SHARD_TOKENS", "ShardResult", "shard_corpus"]

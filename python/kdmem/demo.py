@@ -1,0 +1,346 @@
+"""``kdmem demo``: the whole study at laptop scale, from text on every machine, in minutes.
+
+1. **Corpus** (built at run time, nothing downloaded): docstrings and comments of the running
+   Python's standard library, split into documents. A random part is the fine-tuning corpus;
+   a few of its documents are *planted*: repeated 2, 4, 8 and 16 times, so memorization has a
+   known cause. The rest pretrains the base models.
+2. **Tokenizer and base checkpoints**: a byte-level BPE trained locally; a small GPT-NeoX base
+   model of the student size (baseline and students all start from it, as in the paper) and
+   a larger teacher base, both pretrained briefly on the pretraining part.
+3. **The study**: ``kdmem run`` on a generated config (``runs/demo/demo.toml``): shard, index,
+   study set, teacher, baseline, soft and hard students, measurement of every model,
+   features, predictor, set analyses, filtering and re-distillation, report.
+
+Sizes are chosen so memorization is the exception, as in real fine-tuning; the numbers are
+whatever they are and are reported as such.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdmem.analysis.rundir import write_bytes_atomic, write_json_atomic
+from kdmem.pipeline import Stage, StageContext
+
+PLANTED_COUNTS = (2, 4, 8, 16)
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """Knobs of the demo (defaults sized for about 10 minutes on 2 CPU cores)."""
+
+    n_examples: int = 600
+    planted_per_count: int = 4
+    seq_len: int = 64
+    prefix: int = 32
+    suffix: int = 32
+    vocab_size: int = 2048
+    student_width: int = 64
+    student_layers: int = 2
+    teacher_width: int = 128
+    teacher_layers: int = 3
+    pretrain_epochs: int = 1
+    pretrain_docs: int = 3000
+    teacher_epochs: int = 4
+    student_epochs: int = 4
+    lr: float = 2e-3
+    pretrain_lr: float = 3e-3
+    batch_size: int = 32
+    seed: int = 0
+
+
+def _docs_stage(size: DemoSize) -> Any:
+    def run(ctx: StageContext) -> dict[str, Any]:
+        from kdmem.stdlib_corpus import stdlib_documents
+
+        docs = [d for d in stdlib_documents("prose", chunk_chars=1200) if len(d) >= 300]
+        rng = np.random.default_rng(size.seed)
+        order = rng.permutation(len(docs))
+        n_ft = size.n_examples + 200  # spare documents: some are shorter than seq_len tokens
+        ft = [docs[i] for i in order[:n_ft]]
+        pre = [docs[i] for i in order[n_ft : n_ft + size.pretrain_docs]]
+        out = ctx.run_dir / "corpus"
+        out.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(
+            out / "pretrain.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in pre).encode()
+        )
+        write_bytes_atomic(
+            out / "finetune_unplanted.jsonl",
+            "".join(json.dumps({"text": t}) + "\n" for t in ft).encode(),
+        )
+        return {"finetune_docs": len(ft), "pretrain_docs": len(pre)}
+
+    return run
+
+
+def _tokenizer_stage(size: DemoSize) -> Any:
+    def run(ctx: StageContext) -> dict[str, Any]:
+        from kdmem.models import train_tokenizer
+
+        texts = []
+        for name in ("pretrain.jsonl", "finetune_unplanted.jsonl"):
+            with open(ctx.run_dir / "corpus" / name, encoding="utf-8") as f:
+                texts += [json.loads(line)["text"] for line in f]
+        train_tokenizer(texts, size.vocab_size, ctx.run_dir / "bases" / "tokenizer")
+        return {}
+
+    return run
+
+
+def _plant_stage(size: DemoSize) -> Any:
+    """The fine-tuning corpus: documents of >= seq_len tokens, the first few planted (repeated
+    2..16 times). ``corpus/planted.json`` records which texts and how often."""
+
+    def run(ctx: StageContext) -> dict[str, Any]:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(ctx.run_dir / "bases" / "tokenizer" / "tokenizer.json"))
+        with open(ctx.run_dir / "corpus" / "finetune_unplanted.jsonl", encoding="utf-8") as f:
+            texts = [json.loads(line)["text"] for line in f]
+        lens = [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
+        long = [t for t, n in zip(texts, lens, strict=True) if n >= size.seq_len]
+        n_planted = size.planted_per_count * len(PLANTED_COUNTS)
+        base = long[
+            : size.n_examples - sum((c - 1) * size.planted_per_count for c in PLANTED_COUNTS)
+        ]
+        planted = []
+        docs = list(base)
+        for j, count in enumerate(PLANTED_COUNTS):
+            for k in range(size.planted_per_count):
+                text = base[j * size.planted_per_count + k]
+                planted.append({"text": text, "copies": count})
+                docs += [text] * (count - 1)
+        rng = np.random.default_rng(size.seed + 1)
+        docs = [docs[i] for i in rng.permutation(len(docs))]
+        write_bytes_atomic(
+            ctx.run_dir / "corpus" / "finetune.jsonl",
+            "".join(json.dumps({"text": t}) + "\n" for t in docs).encode(),
+        )
+        write_json_atomic(ctx.run_dir / "corpus" / "planted.json", planted)
+        return {"documents": len(docs), "planted": n_planted}
+
+    return run
+
+
+def _base_stage(size: DemoSize, which: str) -> Any:
+    def run(ctx: StageContext) -> dict[str, Any]:
+        from kdmem.corpus import shard_corpus
+        from kdmem.data import Examples, write_examples
+        from kdmem.models import build_model, load_tokenizer, save_model, tiny_config
+        from kdmem.train.config import FinetuneConfig, config_from_dict
+        from kdmem.train.finetune import finetune
+
+        tok = load_tokenizer(ctx.run_dir / "bases" / "tokenizer")
+        pre = ctx.run_dir / "bases" / "pretrain"
+        if not (pre / "train.parquet").exists():
+            res = shard_corpus(
+                [ctx.run_dir / "corpus" / "pretrain.jsonl"],
+                ctx.run_dir / "bases" / "tokenizer" / "tokenizer.json",
+                pre / "shards",
+                overwrite=True,
+            )
+            from kdmem.corpus import open_shards
+
+            ss = open_shards(pre / "shards")
+            flat = np.concatenate([np.asarray(s.tokens, dtype=np.int64) for s in ss.shards])
+            n = len(flat) // size.seq_len
+            rows = flat[: n * size.seq_len].reshape(n, size.seq_len)
+            write_examples(
+                Examples(np.arange(n, dtype=np.int64), rows, ss.tokenizer_hash),
+                pre / "train.parquet",
+            )
+            del res
+        width = size.teacher_width if which == "teacher" else size.student_width
+        layers = size.teacher_layers if which == "teacher" else size.student_layers
+        init = ctx.run_dir / "bases" / f"{which}_init"
+        cfg = tiny_config(
+            "gpt_neox",
+            len(tok),
+            hidden_size=width,
+            num_layers=layers,
+            num_heads=4,
+            max_position_embeddings=max(256, size.seq_len * 4),
+            eos_token_id=tok.eos_token_id,
+        )
+        save_model(build_model(cfg, seed=size.seed), init, tok)
+        info = finetune(
+            config_from_dict(
+                FinetuneConfig,
+                {
+                    "role": "baseline" if which == "student" else "teacher",
+                    "model": str(init),
+                    "data": str(pre / "train.parquet"),
+                    "out": str(ctx.run_dir / "bases" / which),
+                    "epochs": size.pretrain_epochs,
+                    "lr": size.pretrain_lr,
+                    "warmup_steps": 20,
+                    "batch_size": size.batch_size,
+                    "seed": size.seed,
+                },
+            ),
+            log=lambda _m: None,
+        )
+        return {"train_loss": info["metrics"][-1]["train_loss"]}
+
+    return run
+
+
+def demo_config_toml(run_dir: Path, size: DemoSize) -> str:
+    """The experiment config the demo runs (written to ``RUN/demo.toml``)."""
+    b = run_dir / "bases"
+    return f"""# kdmem run {run_dir}/demo.toml   (written by `kdmem demo`)
+[run]
+name = "demo"
+dir = "{run_dir}"
+seeds = [0]
+threads = 2
+device = "cpu"
+
+[data]
+corpus = ["{run_dir / "corpus" / "finetune.jsonl"}"]
+tokenizer = "{b / "tokenizer"}"
+n_examples = {size.n_examples}
+n_validation = 60
+seq_len = {size.seq_len}
+prefix = {size.prefix}
+suffix = {size.suffix}
+
+[models]
+teacher = "{b / "teacher"}"
+student = "{b / "student"}"
+
+[teacher]
+epochs = {size.teacher_epochs}
+lr = {size.lr}
+batch_size = {size.batch_size}
+
+[baseline]
+epochs = {size.student_epochs}
+lr = {size.lr}
+batch_size = {size.batch_size}
+
+[soft]
+epochs = {size.student_epochs}
+lr = {size.lr}
+batch_size = {size.batch_size}
+temperature = 2.0
+
+[hard]
+epochs = {size.student_epochs}
+lr = {size.lr}
+batch_size = {size.batch_size}
+gen_len = {size.seq_len}
+
+[featurize]
+ngram = [8]
+
+[predict]
+resamples = 100
+"""
+
+
+def run_demo(
+    run_dir: str | Path = "runs/demo", size: DemoSize | None = None, log: Any = print
+) -> dict[str, Any]:
+    """Build the demo inputs, run the study, print the headline numbers; returns the summary."""
+    from kdmem.config import load_config
+    from kdmem.study import run_experiment
+
+    size = size or DemoSize()
+    rd = Path(run_dir)
+    t0 = time.perf_counter()
+    prep = [
+        Stage(
+            "demo_corpus",
+            _docs_stage(size),
+            {"n": size.n_examples, "pre": size.pretrain_docs, "seed": size.seed},
+            (),
+            ("corpus/pretrain.jsonl", "corpus/finetune_unplanted.jsonl"),
+        ),
+        Stage(
+            "demo_tokenizer",
+            _tokenizer_stage(size),
+            {"vocab": size.vocab_size},
+            ("demo_corpus",),
+            ("bases/tokenizer",),
+        ),
+        Stage(
+            "demo_plant",
+            _plant_stage(size),
+            {"seq_len": size.seq_len, "per": size.planted_per_count, "counts": PLANTED_COUNTS},
+            ("demo_tokenizer",),
+            ("corpus/finetune.jsonl", "corpus/planted.json"),
+        ),
+        Stage(
+            "demo_base_student",
+            _base_stage(size, "student"),
+            {
+                "w": size.student_width,
+                "l": size.student_layers,
+                "e": size.pretrain_epochs,
+                "lr": size.pretrain_lr,
+            },
+            ("demo_tokenizer",),
+            ("bases/student",),
+        ),
+        Stage(
+            "demo_base_teacher",
+            _base_stage(size, "teacher"),
+            {
+                "w": size.teacher_width,
+                "l": size.teacher_layers,
+                "e": size.pretrain_epochs,
+                "lr": size.pretrain_lr,
+            },
+            ("demo_tokenizer",),
+            ("bases/teacher",),
+        ),
+    ]
+    rd.mkdir(parents=True, exist_ok=True)
+    toml = rd / "demo.toml"
+    write_bytes_atomic(toml, demo_config_toml(rd, size).encode())
+    run_experiment(load_config(toml), rd, before=prep, log=log)
+    summary = json.loads((rd / "report" / "summary.json").read_text())
+    summary["wall_s"] = round(time.perf_counter() - t0, 1)
+    return summary
+
+
+def format_headline(summary: dict[str, Any], run_dir: Path) -> str:
+    """The demo's closing lines: rates, overlaps, predictor, filtering, where the report is."""
+    lines = [
+        f"kdmem demo: {summary.get('n_examples', '?')} examples, {summary.get('wall_s', '?')} s"
+    ]
+    for role, r in summary.get("rates", {}).items():
+        rate = r.get("rate")
+        lines.append(
+            f"  {role:32s} memorized {r['n_memorized']:5d} / {r['n']}"
+            + (f"  ({100 * rate:.2f}%)" if rate is not None else "")
+        )
+    pred = summary.get("predictor")
+    if pred:
+        auc = pred["paper_protocol"]["roc_auc"]
+        lines.append(
+            f"  predictor of {pred['target']}: paper-protocol ROC-AUC {auc['mean']:.3f}"
+            f" ± {auc.get('std') or 0:.3f}"
+        )
+    else:
+        note = summary.get("notes", {}).get("predictor")
+        lines.append(f"  predictor: {note or 'not run'}")
+    filt = run_dir / "filter" / "filter.json"
+    if filt.exists():
+        f = json.loads(filt.read_text())
+        if "skipped" in f:
+            lines.append(f"  filtering: skipped ({f['skipped']})")
+        else:
+            lines.append(
+                f"  filtering: {f['n_flagged']} flagged; memorized before {f['memorized_before']}, "
+                f"after {f['memorized_after']} ({f['n_new']} new)"
+            )
+    lines.append(f"report: {run_dir / 'report' / 'index.html'}")
+    return "\n".join(lines)

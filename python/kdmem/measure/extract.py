@@ -1,0 +1,281 @@
+"""``kdmem measure``: exact memorization labels and per-example scores of one model over a
+study set, from one batched teacher-forced pass (:mod:`kdmem.measure.scores`).
+
+Output ``measure/<role>.parquet`` (docs/formats.md): one row per example, sorted by
+``example_id``; key-value metadata ``kdmem`` (JSON) with the model hash, dtype, batch
+size(s), attention implementation, prefix/suffix, reference hash and the
+``--verify-generate`` report. Resumable per chunk and independent of the world size
+(:mod:`kdmem.measure._runtime`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from kdmem.errors import InvalidArgumentError, TokenizerMismatchError
+from kdmem.measure import _runtime as rt
+from kdmem.measure.scores import COLUMNS, ENTROPY_K, MINK_FRAC, forward_scores
+
+FORMAT_VERSION = 1
+# Default near-tie thresholds (logit units) for --verify-generate, by compute dtype.
+TIE_THRESHOLD = {"float32": 0.01, "float16": 0.1, "bfloat16": 0.5}
+_INT_COLS = {"first_mismatch": "int32", "memorized": "bool"}
+
+
+def _table(ids: npt.NDArray[np.int64], cols: dict[str, npt.NDArray[Any]]) -> Any:
+    import pyarrow as pa
+
+    data: dict[str, Any] = {"example_id": pa.array(ids, type=pa.int64())}
+    for name, arr in cols.items():
+        typ = {"int32": pa.int32(), "bool": pa.bool_()}.get(_INT_COLS.get(name, ""), pa.float64())
+        data[name] = pa.array(arr, type=typ)
+    return pa.table(data)
+
+
+def measure_tokens(
+    model: Any,
+    tokens: npt.NDArray[np.int64],
+    prefix: int,
+    *,
+    reference: Any | None = None,
+    vocab: int | None = None,
+    reverse_kl: bool = False,
+    batch_size: int | None = None,
+    seq_chunk: int | None = None,
+    example_ids: npt.NDArray[np.int64] | None = None,
+    progress: Any = False,
+) -> tuple[dict[str, npt.NDArray[Any]], list[int]]:
+    """Labels and scores for int64 ``tokens [N, W]`` (window = prefix + suffix) in batches.
+
+    In-memory API (no files): returns ``({column: array [N]}, batch sizes used)``. Batches
+    are halved on CUDA out-of-memory; every row's result depends only on that row.
+    """
+    import torch
+
+    n, w = tokens.shape
+    dev = next(model.parameters()).device
+    rows = rt.lm_head_rows(model)
+    hidden = int(model.config.hidden_size)
+    layers = int(getattr(model.config, "num_hidden_layers", 1))
+    per_ex = w * hidden * 4 * 8 * layers + 6 * 4 * rows * min(w, 64)
+    bs = batch_size or rt.auto_batch_size(str(dev), per_ex)
+    parts: list[dict[str, npt.NDArray[Any]]] = []
+    ids = example_ids if example_ids is not None else np.arange(n, dtype=np.int64)
+
+    def step(i: int, j: int) -> None:
+        x = torch.as_tensor(tokens[i:j], dtype=torch.long, device=dev)
+        parts.append(
+            forward_scores(
+                model,
+                x,
+                prefix,
+                reference=reference,
+                vocab=vocab,
+                reverse_kl=reverse_kl,
+                seq_chunk=seq_chunk,
+                first_id=int(ids[i]),
+            )
+        )
+
+    with rt.progress(n, "measure", progress) as bar:
+        used = rt.run_batches(step, n, bs, bar, w)
+    if not parts:
+        return {}, used
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, used
+
+
+def measure(
+    model: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    prefix: int = 50,
+    suffix: int = 50,
+    reference: str | os.PathLike[str] | None = None,
+    reverse_kl: bool = False,
+    batch_size: int | None = None,
+    dtype: str = "float32",
+    device: str | None = None,
+    attn_implementation: str | None = None,
+    seq_chunk: int | None = None,
+    verify_generate: int = 0,
+    tie_threshold: float | None = None,
+    chunk_size: int = 4096,
+    strict: bool = False,
+    role: str | None = None,
+    progress: bool | None = None,
+) -> Path:
+    """Measure ``model`` (hub id or local dir, safetensors) on study set ``data`` into
+    ``out`` (Parquet; schema in docs/formats.md). See ``kdmem measure --help``.
+
+    Examples shorter than ``prefix + suffix`` are skipped and counted in the metadata
+    (``n_short``), or rejected with ``strict``. ``reference`` adds ``kl_to_reference``
+    (and ``kl_reference_to_model`` with ``reverse_kl``) on the aligned vocabulary.
+    ``verify_generate`` > 0 re-decodes that many random examples plus every example whose
+    ``tie_gap`` is below ``tie_threshold`` (default :data:`TIE_THRESHOLD` of the dtype: a
+    few units in the last place of a logit of magnitude ~20) and stores the flip rate under
+    ``verify``.
+    A rerun with the same inputs and options resumes from finished chunks and returns
+    immediately if ``out`` is complete. Returns ``out`` (on every rank).
+    """
+    from kdmem.data import load_examples
+    from kdmem.measure.generate import verify_labels
+    from kdmem.models import aligned_vocab
+
+    if prefix < 1 or suffix < 1:
+        raise InvalidArgumentError(f"invalid prefix/suffix = {prefix}/{suffix}: both must be >= 1")
+    if reverse_kl and reference is None:
+        raise InvalidArgumentError("--reverse-kl needs --reference")
+    out_p = Path(out)
+    w = prefix + suffix
+    ex = load_examples(data, w, strict=strict)
+    d = rt.init_distributed(device)
+    try:
+        dev = rt.pick_device(device, d)
+        m = rt.load_causal_lm(
+            str(model), dtype=dtype, device=dev, attn_implementation=attn_implementation
+        )
+        rows = rt.lm_head_rows(m)
+        rt.check_token_range(ex.tokens, rows, str(model))
+        tok = rt.model_tokenizer(str(model))
+        tok_check = rt.check_tokenizer(ex.tokenizer_hash, tok, str(data), str(model))
+        m_hash = rt.weights_hash(str(model), m)
+        ref = None
+        ref_hash = ""
+        vocab = None
+        if reference is not None:
+            ref = rt.load_causal_lm(
+                str(reference), dtype=dtype, device=dev, attn_implementation=attn_implementation
+            )
+            r_rows = rt.lm_head_rows(ref)
+            rt.check_token_range(ex.tokens, r_rows, str(reference))
+            r_tok = rt.model_tokenizer(str(reference))
+            rt.check_tokenizer(ex.tokenizer_hash, r_tok, str(data), str(reference))
+            if (
+                tok is not None
+                and r_tok is not None
+                and rt.tokenizer_hash_of(tok) != rt.tokenizer_hash_of(r_tok)
+            ):
+                raise TokenizerMismatchError(
+                    f"tokenizer mismatch: {model} and reference {reference} use different "
+                    "tokenizers; KL needs one shared vocabulary"
+                )
+            t_size = len(tok) if tok is not None else min(rows, r_rows)
+            vocab = aligned_vocab(t_size, rows, r_rows)
+            ref_hash = rt.weights_hash(str(reference), ref)
+        options = {
+            "prefix": prefix,
+            "suffix": suffix,
+            "dtype": dtype,
+            "attn": attn_implementation,
+            "reference_hash": ref_hash,
+            "reverse_kl": reverse_kl,
+            "vocab": vocab,
+            "chunk_size": chunk_size,
+            "mink_frac": MINK_FRAC,
+            "entropy_k": ENTROPY_K,
+            "version": FORMAT_VERSION,
+        }
+        fingerprint = hashlib.sha256(
+            json.dumps(
+                [m_hash, rt.data_fingerprint(ex.example_ids, ex.tokens), options], sort_keys=True
+            ).encode()
+        ).hexdigest()
+        run = rt.ChunkedRun(out_p, fingerprint, len(ex), chunk_size, d)
+        if run.done():
+            return out_p
+        run.prepare()
+        mine = run.my_chunks()
+        total = sum(run.rows(k).stop - run.rows(k).start for k in mine)
+        with rt.progress(total, "measure", progress) as bar:
+            for k in mine:
+                sl = run.rows(k)
+                cols, used = measure_tokens(
+                    m,
+                    ex.tokens[sl],
+                    prefix,
+                    reference=ref,
+                    vocab=vocab,
+                    reverse_kl=reverse_kl,
+                    batch_size=batch_size,
+                    seq_chunk=seq_chunk,
+                    example_ids=ex.example_ids[sl],
+                    progress=bar,
+                )
+                table = (
+                    _table(ex.example_ids[sl], cols)
+                    if cols
+                    else _empty_table(reference, reverse_kl)
+                )
+                rt.write_table_atomic(
+                    rt.with_meta(table, {"chunk": k, "batch_sizes": used, "rank": d.rank}),
+                    run.chunk_path(k),
+                )
+        table, metas = run.merge({})
+        if table is not None:
+            batch_sizes = sorted({b for mt in metas for b in mt.get("batch_sizes", [])})
+            meta: dict[str, Any] = {
+                "format": "kdmem-measure",
+                "version": FORMAT_VERSION,
+                "role": role or out_p.stem,
+                "model": str(model),
+                "model_hash": m_hash,
+                "reference": str(reference) if reference is not None else None,
+                "reference_hash": ref_hash or None,
+                "dtype": dtype,
+                "batch_size": batch_sizes[-1] if batch_sizes else None,
+                "batch_sizes": batch_sizes,
+                "attn_implementation": str(m.config._attn_implementation),
+                "prefix": prefix,
+                "suffix": suffix,
+                "mink_frac": MINK_FRAC,
+                "entropy_k": min(ENTROPY_K, w - 1),
+                "aligned_vocab": vocab,
+                "lm_head_rows": rows,
+                "n_examples": len(ex),
+                "n_short": ex.n_short,
+                "n_memorized": int(np.asarray(table.column("memorized")).sum()),
+                "tokenizer_hash": ex.tokenizer_hash,
+                "tokenizer_check": tok_check,
+                "world_size": d.world_size,
+                "device": dev.split(":")[0],
+                "source": str(data),
+                "verify": None,
+            }
+            if verify_generate > 0:
+                verify = verify_labels(
+                    m,
+                    ex.tokens,
+                    ex.example_ids,
+                    prefix,
+                    np.asarray(table.column("memorized")),
+                    np.asarray(table.column("first_mismatch")),
+                    np.asarray(table.column("tie_gap")),
+                    k=verify_generate,
+                    tie_threshold=TIE_THRESHOLD[dtype] if tie_threshold is None else tie_threshold,
+                    batch_size=batch_size,
+                )
+                meta["verify"] = verify
+            run.finish(table, meta)
+        d.barrier()
+    finally:
+        rt.close_distributed(d)
+    return out_p
+
+
+def _empty_table(reference: object, reverse_kl: bool) -> Any:
+    cols: dict[str, npt.NDArray[Any]] = {c: np.empty(0, dtype=np.float64) for c in COLUMNS}
+    cols["memorized"] = np.empty(0, dtype=bool)
+    cols["first_mismatch"] = np.empty(0, dtype=np.int32)
+    if reference is not None:
+        cols["kl_to_reference"] = np.empty(0, dtype=np.float64)
+        if reverse_kl:
+            cols["kl_reference_to_model"] = np.empty(0, dtype=np.float64)
+    return _table(np.empty(0, dtype=np.int64), cols)

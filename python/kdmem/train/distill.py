@@ -1,0 +1,281 @@
+"""Knowledge distillation of a fine-tuned teacher into a student (``kdmem distill``).
+
+Three modes, one loop (top to bottom, like finetune.py):
+
+* ``soft``   -- ``(1 - alpha) * T^2 * D(teacher || student) + alpha * CE`` at every token of
+  the original text; D = forward KL (paper: T = 2, alpha = 0), reverse KL or generalized JSD.
+  The teacher runs alongside the student; logits of both exist one sequence chunk at a time.
+* ``hard``   -- plain cross-entropy on the teacher's greedy continuations: the first
+  ``prefix_len`` tokens of every example plus ``gen_len - prefix_len`` greedy tokens (fp32,
+  EOS neither stopped at nor suppressed). Generated once by :func:`kdmem.measure.generate`
+  and cached in ``generations_dir/<teacher weights hash>-p<prefix>-n<gen_len>/``.
+* ``argmax`` -- cross-entropy on the teacher's argmax next token at every position of the
+  original text (the limit T -> 0 of soft distillation).
+
+Teacher and student must share a tokenizer; lm-head rows beyond it (padding) are ignored
+(:func:`kdmem.models.aligned_vocab`). Validation per epoch reports the student's held-out
+CE / perplexity and, when the teacher is loaded, its KL to the teacher.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from kdmem.errors import NonFiniteLossError, TokenizerMismatchError
+from kdmem.train import common as C
+from kdmem.train.config import DistillConfig, config_hash
+
+__all__ = ["distill", "hard_generations", "teacher_argmax"]
+
+
+def _log(msg: str) -> None:
+    print(f"kdmem distill: {msg}", file=sys.stderr, flush=True)
+
+
+@torch.no_grad()
+def teacher_argmax(hidden: torch.Tensor, weight: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """Teacher's argmax next token ``[B, S]`` (int64) from its final hidden states
+    ``[B, S, H]`` and lm-head rows ``[V, H]`` (already cut to the shared vocabulary),
+    fp32 logits one chunk of positions at a time."""
+    w = weight.float()
+    out = torch.empty(hidden.shape[:2], dtype=torch.long, device=hidden.device)
+    for s in range(0, hidden.shape[1], chunk_size):
+        out[:, s : s + chunk_size] = F.linear(hidden[:, s : s + chunk_size].float(), w).argmax(-1)
+    return out
+
+
+def hard_generations(cfg: DistillConfig, teacher_hash: str) -> Path:
+    """Path of the teacher's cached continuations (``generations.parquet``), generating them
+    when missing. The cache directory name carries the teacher's weights hash, so a new
+    teacher never reuses old continuations."""
+    from kdmem.measure.generate import generate
+
+    base = (
+        Path(cfg.generations_dir) if cfg.generations_dir else Path(cfg.out).parent / "generations"
+    )
+    d = base / f"{teacher_hash[:16]}-p{cfg.prefix_len}-n{cfg.gen_len}"
+    return generate(
+        cfg.teacher,
+        cfg.data,
+        d,
+        prefix=cfg.prefix_len,
+        new_tokens=cfg.gen_len - cfg.prefix_len,
+        batch_size=cfg.gen_batch_size,
+        dtype="float32",
+        device=cfg.device,
+        progress=False,
+    )
+
+
+def distill(
+    cfg: DistillConfig,
+    *,
+    log: Callable[[str], None] = _log,
+    stop_after_step: int | None = None,
+) -> dict[str, Any]:
+    """Train ``cfg.student`` against ``cfg.teacher`` on ``cfg.data`` into ``cfg.out``.
+
+    Returns ``OUT/kdmem.json`` (config, teacher hash, per-epoch metrics).
+    ``stop_after_step`` raises ``KeyboardInterrupt`` after that optimizer step (tests)."""
+    from kdmem.models import aligned_vocab, build_model, load_model, load_tokenizer, model_hash
+
+    cfg.validate()
+    dist = C.setup_distributed(cfg.device)
+    out = Path(cfg.out)
+    C.check_path_writable(out)
+    C.check_model_arg(cfg.teacher, "--teacher")
+    C.check_model_arg(cfg.student, "--student")
+    finished, ckpt = C.check_resume(out, cfg)
+    if finished is not None:
+        log(f"{out} is already complete (config {finished['config_hash'][:12]}); nothing to do")
+        return finished
+    if not dist.is_main:
+        log = lambda _msg: None  # noqa: E731
+
+    # ---- tokenizers, teacher, data ---------------------------------------------------------
+    tokenizer = load_tokenizer(cfg.student)
+    t_tok = load_tokenizer(cfg.teacher)
+    if C.tokenizer_hash(tokenizer) != C.tokenizer_hash(t_tok):
+        raise TokenizerMismatchError(
+            f"tokenizer mismatch: teacher {cfg.teacher} ({C.tokenizer_hash(t_tok)[:12]}, "
+            f"{len(t_tok)} tokens) and student {cfg.student} ({C.tokenizer_hash(tokenizer)[:12]}, "
+            f"{len(tokenizer)} tokens) must share one tokenizer"
+        )
+    # vocabularies that differ beyond lm-head padding fail here, before any heavy work
+    vocab = aligned_vocab(len(tokenizer), C.head_rows(cfg.student), C.head_rows(cfg.teacher))
+    teacher_hash = model_hash(cfg.teacher) if Path(cfg.teacher).is_dir() else cfg.teacher
+    t_prec = cfg.teacher_precision or cfg.precision
+    if cfg.mode == "hard":
+        gen_path = hard_generations(cfg, teacher_hash)
+        train = C.load_training_data(str(gen_path), cfg.seq_len, len(tokenizer), "generations")
+        log(f"hard mode: {len(train)} teacher continuations from {gen_path}")
+    else:
+        train = C.load_training_data(cfg.data, cfg.seq_len, len(tokenizer), "--data")
+    C.check_data_tokenizer(train, tokenizer, "--data")
+    val = (
+        C.load_training_data(cfg.val_data, train.length, len(tokenizer), "--val-data")
+        if cfg.val_data
+        else None
+    )
+    trunk = None  # hard mode trains on the cached continuations alone
+    if cfg.mode != "hard":
+        teacher = load_model(cfg.teacher, dtype="bfloat16" if t_prec == "bf16" else "float32")
+        teacher.requires_grad_(False)
+        trunk = C.TeacherTrunk(teacher, vocab)
+        if cfg.teacher_shard != "none" and dist.world > 1:
+            # fully_shard moves one layer at a time to the device: the whole teacher never is
+            C.shard_fsdp(trunk, teacher, offload=cfg.teacher_shard == "fsdp_offload")
+        else:
+            trunk.to(dist.device)
+
+    # ---- student ---------------------------------------------------------------------------
+    torch.manual_seed(cfg.seed)
+    if cfg.init == "random":
+        from transformers import AutoConfig
+
+        lm = build_model(AutoConfig.from_pretrained(cfg.student), seed=cfg.seed)
+    else:
+        lm = load_model(cfg.student)
+    lm.to(dist.device).train()
+    student = C.StudentLoss(
+        lm, vocab, cfg.chunk_size, cfg.loss, cfg.temperature, cfg.alpha, cfg.beta
+    )
+    model = C.wrap_student(student, cfg, dist)
+    optimizer = C.make_optimizer(model, cfg)
+
+    per_epoch = C.steps_per_epoch(len(train), cfg, dist)
+    total = per_epoch * cfg.epochs
+    global_batch = cfg.batch_size * cfg.grad_accum * dist.world
+    tokens_per_step = global_batch * (train.length - 1)
+    step, metrics = 0, []
+    epoch_loss, epoch_kl, epoch_tokens, epoch_time = 0.0, 0.0, 0, 0.0
+    if ckpt is not None:
+        C.check_global_batch(ckpt, global_batch)
+        C.load_checkpoint(ckpt, model, optimizer)
+        step, metrics = int(ckpt["step"]), list(ckpt["metrics"])
+        epoch_loss, epoch_kl = float(ckpt["epoch_loss"]), float(ckpt["epoch_kl"])
+        epoch_tokens, epoch_time = int(ckpt["epoch_tokens"]), float(ckpt["epoch_time"])
+        log(f"resuming from {ckpt['_dir']} at step {step} of {total}")
+    last_good = step if ckpt is not None else None
+    log(
+        f"{cfg.mode} student: {len(train)} examples x {train.length} tokens, {cfg.epochs} "
+        f"epochs, {total} steps of {global_batch} sequences ({dist.world} process(es)), "
+        + (f"loss {cfg.loss} T={cfg.temperature} alpha={cfg.alpha}, " if cfg.mode == "soft" else "")
+        + f"lr {cfg.lr} {cfg.schedule}, {cfg.precision}"
+    )
+
+    # ---- the loop --------------------------------------------------------------------------
+    order_epoch, order = -1, None
+    t0 = time.perf_counter()
+    while step < total:
+        epoch, in_epoch = divmod(step, per_epoch)
+        if epoch != order_epoch:
+            order_epoch, order = epoch, C.epoch_order(len(train), cfg.seed, epoch)
+        assert order is not None
+        lr = C.lr_at(step, total, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        sums = torch.zeros(2, dtype=torch.float64, device=dist.device)  # loss, kl
+        micro = C.micro_batches(order, in_epoch, cfg.batch_size, cfg.grad_accum, dist)
+        try:
+            for m, idx in enumerate(micro):
+                ids = torch.from_numpy(train.tokens[idx]).to(dist.device)
+                th = tw = None
+                targets: torch.Tensor | None = ids[:, 1:]
+                if cfg.mode == "soft":
+                    assert trunk is not None
+                    with C.autocast(t_prec, dist.device):
+                        th, tw = trunk(ids)
+                    targets = ids[:, 1:] if cfg.alpha > 0 else None
+                elif cfg.mode == "argmax":
+                    assert trunk is not None
+                    with C.autocast(t_prec, dist.device):
+                        targets = teacher_argmax(*trunk(ids), cfg.chunk_size)
+                with C.no_sync(model, sync=m == len(micro) - 1):
+                    with C.autocast(cfg.precision, dist.device):
+                        loss_sum, kl_sum, _, _ = model(ids, targets, th, tw)
+                    (loss_sum * (dist.world / tokens_per_step)).backward()
+                sums += torch.stack([loss_sum.detach().double(), kl_sum.double()])
+        except torch.OutOfMemoryError as e:
+            raise C.oom_error(step + 1, cfg, e) from None
+        sums = C.all_reduce_sum(sums, dist)
+        grad_norm = (
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            if cfg.max_grad_norm > 0
+            else torch.zeros(())
+        )
+        if not (torch.isfinite(sums[0]) and torch.isfinite(torch.as_tensor(grad_norm))):
+            where = f"step {last_good} in {out / C.CHECKPOINT}" if last_good else "none yet"
+            raise NonFiniteLossError(
+                f"loss is {float(sums[0] / tokens_per_step):.4g} at step {step + 1} (epoch "
+                f"{epoch + 1}); stopped before applying it; last good checkpoint: {where}; "
+                "lower --lr or --temperature, use --precision fp32, or check the data"
+            )
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        epoch_loss += float(sums[0])
+        epoch_kl += float(sums[1])
+        epoch_tokens += tokens_per_step
+
+        end_of_epoch = step % per_epoch == 0
+        if end_of_epoch or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+            epoch_time += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            if end_of_epoch:
+                row: dict[str, Any] = {
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "lr": lr,
+                    "train_loss": epoch_loss / epoch_tokens,
+                    "tokens": epoch_tokens,
+                    "tokens_per_s": epoch_tokens / max(epoch_time, 1e-9),
+                }
+                if cfg.mode == "soft":
+                    row["train_kl"] = epoch_kl / epoch_tokens
+                if val is not None:
+                    row |= C.validate(model, val.tokens, cfg, dist, trunk)
+                metrics.append(row)
+                log(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in row.items()))  # fmt: skip
+                if dist.is_main:
+                    C.write_json_atomic(out / C.METRICS, metrics)
+                epoch_loss, epoch_kl, epoch_tokens, epoch_time = 0.0, 0.0, 0, 0.0
+            state = {
+                "step": step,
+                "total_steps": total,
+                "config_hash": config_hash(cfg),
+                "metrics": metrics,
+                "epoch_loss": epoch_loss,
+                "epoch_kl": epoch_kl,
+                "epoch_tokens": epoch_tokens,
+                "epoch_time": epoch_time,
+                "world_size": dist.world,
+                "global_batch": global_batch,
+            }
+            C.save_checkpoint(out, model, optimizer, state, dist)
+            last_good = step
+        if stop_after_step is not None and step == stop_after_step:
+            raise KeyboardInterrupt(f"stopped after step {step}")
+
+    info = {
+        "recipe": "distill",
+        "role": f"{cfg.mode}_student",
+        "base_model": cfg.student,
+        "teacher": cfg.teacher,
+        "teacher_hash": teacher_hash,
+        "steps": total,
+        "world_size": dist.world,
+        "vocab": vocab,
+    }
+    result = C.save_final(out, lm, tokenizer, info, metrics, cfg, optimizer, model, dist)
+    log(f"wrote {out} (model {result['model_hash'][:12]})")
+    return result

@@ -1,0 +1,216 @@
+//! Tokenization for shards: a Hugging Face `tokenizer.json` loaded with the `tokenizers`
+//! crate (the library behind Python `tokenizers` and transformers fast tokenizers), the
+//! tokenizer hash of `docs/formats.md`, and the EOS rule.
+//!
+//! Ids equal Python `Tokenizer.encode(text, add_special_tokens=False).ids`: the same library,
+//! no special tokens added, and truncation/padding stored in the tokenizer.json switched off
+//! (a shard holds whole documents). EOS, when enabled, is appended after every document.
+//!
+//! `--eos auto` picks the first of [`EOS_CANDIDATES`] present in the vocabulary (as an added
+//! token or a regular one); when none is present no EOS is appended (the manifest then says
+//! `eos_id: null`). `--eos none` never appends; `--eos TOKEN` looks `TOKEN` up in the
+//! vocabulary (or, if it is a decimal number below the vocabulary size, uses it as the id).
+//!
+//! Cost: encoding is the tokenizer's own O(text) work; one `ShardTokenizer` is shared by all
+//! worker threads (`tokenizers::Tokenizer` is `Sync`).
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tokenizers::Tokenizer;
+
+use crate::error::{Error, Result};
+use crate::shard::format::Dtype;
+
+/// End-of-text tokens recognised by `--eos auto`, in priority order.
+pub const EOS_CANDIDATES: &[&str] = &[
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "</s>",
+    "<eos>",
+    "<|eos|>",
+    "<|end|>",
+];
+
+/// How to choose the token appended after each document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EosChoice {
+    /// The first of [`EOS_CANDIDATES`] in the vocabulary, else none.
+    Auto,
+    /// Append nothing.
+    None,
+    /// This token (string, or a decimal id).
+    Token(String),
+}
+
+impl EosChoice {
+    /// Parse the CLI spelling: `auto`, `none`, or a token.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "auto" => EosChoice::Auto,
+            "none" => EosChoice::None,
+            t => EosChoice::Token(t.to_string()),
+        }
+    }
+}
+
+/// How to choose the token width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtypeChoice {
+    /// u16 when every id fits (vocab size <= 65,536), else u32.
+    Auto,
+    /// Always this width.
+    Fixed(Dtype),
+}
+
+impl DtypeChoice {
+    /// Parse `auto`, `u16` or `u32`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(DtypeChoice::Auto),
+            "u16" => Ok(DtypeChoice::Fixed(Dtype::U16)),
+            "u32" => Ok(DtypeChoice::Fixed(Dtype::U32)),
+            other => Err(Error::InvalidArgument {
+                name: "dtype".into(),
+                value: other.into(),
+                fix: "use auto, u16 or u32".into(),
+            }),
+        }
+    }
+
+    /// The width for a vocabulary of `vocab_size` ids.
+    pub fn resolve(self, vocab_size: u32) -> Dtype {
+        match self {
+            DtypeChoice::Fixed(d) => d,
+            DtypeChoice::Auto if vocab_size as u64 <= 65_536 => Dtype::U16,
+            DtypeChoice::Auto => Dtype::U32,
+        }
+    }
+}
+
+/// SHA-256 of `"".join(f"{id}\t{token}\n")` over the vocabulary (added tokens included)
+/// sorted by id (ties, which real tokenizers do not have, by token string).
+pub fn tokenizer_hash(tok: &Tokenizer) -> [u8; 32] {
+    let mut vocab: Vec<(u32, String)> = tok
+        .get_vocab(true)
+        .into_iter()
+        .map(|(t, id)| (id, t))
+        .collect();
+    vocab.sort_unstable();
+    let mut h = Sha256::new();
+    for (id, t) in &vocab {
+        h.update(id.to_string().as_bytes());
+        h.update(b"\t");
+        h.update(t.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().into()
+}
+
+/// Lower-case hex of a hash.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A loaded tokenizer plus what a shard header needs from it.
+pub struct ShardTokenizer {
+    tok: Tokenizer,
+    path: PathBuf,
+    /// See [`tokenizer_hash`].
+    pub hash: [u8; 32],
+    /// Largest id + 1 over the vocabulary incl. added tokens.
+    pub vocab_size: u32,
+    /// Token appended after every document.
+    pub eos_id: Option<u32>,
+}
+
+impl std::fmt::Debug for ShardTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardTokenizer")
+            .field("path", &self.path)
+            .field("vocab_size", &self.vocab_size)
+            .field("eos_id", &self.eos_id)
+            .finish()
+    }
+}
+
+impl ShardTokenizer {
+    /// Load `tokenizer.json` (or a directory containing one) and resolve the EOS choice.
+    pub fn load(path: impl AsRef<Path>, eos: &EosChoice) -> Result<Self> {
+        let mut path = path.as_ref().to_path_buf();
+        if path.is_dir() {
+            path = path.join("tokenizer.json");
+        }
+        let mut tok = Tokenizer::from_file(&path).map_err(|e| Error::TokenizerLoad {
+            path: path.clone(),
+            reason: e.to_string().replace('\n', " "),
+        })?;
+        // Shards hold whole documents: ignore any truncation/padding saved in the file.
+        tok.with_truncation(None)
+            .map_err(|e| Error::TokenizerLoad {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        tok.with_padding(None);
+        let vocab = tok.get_vocab(true);
+        let max_id = vocab.values().copied().max().map_or(0, |m| m as u64 + 1);
+        let vocab_size = max_id
+            .max(tok.get_vocab_size(true) as u64)
+            .min(u32::MAX as u64) as u32;
+        let eos_id = match eos {
+            EosChoice::None => None,
+            EosChoice::Auto => EOS_CANDIDATES.iter().find_map(|c| vocab.get(*c).copied()),
+            EosChoice::Token(t) => match vocab.get(t.as_str()) {
+                Some(&id) => Some(id),
+                None => match t.parse::<u32>() {
+                    Ok(id) if id < vocab_size => Some(id),
+                    _ => {
+                        return Err(Error::InvalidArgument {
+                            name: "eos".into(),
+                            value: t.clone(),
+                            fix: format!(
+                                "no such token in {}; pass a token of its vocabulary, an id below {vocab_size}, auto or none",
+                                path.display()
+                            ),
+                        })
+                    }
+                },
+            },
+        };
+        Ok(ShardTokenizer {
+            hash: tokenizer_hash(&tok),
+            tok,
+            path,
+            vocab_size,
+            eos_id,
+        })
+    }
+
+    /// The tokenizer.json path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying tokenizer.
+    pub fn inner(&self) -> &Tokenizer {
+        &self.tok
+    }
+
+    /// Token ids of `text` (no special tokens) followed by EOS if enabled, appended to `out`.
+    /// `path` and `line` name the record in errors.
+    pub fn encode_into(&self, text: &str, out: &mut Vec<u32>, path: &str, line: u64) -> Result<()> {
+        let enc = self
+            .tok
+            .encode_fast(text, false)
+            .map_err(|e| Error::MalformedRecord {
+                path: path.to_string(),
+                line,
+                reason: format!("the tokenizer failed: {e}"),
+            })?;
+        out.extend_from_slice(enc.get_ids());
+        if let Some(e) = self.eos_id {
+            out.push(e);
+        }
+        Ok(())
+    }
+}

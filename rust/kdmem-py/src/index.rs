@@ -1,0 +1,333 @@
+//! Bindings for `kdmem_core::index`: build/verify an index directory and query it.
+//!
+//! Token arrays arrive as contiguous uint32 numpy arrays (the typed wrapper in
+//! `python/kdmem/corpus/index.py` converts and range-checks any integer input). Single queries
+//! release the GIL with `py.detach` (they take microseconds, so no watcher thread); batch
+//! queries, builds and verification run through [`crate::detach::run`] (Ctrl-C, progress).
+
+use std::path::PathBuf;
+
+use kdmem_core::index::{self as core, Location, NgramOverlap};
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::detach;
+use crate::errors::IntoPyResult;
+
+type Rows<'py> = (
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+);
+
+fn slice<'a>(a: &'a PyReadonlyArray1<'_, u32>) -> PyResult<&'a [u32]> {
+    a.as_slice().map_err(|_| {
+        pyo3::exceptions::PyValueError::new_err(
+            "token array must be C-contiguous; pass np.ascontiguousarray(tokens)",
+        )
+    })
+}
+
+fn rows<'py>(py: Python<'py>, locs: Vec<Location>) -> Rows<'py> {
+    let shard: Vec<i64> = locs.iter().map(|l| i64::from(l.shard)).collect();
+    let doc: Vec<i64> = locs.iter().map(|l| l.doc as i64).collect();
+    let off: Vec<i64> = locs.iter().map(|l| l.offset as i64).collect();
+    (
+        shard.into_pyarray(py),
+        doc.into_pyarray(py),
+        off.into_pyarray(py),
+    )
+}
+
+type Overlap<'py> = (Bound<'py, PyArray1<u32>>, usize, f64);
+
+fn overlap<'py>(py: Python<'py>, o: NgramOverlap) -> Overlap<'py> {
+    (o.positions.into_pyarray(py), o.total, o.fraction)
+}
+
+/// A kdmem index directory, or an infini-gram one (read-only, u16).
+enum Inner {
+    Kd(core::Index),
+    Ig(core::InfiniGramIndex),
+}
+
+/// Evaluate `$body` with `$c` bound to the corpus view of either kind of index.
+macro_rules! with_corpus {
+    ($self:expr, |$c:ident| $body:expr) => {
+        match &$self.inner {
+            Inner::Kd(i) => {
+                let $c = i.corpus();
+                $body
+            }
+            Inner::Ig(i) => {
+                let $c = i.corpus();
+                $body
+            }
+        }
+    };
+}
+
+/// An opened index directory (shards + suffix arrays, memory-mapped).
+#[pyclass(frozen, module = "kdmem._core")]
+pub struct Index {
+    inner: Inner,
+}
+
+#[pymethods]
+impl Index {
+    #[new]
+    fn new(py: Python<'_>, dir: PathBuf) -> PyResult<Self> {
+        let inner = py
+            .detach(|| {
+                if core::is_infini_gram_dir(&dir) {
+                    core::InfiniGramIndex::open(&dir).map(Inner::Ig)
+                } else {
+                    core::Index::open(&dir).map(Inner::Kd)
+                }
+            })
+            .py_err()?;
+        Ok(Index { inner })
+    }
+
+    /// `"kdmem"` or `"infini-gram"`.
+    #[getter]
+    fn format(&self) -> &'static str {
+        match self.inner {
+            Inner::Kd(_) => "kdmem",
+            Inner::Ig(_) => "infini-gram",
+        }
+    }
+
+    #[getter]
+    fn n_shards(&self) -> usize {
+        match &self.inner {
+            Inner::Kd(i) => i.n_shards(),
+            Inner::Ig(i) => i.n_shards(),
+        }
+    }
+
+    #[getter]
+    fn n_tokens(&self) -> u64 {
+        match &self.inner {
+            Inner::Kd(i) => i.n_tokens(),
+            Inner::Ig(i) => i.n_tokens(),
+        }
+    }
+
+    #[getter]
+    fn n_docs(&self) -> u64 {
+        match &self.inner {
+            Inner::Kd(i) => i.n_docs(),
+            Inner::Ig(i) => i.n_docs(),
+        }
+    }
+
+    #[getter]
+    fn vocab_size(&self) -> u32 {
+        match &self.inner {
+            Inner::Kd(i) => i.vocab_size(),
+            Inner::Ig(_) => 0,
+        }
+    }
+
+    #[getter]
+    fn token_width(&self) -> u32 {
+        match &self.inner {
+            Inner::Kd(i) => i.token_width(),
+            Inner::Ig(_) => 2,
+        }
+    }
+
+    /// Tokenizer hash of the shards, 64 hex digits (all zeros = unknown).
+    #[getter]
+    fn tokenizer_hash(&self) -> String {
+        let h = match &self.inner {
+            Inner::Kd(i) => i.tokenizer_hash(),
+            Inner::Ig(_) => [0; 32],
+        };
+        h.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Raise TokenizerMismatchError unless `hash` (64 hex digits) matches the index's.
+    fn check_tokenizer(&self, hash: &str) -> PyResult<()> {
+        let bad = || {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "tokenizer hash {hash:?} is not 64 hex digits; pass kdmem.corpus.tokenizer_hash(...)"
+            ))
+        };
+        if hash.len() != 64 || !hash.is_ascii() {
+            return Err(bad());
+        }
+        let mut h = [0u8; 32];
+        for (i, b) in h.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hash[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        match &self.inner {
+            Inner::Kd(i) => i.check_tokenizer(&h).py_err(),
+            // infini-gram indexes do not record their tokenizer.
+            Inner::Ig(_) => Ok(()),
+        }
+    }
+
+    #[pyo3(signature = (tokens, threads=None))]
+    fn count(
+        &self,
+        py: Python<'_>,
+        tokens: PyReadonlyArray1<'_, u32>,
+        threads: Option<usize>,
+    ) -> PyResult<u64> {
+        let q = slice(&tokens)?;
+        py.detach(|| with_corpus!(self, |c| c.count(q, threads)))
+            .py_err()
+    }
+
+    #[pyo3(signature = (tokens, limit, threads=None))]
+    fn locate<'py>(
+        &self,
+        py: Python<'py>,
+        tokens: PyReadonlyArray1<'_, u32>,
+        limit: usize,
+        threads: Option<usize>,
+    ) -> PyResult<Rows<'py>> {
+        let q = slice(&tokens)?;
+        let locs = py
+            .detach(|| with_corpus!(self, |c| c.locate(q, limit, threads)))
+            .py_err()?;
+        Ok(rows(py, locs))
+    }
+
+    #[pyo3(signature = (tokens, threads=None))]
+    fn longest_match<'py>(
+        &self,
+        py: Python<'py>,
+        tokens: PyReadonlyArray1<'_, u32>,
+        threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyArray1<u32>>> {
+        let q = slice(&tokens)?;
+        let v = py
+            .detach(|| with_corpus!(self, |c| c.longest_match(q, threads)))
+            .py_err()?;
+        Ok(v.into_pyarray(py))
+    }
+
+    #[pyo3(signature = (tokens, n, threads=None))]
+    fn ngram_overlap<'py>(
+        &self,
+        py: Python<'py>,
+        tokens: PyReadonlyArray1<'_, u32>,
+        n: usize,
+        threads: Option<usize>,
+    ) -> PyResult<Overlap<'py>> {
+        let q = slice(&tokens)?;
+        let o = py
+            .detach(|| with_corpus!(self, |c| c.ngram_overlap(q, n, threads)))
+            .py_err()?;
+        Ok(overlap(py, o))
+    }
+
+    #[pyo3(signature = (queries, threads=None))]
+    fn count_many<'py>(
+        &self,
+        py: Python<'py>,
+        queries: Vec<PyReadonlyArray1<'py, u32>>,
+        threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyArray1<u64>>> {
+        let qs = queries.iter().map(slice).collect::<PyResult<Vec<_>>>()?;
+        let v = detach::run(py, None, |_| {
+            with_corpus!(self, |c| c.count_many(&qs, threads))
+        })?;
+        Ok(v.into_pyarray(py))
+    }
+
+    #[pyo3(signature = (queries, limit, threads=None))]
+    fn locate_many<'py>(
+        &self,
+        py: Python<'py>,
+        queries: Vec<PyReadonlyArray1<'py, u32>>,
+        limit: usize,
+        threads: Option<usize>,
+    ) -> PyResult<Vec<Rows<'py>>> {
+        let qs = queries.iter().map(slice).collect::<PyResult<Vec<_>>>()?;
+        let v = detach::run(py, None, |_| {
+            with_corpus!(self, |c| c.locate_many(&qs, limit, threads))
+        })?;
+        Ok(v.into_iter().map(|l| rows(py, l)).collect())
+    }
+
+    #[pyo3(signature = (queries, threads=None))]
+    fn longest_match_many<'py>(
+        &self,
+        py: Python<'py>,
+        queries: Vec<PyReadonlyArray1<'py, u32>>,
+        threads: Option<usize>,
+    ) -> PyResult<Vec<Bound<'py, PyArray1<u32>>>> {
+        let qs = queries.iter().map(slice).collect::<PyResult<Vec<_>>>()?;
+        let v = detach::run(py, None, |_| {
+            with_corpus!(self, |c| c.longest_match_many(&qs, threads))
+        })?;
+        Ok(v.into_iter().map(|x| x.into_pyarray(py)).collect())
+    }
+
+    #[pyo3(signature = (queries, n, threads=None))]
+    fn ngram_overlap_many<'py>(
+        &self,
+        py: Python<'py>,
+        queries: Vec<PyReadonlyArray1<'py, u32>>,
+        n: usize,
+        threads: Option<usize>,
+    ) -> PyResult<Vec<Overlap<'py>>> {
+        let qs = queries.iter().map(slice).collect::<PyResult<Vec<_>>>()?;
+        let v = detach::run(py, None, |_| {
+            with_corpus!(self, |c| c.ngram_overlap_many(&qs, n, threads))
+        })?;
+        Ok(v.into_iter().map(|o| overlap(py, o)).collect())
+    }
+
+    /// Recompute every checksum of the shards and suffix arrays.
+    #[pyo3(signature = (threads=None, progress=None))]
+    fn verify(
+        &self,
+        py: Python<'_>,
+        threads: Option<usize>,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        detach::run(py, progress, |ctl| match &self.inner {
+            Inner::Kd(i) => i.verify(threads, ctl),
+            // infini-gram files carry no checksums; sizes were checked when opening.
+            Inner::Ig(_) => Ok(()),
+        })
+    }
+}
+
+/// Build the suffix array of every shard in `dir` that lacks a current one; returns a dict
+/// `{shards, built, skipped, tokens_built, seconds}`.
+#[pyfunction]
+#[pyo3(signature = (dir, threads=None, progress=None))]
+pub fn build_index<'py>(
+    py: Python<'py>,
+    dir: PathBuf,
+    threads: Option<usize>,
+    progress: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let r = detach::run(py, progress, |ctl| core::build_dir(&dir, threads, ctl))?;
+    let d = PyDict::new(py);
+    d.set_item("shards", r.shards)?;
+    d.set_item("built", r.built)?;
+    d.set_item("skipped", r.skipped)?;
+    d.set_item("tokens_built", r.tokens_built)?;
+    d.set_item("seconds", r.seconds)?;
+    Ok(d)
+}
+
+/// Check every shard of `dir` and its suffix array end to end (checksums, shard identity).
+#[pyfunction]
+#[pyo3(signature = (dir, threads=None, progress=None))]
+pub fn verify_index(
+    py: Python<'_>,
+    dir: PathBuf,
+    threads: Option<usize>,
+    progress: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    detach::run(py, progress, |ctl| core::verify_dir(&dir, threads, ctl))
+}

@@ -1,0 +1,169 @@
+"""featurize and scan against brute-force oracles over the raw documents."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+from kdmem.corpus import open_shards, shard_corpus
+from kdmem.corpus.featurize import featurize
+from kdmem.corpus.index import build_index
+from kdmem.corpus.scan import maximal_spans, scan
+from kdmem.errors import InvalidArgumentError
+
+WORDS = [f"w{i}" for i in range(12)]
+
+
+def occurrences(docs: list[list[int]], q: list[int]) -> int:
+    n = len(q)
+    return sum(1 for d in docs for i in range(len(d) - n + 1) if d[i : i + n] == q)
+
+
+def longest(docs: list[list[int]], q: list[int]) -> list[int]:
+    out = []
+    for i in range(len(q)):
+        k = 0
+        while i + k < len(q) and occurrences(docs, q[i : i + k + 1]) > 0:
+            k += 1
+        out.append(k)
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[list[int]]]:
+    d = tmp_path_factory.mktemp("feat")
+    vocab = {"<|endoftext|>": 0, **{w: i + 1 for i, w in enumerate(WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece()
+    tok.save(str(d / "tokenizer.json"))
+    rng = np.random.default_rng(0)
+    planted = " ".join(rng.choice(WORDS, 12))
+    texts = []
+    for i in range(60):
+        words = " ".join(rng.choice(WORDS[: 3 + i % 9], int(rng.integers(5, 30))))
+        texts.append(words + (" " + planted if i % 7 == 0 else ""))
+    (d / "c.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    shard_corpus([d / "c.jsonl"], d / "tokenizer.json", d / "shards", eos="none", shard_tokens=300)
+    build_index(d / "shards", threads=2)
+    ss = open_shards(d / "shards")
+    docs = [ss[i].astype(np.int64).tolist() for i in range(len(ss))]
+    assert len(ss.shards) > 1
+    return d, d / "tokenizer.json", docs
+
+
+def test_featurize_matches_oracles(corpus: tuple[Path, Path, list[list[int]]]) -> None:
+    d, tok_path, docs = corpus
+    rng = np.random.default_rng(1)
+    rows = [docs[0][:10], docs[7][:10], rng.integers(1, 13, 10).tolist(), docs[14][-10:]]
+    rows = [r for r in rows if len(r) == 10] + [[1, 2, 3]]  # a short one is skipped
+    ex = d / "examples.jsonl"
+    ex.write_text(
+        "".join(
+            json.dumps({"example_id": 10 + i, "input_ids": r}) + "\n" for i, r in enumerate(rows)
+        )
+    )
+    out = featurize(
+        ex,
+        d / "shards",
+        d / "f.parquet",
+        prefix=4,
+        suffix=6,
+        ngram=(2, 5),
+        tokenizer=str(tok_path),
+        threads=2,
+    )
+    t = pq.read_table(out).to_pydict()
+    tok = Tokenizer.from_file(str(tok_path))
+    meta = json.loads(pq.read_metadata(out).metadata[b"kdmem"])
+    assert meta["n_short"] == 1 and t["example_id"] == [10 + i for i in range(len(rows) - 1)]
+    for k, q in enumerate(rows[:-1]):
+        text = tok.decode(q, skip_special_tokens=False)
+        assert t["zlib_bytes"][k] == len(zlib.compress(text.encode()))
+        assert t["suffix_count"][k] == occurrences(docs, q[4:10])
+        assert t["window_count"][k] == occurrences(docs, q)
+        lm = longest(docs, q)
+        assert t["longest_match_max"][k] == max(lm)
+        assert t["longest_match_mean"][k] == pytest.approx(np.mean(lm))
+        for n in (2, 5):
+            grams = [q[i : i + n] for i in range(len(q) - n + 1)]
+            want = np.mean([occurrences(docs, g) > 0 for g in grams])
+            assert t[f"ngram_overlap_{n}"][k] == pytest.approx(want)
+    one = featurize(
+        ex, d / "shards", d / "f1.parquet", prefix=4, suffix=6, tokenizer=str(tok_path), threads=1
+    )
+    assert pq.read_table(one).equals(
+        pq.read_table(
+            featurize(
+                ex,
+                d / "shards",
+                d / "f2.parquet",
+                prefix=4,
+                suffix=6,
+                tokenizer=str(tok_path),
+                threads=2,
+            )
+        )
+    )
+    excl = featurize(
+        ex,
+        d / "shards",
+        d / "fx.parquet",
+        prefix=4,
+        suffix=6,
+        tokenizer=str(tok_path),
+        exclude_self=True,
+    )
+    raw = np.array(t["window_count"])
+    assert pq.read_table(excl).column("window_count").to_pylist() == np.maximum(raw - 1, 0).tolist()
+
+
+def test_featurize_needs_a_tokenizer_for_token_ids(
+    corpus: tuple[Path, Path, list[list[int]]],
+) -> None:
+    d, _, docs = corpus
+    np.save(d / "ex.npy", np.array([docs[0][:5]]))
+    with pytest.raises(InvalidArgumentError, match="--tokenizer"):
+        featurize(d / "ex.npy", d / "shards", d / "x.parquet", prefix=2, suffix=3)
+
+
+def test_maximal_spans_rule() -> None:
+    lm = np.array([3, 2, 1, 4, 3, 2, 1, 0, 2, 2])
+    assert maximal_spans(lm, 2) == [(0, 3), (3, 4), (8, 2), (9, 2)]
+    assert maximal_spans(np.zeros(0, np.int64), 1) == []
+
+
+def test_scan_matches_brute_force(corpus: tuple[Path, Path, list[list[int]]]) -> None:
+    d, _, docs = corpus
+    rng = np.random.default_rng(2)
+    gens = [
+        docs[0][:6] + rng.integers(1, 13, 5).tolist() + docs[7][-8:],
+        rng.integers(1, 13, 25).tolist(),
+    ]
+    g = d / "gens.jsonl"
+    g.write_text("".join(json.dumps({"input_ids": r}) + "\n" for r in gens))
+    out = scan(g, d / "shards", d / "spans.parquet", min_len=4, max_locations=3)
+    t = pq.read_table(out).to_pylist()
+    want = []
+    for e, q in enumerate(gens):
+        # brute force: spans [i, j) occurring verbatim, not extendable left or right
+        for i in range(len(q)):
+            for j in range(i + 4, len(q) + 1):
+                if occurrences(docs, q[i:j]) == 0:
+                    continue
+                right = j == len(q) or occurrences(docs, q[i : j + 1]) == 0
+                left = i == 0 or occurrences(docs, q[i - 1 : j]) == 0
+                if left and right:
+                    want.append((e, i, j - i, occurrences(docs, q[i:j])))
+    assert [(r["example_id"], r["start"], r["length"], r["count"]) for r in t] == want
+    for r in t:
+        q = gens[r["example_id"]][r["start"] : r["start"] + r["length"]]
+        assert len(r["document"]) == min(3, r["count"])
+        for doc, off in zip(r["document"], r["offset"], strict=True):
+            assert docs[doc][off : off + r["length"]] == q

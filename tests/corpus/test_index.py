@@ -1,0 +1,254 @@
+"""kdmem.Index against a Python oracle that scans every position of the raw tokens.
+
+Shards are written here straight from docs/formats.md (header, tokens, offsets, CRC-32 via
+zlib.crc32), which also checks that the Rust reader follows the documented format.
+"""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import kdmem
+from kdmem._core import _error_kinds
+from kdmem.cli import run
+from kdmem.corpus.index import Index, build_index, verify_index
+
+Docs = list[list[int]]
+
+
+def write_kdt(
+    path: Path, docs: Docs, dtype: str = "u16", vocab_size: int = 0, tok_hash: bytes = bytes(32)
+) -> None:
+    """A shard file, format version 1, exactly as docs/formats.md describes it."""
+    width = 2 if dtype == "u16" else 4
+    tokens = np.array([t for d in docs for t in d], dtype=np.uint16 if width == 2 else np.uint32)
+    offsets = np.cumsum([0] + [len(d) for d in docs]).astype("<u8")
+    n = len(tokens)
+    tok_bytes = tokens.astype(tokens.dtype.newbyteorder("<")).tobytes()
+    pad = (-(128 + len(tok_bytes))) % 8
+    offsets_offset = 128 + len(tok_bytes) + pad
+    crc = zlib.crc32(tok_bytes + offsets.tobytes())
+    head = struct.pack(
+        "<8sIIQQQQIIII32s28s",
+        b"KDMEMTOK",
+        1,
+        width,
+        n,
+        len(docs),
+        128,
+        offsets_offset,
+        crc,
+        vocab_size,
+        0xFFFFFFFF,
+        0,
+        tok_hash,
+        bytes(28),
+    )
+    head += struct.pack("<I", zlib.crc32(head))
+    path.write_bytes(head + tok_bytes + bytes(pad) + offsets.tobytes())
+
+
+def write_dir(root: Path, shards: list[Docs], **kw: object) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for k, docs in enumerate(shards):
+        write_kdt(root / f"shard-{k:05d}.kdt", docs, **kw)  # type: ignore[arg-type]
+    return root
+
+
+class Oracle:
+    def __init__(self, shards: list[Docs]) -> None:
+        self.docs = [(k, d) for k, s in enumerate(shards) for d in s]
+
+    def locate(self, q: list[int]) -> list[tuple[int, int, int]]:
+        out = []
+        for gid, (k, d) in enumerate(self.docs):
+            for p in range(len(d)):
+                if len(d) - p >= len(q) and d[p : p + len(q)] == q:
+                    out.append((k, gid, p))
+        return out
+
+    def longest_match(self, q: list[int]) -> list[int]:
+        res = []
+        for i in range(len(q)):
+            best = 0
+            for _, d in self.docs:
+                for p in range(len(d)):
+                    length = 0
+                    while (
+                        p + length < len(d)
+                        and i + length < len(q)
+                        and d[p + length] == q[i + length]
+                    ):
+                        length += 1
+                    best = max(best, length)
+            res.append(best)
+        return res
+
+
+docs_st = st.lists(st.lists(st.integers(0, 3), max_size=10), max_size=6)
+shards_st = st.lists(docs_st, min_size=1, max_size=3)
+query_st = st.lists(st.integers(0, 3), max_size=7)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shards=shards_st, queries=st.lists(query_st, min_size=1, max_size=5), wide=st.booleans())
+def test_queries_match_the_oracle(shards: list[Docs], queries: list[list[int]], wide: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_dir(Path(tmp) / "s", shards, dtype="u32" if wide else "u16")
+        build_index(root, threads=2)
+        idx = Index(root)
+        oracle = Oracle(shards)
+        # Queries spanning document boundaries: slices of the concatenated corpus.
+        flat = [t for s in shards for d in s for t in d]
+        queries = [
+            *queries,
+            flat[1:6],
+            flat[: max(map(len, (d for s in shards for d in s)), default=0) + 1],
+        ]
+        for q in queries:
+            want = oracle.locate(q)
+            assert idx.count(q) == len(want)
+            loc = idx.locate(np.array(q, dtype=np.int64), limit=3)
+            assert list(zip(loc.shard, loc.document, loc.offset, strict=True)) == want[:3]
+            assert idx.longest_match(q).tolist() == oracle.longest_match(q)
+            ov = idx.ngram_overlap(q, 2)
+            present = [i for i in range(len(q) - 1) if oracle.locate(q[i : i + 2])]
+            assert ov.positions.tolist() == present
+            assert ov.total == max(len(q) - 1, 0)
+            if ov.total:
+                assert ov.fraction == pytest.approx(len(present) / ov.total)
+            else:
+                assert np.isnan(ov.fraction)
+        # Batch forms, any thread count.
+        for threads in (1, 2):
+            counts = idx.count_many([np.array(q, dtype=np.uint8) for q in queries], threads=threads)
+            assert counts.tolist() == [len(oracle.locate(q)) for q in queries]
+            ms = idx.longest_match_many(queries, threads=threads)
+            assert [m.tolist() for m in ms] == [oracle.longest_match(q) for q in queries]
+            locs = idx.locate_many(queries, limit=None, threads=threads)
+            assert [len(x.shard) for x in locs] == [len(oracle.locate(q)) for q in queries]
+            ovs = idx.ngram_overlap_many(queries, 1, threads=threads)
+            assert [o.total for o in ovs] == [len(q) for q in queries]
+
+
+@pytest.fixture()
+def built(tmp_path: Path) -> Path:
+    shards = [[[1, 2, 3, 1, 2], [2, 3], []], [[3, 1, 2, 3], [1, 2, 3, 1, 2, 3]]]
+    root = write_dir(tmp_path / "shards", shards, vocab_size=8, tok_hash=bytes([7]) * 32)
+    build_index(root)
+    return root
+
+
+def test_two_d_arrays_properties_and_lazy_export(built: Path) -> None:
+    idx = kdmem.Index(built)
+    assert (idx.n_shards, idx.n_tokens, idx.n_docs, idx.vocab_size) == (2, 17, 5, 8)
+    assert idx.dtype == np.uint16 and idx.tokenizer_hash == "07" * 32
+    q2 = np.array([[1, 2, 3], [3, 1, 2]])
+    assert idx.count_many(q2).tolist() == [idx.count([1, 2, 3]), idx.count([3, 1, 2])]
+    assert idx.count([]) == 17
+    assert "shards=2" in repr(idx)
+
+
+def test_bad_queries(built: Path) -> None:
+    idx = Index(built)
+    with pytest.raises(kdmem.TokenRangeError, match="token id 8"):
+        idx.count([1, 8])
+    with pytest.raises(kdmem.TokenRangeError, match="-1"):
+        idx.count([-1])
+    with pytest.raises(kdmem.InvalidArgumentError, match="dtype float"):
+        idx.count(np.array([1.5]))
+    with pytest.raises(kdmem.InvalidArgumentError, match="shape"):
+        idx.count(np.zeros((2, 2), dtype=np.int64))
+    with pytest.raises(kdmem.InvalidArgumentError, match="n >= 1"):
+        idx.ngram_overlap([1], 0)
+    with pytest.raises(kdmem.TokenizerMismatchError, match="090909090909"):
+        Index(built, tokenizer_hash="09" * 32)
+    Index(built, tokenizer_hash="07" * 32)
+
+
+def test_corrupt_stale_missing(tmp_path: Path, built: Path) -> None:
+    sa = built / "shard-00000.kdsa"
+    data = bytearray(sa.read_bytes())
+    data[-1] ^= 1
+    sa.write_bytes(bytes(data))
+    with pytest.raises(kdmem.CorruptFileError, match="checksum"):
+        verify_index(built)
+    sa.write_bytes(bytes(data[:-3]))
+    with pytest.raises(kdmem.CorruptFileError, match=r"shard-00000\.kdsa"):
+        Index(built)
+    assert build_index(built)["built"] == 1  # a truncated index is rebuilt
+    write_kdt(built / "shard-00001.kdt", [[5, 5]], vocab_size=8, tok_hash=bytes([7]) * 32)
+    with pytest.raises(kdmem.StaleIndexError, match="changed after indexing"):
+        Index(built)
+    fresh = write_dir(tmp_path / "fresh", [[[1]]])
+    with pytest.raises(kdmem.StaleIndexError, match="kdmem index"):
+        Index(fresh)
+    assert "StaleIndexError" in _error_kinds()
+
+
+def test_cli_index_builds_resumes_and_verifies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_dir(tmp_path / "s", [[[1, 2], [3]], [[2, 2, 2]]])
+    assert run(["index", str(root), "--threads", "2", "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "2 built" in out and "verified" in out
+    assert run(["index", str(root)]) == 0
+    assert "2 up to date" in capsys.readouterr().out
+    (root / "shard-00000.kdsa").write_bytes(b"junk")
+    bad = write_dir(tmp_path / "bad", [[[1, 9]]], vocab_size=4)
+    assert run(["index", str(bad)]) == 2
+    assert "token id 9" in capsys.readouterr().err
+
+
+def write_infini_gram(root: Path, docs: Docs) -> None:
+    """tokenized.0 / offset.0 as infini_gram.indexing writes them; table.0 by its own indexer."""
+    root.mkdir(parents=True)
+    ds, od = b"", []
+    for d in docs:
+        od.append(len(ds))
+        ds += b"\xff\xff" + np.array(d, dtype="<u2").tobytes()
+    (root / "tokenized.0").write_bytes(ds)
+    (root / "offset.0").write_bytes(np.array(od, dtype="<u8").tobytes())
+    code = (
+        "import argparse, infini_gram.indexing as ix\n"
+        f"ix.build_sa(argparse.Namespace(save_dir={str(root)!r}, shards=1, workers=1, worker_id=0,"
+        f" temp_dir={str(root / 'tmp')!r}, mem=1, cpus=1, token_width=2))\n"
+    )
+    # build_sa changes the working directory, so it runs in its own interpreter.
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_opens_an_infini_gram_index_built_by_its_indexer(tmp_path: Path) -> None:
+    pytest.importorskip("infini_gram")
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(0, 600, size=int(rng.integers(0, 40))).tolist() for _ in range(30)]
+    docs += [[7, 8, 9] * 5, [], [7, 8, 9, 7]]
+    root = tmp_path / "ig"
+    write_infini_gram(root, docs)
+    idx = Index(root)
+    assert idx.format == "infini-gram"
+    assert (idx.n_shards, idx.n_docs, idx.n_tokens) == (1, len(docs), sum(map(len, docs)))
+    oracle = Oracle([docs])
+    flat = [t for d in docs for t in d]
+    queries = [[7, 8, 9], [7, 8, 9, 7], [9, 7], flat[10:14], flat[3:5], [599, 599, 599], [1]]
+    for q in queries:
+        want = oracle.locate(q)
+        assert idx.count(q) == len(want)
+        loc = idx.locate(q)
+        assert list(zip(loc.shard, loc.document, loc.offset, strict=True)) == want
+    seqs = [flat[i : i + 30] for i in range(0, len(flat) - 30, 97)]
+    got = idx.longest_match_many(seqs)
+    assert [g.tolist() for g in got] == [oracle.longest_match(s) for s in seqs]
+    with pytest.raises(kdmem.TokenRangeError, match="65535"):
+        idx.count([65535])

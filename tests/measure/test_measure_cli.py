@@ -1,0 +1,299 @@
+"""``kdmem measure`` / ``kdmem generate`` end to end: schema, metadata, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from tiny_memorizers import PREFIX, SUFFIX
+
+from kdmem.cli import main
+from kdmem.data import Examples, load_examples, write_examples
+from kdmem.measure import _runtime as rt
+from kdmem.measure import greedy_continuations, measure_tokens
+from kdmem.models import model_hash
+
+SCHEMA = {
+    "example_id": "int64",
+    "memorized": "bool",
+    "first_mismatch": "int32",
+    "suffix_logprob": "double",
+    "seq_logprob": "double",
+    "ppl_window": "double",
+    "ppl_suffix": "double",
+    "mink_logprob": "double",
+    "entropy_last_k": "double",
+    "tie_gap": "double",
+}
+
+
+def _measure(*args: str) -> tuple[int, str]:
+    r = CliRunner().invoke(
+        main, ["measure", "--prefix", str(PREFIX), "--suffix", str(SUFFIX), *args]
+    )
+    return r.exit_code, r.output
+
+
+def _meta(p: Path) -> dict:
+    return json.loads(pq.read_schema(p).metadata[b"kdmem"])
+
+
+def test_measure_cli_schema_metadata_and_verify(trained, data_npy, study_set, tmp_path) -> None:
+    model, mdir, _ = trained["gpt_neox"]
+    _, rdir, _ = trained["olmo2"]
+    out = tmp_path / "measure" / "teacher.parquet"
+    args = ["--model", str(mdir), "--data", str(data_npy), "--out", str(out)]
+    args += ["--reference", str(rdir), "--reverse-kl", "--attn-implementation", "eager"]
+    code, msg = _measure(*args, "--batch-size", "16", "--verify-generate", "5")
+    assert code == 0, msg
+    assert "24 of 48 memorized" in msg
+    t = pq.read_table(out)
+    want = dict(SCHEMA, kl_to_reference="double", kl_reference_to_model="double")
+    assert {f.name: str(f.type) for f in t.schema} == want
+    np.testing.assert_array_equal(t.column("example_id").to_numpy(), study_set.ids)
+    cols, _ = measure_tokens(model, study_set.tokens, PREFIX)
+    np.testing.assert_array_equal(t.column("memorized").to_numpy(), cols["memorized"])
+    meta = _meta(out)
+    assert meta["model_hash"] == model_hash(mdir)
+    assert meta["reference_hash"] == model_hash(rdir)
+    assert (meta["dtype"], meta["batch_size"], meta["prefix"], meta["suffix"]) == (
+        "float32",
+        16,
+        PREFIX,
+        SUFFIX,
+    )
+    assert meta["attn_implementation"] == "eager"
+    assert meta["role"] == "teacher"
+    v = meta["verify"]
+    assert v["n_checked"] >= 5 and v["n_flips"] == 0 and v["flip_rate"] == 0.0
+    assert not list(out.parent.glob(".*")), "temporary files left behind"
+    # A rerun with the same inputs is a no-op.
+    mtime = out.stat().st_mtime_ns
+    assert _measure(*args)[0] == 0
+    assert out.stat().st_mtime_ns == mtime
+
+
+def test_measure_resumes_after_a_kill(trained, data_npy, tmp_path, monkeypatch) -> None:
+    _, mdir, _ = trained["qwen3"]
+    clean = tmp_path / "clean.parquet"
+    assert (
+        _measure(
+            "--model", str(mdir), "--data", str(data_npy), "--out", str(clean), "--chunk-size", "10"
+        )[0]
+        == 0
+    )
+    out = tmp_path / "resumed.parquet"
+    real = rt.write_table_atomic
+    calls = {"n": 0}
+
+    def dying(table, path):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        real(table, path)
+
+    monkeypatch.setattr(rt, "write_table_atomic", dying)
+    code, msg = _measure(
+        "--model", str(mdir), "--data", str(data_npy), "--out", str(out), "--chunk-size", "10"
+    )
+    assert code == 130 and "resume" in msg
+    assert not out.exists()
+    assert len(list((tmp_path / ".resumed.parquet.parts").glob("chunk-*.parquet"))) == 2
+    monkeypatch.setattr(rt, "write_table_atomic", real)
+    done = []
+    import kdmem.measure.extract as ex
+
+    real_mt = ex.measure_tokens
+
+    def counting(model, tokens, *a, **k):
+        done.append(len(tokens))
+        return real_mt(model, tokens, *a, **k)
+
+    monkeypatch.setattr(ex, "measure_tokens", counting)
+    assert (
+        _measure(
+            "--model", str(mdir), "--data", str(data_npy), "--out", str(out), "--chunk-size", "10"
+        )[0]
+        == 0
+    )
+    assert done == [10, 10, 8]  # chunks 2, 3, 4 only
+    a, b = pq.read_table(clean), pq.read_table(out)
+    assert a.replace_schema_metadata(None).equals(b.replace_schema_metadata(None))
+    assert not (tmp_path / ".resumed.parquet.parts").exists()
+
+
+def test_short_examples_counted_or_strict(trained, study_set, tmp_path) -> None:
+    _, mdir, _ = trained["olmo2"]
+    import pyarrow as pa
+
+    seqs = [list(r) for r in study_set.tokens[:6]] + [list(study_set.tokens[6, :20])]
+    data = tmp_path / "short.parquet"
+    pq.write_table(pa.table({"example_id": list(range(7)), "input_ids": seqs}), data)
+    out = tmp_path / "m.parquet"
+    code, msg = _measure("--model", str(mdir), "--data", str(data), "--out", str(out))
+    assert code == 0, msg
+    assert "skipped 1 examples" in msg
+    assert _meta(out)["n_short"] == 1 and pq.read_table(out).num_rows == 6
+    code, msg = _measure("--model", str(mdir), "--data", str(data), "--out", str(out), "--strict")
+    assert code == 2
+    assert msg.strip().count("\n") == 0 and "example 6 has 20 tokens" in msg
+
+
+def test_bad_inputs_give_one_line_errors(trained, study_set, data_npy, tmp_path) -> None:
+    _, mdir, _ = trained["gpt_neox"]
+    out = str(tmp_path / "m.parquet")
+    empty = tmp_path / "noweights"
+    empty.mkdir()
+    (empty / "config.json").write_text("{}")
+    cases = [
+        (["--model", str(empty), "--data", str(data_npy)], "no *.safetensors"),
+        (["--model", str(tmp_path / "absent"), "--data", str(data_npy)], "no such directory"),
+        (["--model", str(mdir), "--data", str(tmp_path / "nope.parquet")], "no such file"),
+        (["--model", str(mdir), "--data", str(data_npy), "--reverse-kl"], "needs --reference"),
+    ]
+    big = tmp_path / "big.parquet"
+    write_examples(Examples(study_set.ids, study_set.tokens + 1000), big)
+    cases.append((["--model", str(mdir), "--data", str(big)], "out of range"))
+    for args, needle in cases:
+        code, msg = _measure(*args, "--out", out)
+        assert code == 2, (args, msg)
+        assert needle in msg and msg.startswith("kdmem: error:") and msg.count("\n") == 1, msg
+
+
+def test_tokenizer_mismatch(trained, study_set, tmp_path) -> None:
+    from kdmem.models import save_model, train_tokenizer
+
+    model, _, _ = trained["gpt_neox"]
+    tokdir = train_tokenizer(["hello world"] * 10, 300, tmp_path / "tok")
+    from kdmem.models import load_tokenizer
+
+    tok = load_tokenizer(tokdir)
+    mdir = save_model(model, tmp_path / "with_tok", tokenizer=tok)
+    data = tmp_path / "d.parquet"
+    write_examples(Examples(study_set.ids, study_set.tokens, "ab" * 32), data)
+    code, msg = _measure(
+        "--model", str(mdir), "--data", str(data), "--out", str(tmp_path / "m.parquet")
+    )
+    assert code == 2 and "tokenizer mismatch" in msg and "abababababab" in msg, msg
+    # Same tokenizer hash: accepted.
+    write_examples(Examples(study_set.ids, study_set.tokens, rt.tokenizer_hash_of(tok)), data)
+    code, msg = _measure(
+        "--model", str(mdir), "--data", str(data), "--out", str(tmp_path / "m.parquet")
+    )
+    assert code == 0, msg
+    assert _meta(tmp_path / "m.parquet")["tokenizer_check"] == "ok"
+
+
+def test_private_tokenizer_hash_follows_formats_doc(tmp_path) -> None:
+    import hashlib
+
+    from kdmem.models import load_tokenizer, train_tokenizer
+
+    tok = load_tokenizer(train_tokenizer(["abc abd"] * 5, 260, tmp_path / "t"))
+    vocab = tok.get_vocab()
+    text = "".join(f"{i}\t{t}\n" for t, i in sorted(vocab.items(), key=lambda kv: kv[1]))
+    assert rt._tokenizer_hash_private(tok) == hashlib.sha256(text.encode()).hexdigest()
+    corpus = pytest.importorskip("kdmem.corpus")
+    if hasattr(corpus, "tokenizer_hash"):  # the shared implementation, once it exists
+        assert corpus.tokenizer_hash(tok) == rt._tokenizer_hash_private(tok)
+
+
+def test_nan_logits(trained, study_set, tmp_path) -> None:
+    import torch
+
+    from kdmem.errors import NonFiniteLogitsError
+    from kdmem.models import build_model, save_model, tiny_config
+
+    m = build_model(tiny_config("qwen3", 96, hidden_size=32, num_layers=1))
+    with torch.no_grad():
+        m.get_output_embeddings().weight[3, 0] = float("nan")
+    with pytest.raises(
+        NonFiniteLogitsError, match="NaN/inf logits on example id 100 from the model"
+    ):
+        measure_tokens(m, study_set.tokens, PREFIX, example_ids=study_set.ids)
+    d = save_model(m, tmp_path / "nan")
+    data = tmp_path / "d.parquet"
+    write_examples(Examples(study_set.ids, study_set.tokens), data)
+    code, msg = _measure(
+        "--model", str(d), "--data", str(data), "--out", str(tmp_path / "m.parquet")
+    )
+    assert code == 2 and "NaN/inf logits" in msg and "--dtype float32" in msg
+
+
+def test_generate_cli(trained, data_npy, study_set, tmp_path) -> None:
+    model, mdir, _ = trained["gpt_neox"]
+    out = tmp_path / "gen"
+    args = [
+        "generate",
+        "--model",
+        str(mdir),
+        "--data",
+        str(data_npy),
+        "--prefix",
+        str(PREFIX),
+        "--new-tokens",
+        "20",
+        "--out",
+        str(out),
+        "--batch-size",
+        "8",
+        "--chunk-size",
+        "20",
+    ]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    f = out / "generations.parquet"
+    t = pq.read_table(f)
+    assert {x.name: str(x.type) for x in t.schema} == {
+        "example_id": "int64",
+        "input_ids": "list<element: int64>",
+    }
+    meta = _meta(f)
+    assert meta["teacher_hash"] == model_hash(mdir)
+    assert (meta["prefix"], meta["new_tokens"]) == (PREFIX, 20)
+    ex = load_examples(f)
+    np.testing.assert_array_equal(ex.example_ids, study_set.ids)
+    assert ex.tokens.shape == (48, PREFIX + 20)
+    np.testing.assert_array_equal(ex.tokens[:, :PREFIX], study_set.tokens[:, :PREFIX])
+    cont = greedy_continuations(model, study_set.tokens[:, :PREFIX], 20)
+    np.testing.assert_array_equal(ex.tokens[:, PREFIX:], cont)
+    # Memorized suffixes (EOS included) come out verbatim: hard-distillation data keeps them.
+    np.testing.assert_array_equal(
+        ex.tokens[:24, PREFIX : PREFIX + SUFFIX], study_set.tokens[:24, PREFIX:]
+    )
+    mtime = f.stat().st_mtime_ns
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert f.stat().st_mtime_ns == mtime
+
+
+def test_measure_reads_shard_directories_and_checks_their_tokenizer(
+    trained, study_set, tmp_path
+) -> None:
+    import_npy = pytest.importorskip("kdmem.corpus.importers").import_npy
+    from kdmem.models import load_tokenizer, save_model, train_tokenizer
+
+    model, _, _ = trained["qwen3"]
+    tok = load_tokenizer(train_tokenizer(["hello world"] * 10, 300, tmp_path / "tok"))
+    mdir = save_model(model, tmp_path / "m", tokenizer=tok)
+    flat = tmp_path / "t.npy"
+    offs = tmp_path / "o.npy"
+    w = PREFIX + SUFFIX
+    np.save(flat, study_set.tokens.reshape(-1))
+    np.save(offs, np.arange(0, study_set.tokens.size + 1, w, dtype=np.int64))
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    import_npy([flat], good, offsets=offs, tokenizer_hash=rt.tokenizer_hash_of(tok), vocab_size=96)
+    import_npy([flat], bad, offsets=offs, tokenizer_hash="cd" * 32, vocab_size=96)
+    out = tmp_path / "m.parquet"
+    code, msg = _measure("--model", str(mdir), "--data", str(good), "--out", str(out))
+    assert code == 0, msg
+    t = pq.read_table(out)
+    np.testing.assert_array_equal(t.column("example_id").to_numpy(), np.arange(48))
+    cols, _ = measure_tokens(model, study_set.tokens, PREFIX)
+    np.testing.assert_array_equal(t.column("first_mismatch").to_numpy(), cols["first_mismatch"])
+    assert _meta(out)["tokenizer_check"] == "ok"
+    code, msg = _measure("--model", str(mdir), "--data", str(bad), "--out", str(out))
+    assert code == 2 and "tokenizer mismatch" in msg and "cdcdcdcdcdcd" in msg

@@ -1,0 +1,122 @@
+"""Cross-entropy fine-tuning on tiny GPT-NeoX / OLMo-2 / Qwen-3 models: the loss falls, a
+planted sequence gets memorized (greedy decoding, fp32, EOS neither stopped at nor
+suppressed), and a resumed run ends with the same weights as an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import ARCHS, safetensors_equal
+
+torch = pytest.importorskip("torch")
+
+from kdmem.errors import InvalidArgumentError  # noqa: E402
+from kdmem.train import FinetuneConfig  # noqa: E402
+from kdmem.train.finetune import finetune  # noqa: E402
+
+PREFIX = 8
+# OLMo-2 (QK-norm, post-sublayer norms) learns more slowly at this tiny size
+EPOCHS_TO_MEMORIZE = {"gpt_neox": 6, "olmo2": 16, "qwen3": 6}
+
+
+def _cfg(env, out, arch="gpt_neox", **kw):
+    base = dict(
+        role="baseline",
+        model=str(env.model(arch)),
+        data=str(env.train),
+        val_data=str(env.val),
+        out=str(out),
+        epochs=6,
+        lr=2e-2,
+        batch_size=8,
+        warmup_steps=2,
+    )
+    return FinetuneConfig(**(base | kw))
+
+
+def _greedy_suffix(model_dir, prefix: np.ndarray, n: int) -> np.ndarray:
+    from kdmem.measure.generate import greedy_continuations
+    from kdmem.models import load_model
+
+    model = load_model(model_dir, dtype="float32")
+    return greedy_continuations(model, prefix[None, :], n, batch_size=1)[0]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_loss_falls_and_planted_sequence_is_memorized(env, tmp_path, arch) -> None:
+    planted = env.planted
+    before = _greedy_suffix(env.model(arch), planted[:PREFIX], len(planted) - PREFIX)
+    assert not np.array_equal(before, planted[PREFIX:])
+    epochs = EPOCHS_TO_MEMORIZE[arch]
+    result = finetune(_cfg(env, tmp_path / "ft", arch, epochs=epochs), log=lambda _m: None)
+    rows = result["metrics"]
+    assert len(rows) == epochs and rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert {"val_loss", "val_ppl"} <= rows[0].keys()
+    assert rows[-1]["val_ppl"] == pytest.approx(np.exp(rows[-1]["val_loss"]))
+    on_disk = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert on_disk == rows
+    after = _greedy_suffix(tmp_path / "ft", planted[:PREFIX], len(planted) - PREFIX)
+    np.testing.assert_array_equal(after, planted[PREFIX:])
+    assert not (tmp_path / "ft" / "checkpoint").exists()  # removed once the model is final
+
+
+def test_resume_after_interrupt_gives_identical_weights(env, tmp_path) -> None:
+    kw = dict(epochs=2, grad_accum=2, batch_size=4, checkpoint_every=3)
+    full = finetune(_cfg(env, tmp_path / "a", **kw), log=lambda _m: None)
+    cfg = _cfg(env, tmp_path / "b", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg, log=lambda _m: None, stop_after_step=7)  # last checkpoint: step 6
+    state = json.loads((tmp_path / "b" / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 6
+    resumed = finetune(cfg, log=lambda _m: None)
+    same, diff = safetensors_equal(tmp_path / "a", tmp_path / "b")
+    assert same, diff
+    assert resumed["model_hash"] == full["model_hash"]
+    assert [r["train_loss"] for r in resumed["metrics"]] == [
+        r["train_loss"] for r in full["metrics"]
+    ]
+    # a rerun of a finished job does nothing; a different config in the same dir is refused
+    assert finetune(cfg, log=lambda _m: None)["model_hash"] == full["model_hash"]
+    with pytest.raises(InvalidArgumentError, match="another config"):
+        finetune(_cfg(env, tmp_path / "b", **(kw | {"lr": 1e-3})), log=lambda _m: None)
+
+
+def test_seed_changes_data_order_only_through_the_seed(env, tmp_path) -> None:
+    a = finetune(_cfg(env, tmp_path / "a", epochs=1, seed=1), log=lambda _m: None)
+    b = finetune(_cfg(env, tmp_path / "b", epochs=1, seed=2), log=lambda _m: None)
+    c = finetune(_cfg(env, tmp_path / "c", epochs=1, seed=1), log=lambda _m: None)
+    assert a["model_hash"] == c["model_hash"] != b["model_hash"]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_gives_identical_weights(env, tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    kw = dict(epochs=4, batch_size=8, checkpoint_every=1)
+    full = finetune(_cfg(env, tmp_path / "a", **kw), log=lambda _m: None)
+    cfg = _cfg(env, tmp_path / "b", **kw)
+    args = [sys.executable, "-m", "kdmem.train", "train", "--role", "baseline", "--model",
+            cfg.model, "--data", cfg.data, "--val-data", str(cfg.val_data), "--out", cfg.out,
+            "--epochs", "4", "--lr", str(cfg.lr), "--batch-size", "8", "--warmup-steps", "2",
+            "--checkpoint-every", "1"]  # fmt: skip
+    proc = subprocess.Popen(args, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    state = tmp_path / "b" / "checkpoint" / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["step"] >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "b" / "kdmem.json").exists(), "the run finished before the kill"
+    resumed = finetune(cfg, log=lambda _m: None)
+    same, diff = safetensors_equal(tmp_path / "a", tmp_path / "b")
+    assert same, diff
+    assert resumed["model_hash"] == full["model_hash"]
