@@ -45,9 +45,11 @@ def main() -> None:
     eos = tok.token_to_id("<|endoftext|>")
     assert len(ss) == len(texts), (len(ss), len(texts))
     for i in (0, 1, 250, 499):
-        want = tok.encode(texts[i], add_special_tokens=False).ids + [eos]
+        want = [*tok.encode(texts[i], add_special_tokens=False).ids, eos]
         assert ss[i].tolist() == want, (i, ss[i].tolist(), want)
-    print(f"wheel smoke test: kdmem shard wrote {len(ss)} documents, {ss.n_tokens} tokens; ids match")
+    print(
+        f"wheel smoke test: kdmem shard wrote {len(ss)} documents, {ss.n_tokens} tokens; ids match"
+    )
 
 
 if __name__ == "__main__":

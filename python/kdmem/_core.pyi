@@ -129,3 +129,19 @@ class ShardWriter:
         self, tokens: npt.NDArray[np.uint32], offsets: npt.NDArray[np.uint64]
     ) -> None: ...
     def finish(self, inputs: str) -> str: ...
+
+# PyO3 defines __all__ at runtime; stubtest checks the stub lists the same names.
+__all__ = [
+    "Index",
+    "ShardWriter",
+    "__version__",
+    "_error_kinds",
+    "_raise_error_sample",
+    "build_index",
+    "resolve_threads",
+    "shard_files",
+    "tokenizer_info",
+    "verify_index",
+    "zlib_bytes",
+    "zlib_version",
+]

@@ -198,7 +198,8 @@ def distill(
                 elif cfg.mode == "argmax":
                     assert trunk is not None
                     with C.autocast(t_prec, dist.device):
-                        targets = teacher_argmax(*trunk(ids), cfg.chunk_size)
+                        th_argmax, tw_argmax = trunk(ids)
+                        targets = teacher_argmax(th_argmax, tw_argmax, cfg.chunk_size)
                 with C.no_sync(model, sync=m == len(micro) - 1):
                     with C.autocast(cfg.precision, dist.device):
                         loss_sum, kl_sum, _, _ = model(ids, targets, th, tw)

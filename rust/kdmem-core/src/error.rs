@@ -140,31 +140,6 @@ impl Error {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn enospc_becomes_disk_full() {
-        let e = Error::io("write", "/x", std::io::Error::from_raw_os_error(28));
-        assert_eq!(e.kind(), "DiskFullError");
-        assert!(e.to_string().contains("/x"));
-    }
-
-    #[test]
-    fn messages_are_one_line_and_name_the_value() {
-        let e = Error::TokenOutOfRange {
-            token: 70000,
-            max: 65535,
-            context: "a u16 shard".into(),
-            fix: "re-shard with --dtype u32".into(),
-        };
-        let s = e.to_string();
-        assert!(!s.contains('\n'));
-        assert!(s.contains("70000") && s.contains("--dtype u32"));
-    }
-}
-
 /// One instance of every variant, for tests of the Python mapping (`kdmem._core._error_samples`).
 ///
 /// The `match` in the loop is exhaustive on purpose: adding a variant without a sample here
@@ -254,4 +229,29 @@ pub fn samples() -> Vec<Error> {
         }
     }
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_becomes_disk_full() {
+        let e = Error::io("write", "/x", std::io::Error::from_raw_os_error(28));
+        assert_eq!(e.kind(), "DiskFullError");
+        assert!(e.to_string().contains("/x"));
+    }
+
+    #[test]
+    fn messages_are_one_line_and_name_the_value() {
+        let e = Error::TokenOutOfRange {
+            token: 70000,
+            max: 65535,
+            context: "a u16 shard".into(),
+            fix: "re-shard with --dtype u32".into(),
+        };
+        let s = e.to_string();
+        assert!(!s.contains('\n'));
+        assert!(s.contains("70000") && s.contains("--dtype u32"));
+    }
 }
