@@ -518,6 +518,39 @@ def distill(**kw: Any) -> None:
 
 # ---- kdmem index ---------------------------------------------------------------------------
 
+shard_option = click.option(
+    "--shard",
+    multiple=True,
+    type=click.IntRange(min=0),
+    help="Work on this shard number only (repeatable): one task of a Slurm array "
+    "(docs/scaleout.md).",
+)
+ray_option = click.option(
+    "--ray",
+    is_flag=True,
+    help="One Ray task per shard (joins RAY_ADDRESS or starts a local cluster); "
+    "same output as a local run.",
+)
+
+
+def _read_parts(directory: str) -> list[Any]:
+    """The per-shard tables (``*.parquet``) that ``--partial-out`` wrote into ``directory``."""
+    import pyarrow.parquet as pq
+
+    paths = sorted(Path(directory).glob("*.parquet"))
+    if not paths:
+        raise click.UsageError(f"{directory} holds no per-shard .parquet results")
+    return [pq.read_table(p) for p in paths]
+
+
+def _write_part(table: Any, directory: str, shards: tuple[int, ...]) -> Path:
+    from kdmem.analysis.rundir import write_parquet_atomic
+
+    out = Path(directory) / f"shard-{min(shards):05d}.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(out, table)
+    return out
+
 
 @main.command("index")
 @click.argument("shards_dir", type=click.Path(exists=True, file_okay=False))
@@ -527,13 +560,18 @@ def distill(**kw: Any) -> None:
     is_flag=True,
     help="After building, recompute every checksum of the shards and suffix arrays.",
 )
-def index_cmd(shards_dir: str, threads: int | None, verify: bool) -> None:
+@shard_option
+@ray_option
+def index_cmd(
+    shards_dir: str, threads: int | None, verify: bool, shard: tuple[int, ...], ray: bool
+) -> None:
     """Build one suffix array per shard of SHARDS_DIR (resumable; finished shards are kept).
 
     Writes shard-NNNNN.kdsa next to every shard-NNNNN.kdt. Peak memory: about THREADS x the
     largest shard x 6.4 bytes/token (u16 shards) or 8.4 bytes/token (u32).
 
-    Example: kdmem index runs/x/data/shards --threads 8 --verify"""
+    Example: kdmem index runs/x/data/shards --threads 8 --verify
+    (one Slurm array element: kdmem index DIR --shard $SLURM_ARRAY_TASK_ID)"""
     from tqdm import tqdm
 
     from kdmem.corpus.index import build_index, verify_index
@@ -544,14 +582,14 @@ def index_cmd(shards_dir: str, threads: int | None, verify: bool) -> None:
             bar.n = shards
             bar.set_postfix_str(f"{tokens / 1e6:.1f}M tokens", refresh=True)
 
-        report = build_index(shards_dir, threads, progress)
+        report = build_index(shards_dir, threads, progress, shards=shard or None, ray=ray)
     rate = report["tokens_built"] / max(report["seconds"], 1e-9)
     click.echo(
         f"kdmem index: {report['built']} built, {report['skipped']} up to date "
         f"({report['shards']} shards, {report['tokens_built']:,} tokens, "
         f"{report['seconds']:.1f} s, {rate / 1e6:.1f}M tokens/s)"
     )
-    if verify:
+    if verify and not shard:
         verify_index(shards_dir, threads)
         click.echo(f"kdmem index: {report['shards']} shards and suffix arrays verified")
 
@@ -725,7 +763,7 @@ def import_npy_cmd(files: tuple[str, ...], **kw: Any) -> None:
     type=click.Path(exists=True, file_okay=False),
     help="An indexed shard directory (kdmem index).",
 )
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output Parquet file.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Output Parquet file.")
 @click.option("--prefix", default=50, show_default=True, type=click.IntRange(min=0))
 @click.option("--suffix", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option(
@@ -746,13 +784,62 @@ def import_npy_cmd(files: tuple[str, ...], **kw: Any) -> None:
 )
 @click.option("--text-field", default="text", show_default=True)
 @threads_option
-def featurize(examples: str, index_dir: str, out: str, **kw: Any) -> None:
+@shard_option
+@click.option(
+    "--partial-out",
+    type=click.Path(file_okay=False),
+    help="With --shard: write this shard's counts and matching statistics into this directory.",
+)
+@click.option(
+    "--merge",
+    "merge_dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Merge the --partial-out results of every shard into --out.",
+)
+@ray_option
+def featurize(
+    examples: str,
+    index_dir: str,
+    out: str | None,
+    shard: tuple[int, ...],
+    partial_out: str | None,
+    merge_dir: str | None,
+    ray: bool,
+    **kw: Any,
+) -> None:
     """Corpus features of EXAMPLES: zlib entropy, duplicate counts, longest verbatim match and
-    n-gram overlap against an index (docs/formats.md)."""
-    from kdmem.corpus.featurize import featurize as run_featurize
+    n-gram overlap against an index (docs/formats.md).
+
+    Per shard (Slurm array, docs/scaleout.md): kdmem featurize EX --index DIR --shard K
+    --partial-out parts/, then kdmem featurize EX --index DIR --merge parts/ --out F.parquet"""
+    from kdmem.corpus import featurize as fz
 
     kw["ngram"] = tuple(kw["ngram"])
-    path = run_featurize(examples, index_dir, out, **kw)
+    if bool(shard) != bool(partial_out):
+        raise click.UsageError("--shard and --partial-out go together (one per-shard task)")
+    if partial_out:
+        if merge_dir or ray:
+            raise click.UsageError("--partial-out runs one shard: drop --merge / --ray")
+        table = fz.featurize_partial(
+            examples,
+            index_dir,
+            shards=shard,
+            **{k: kw[k] for k in ("prefix", "suffix", "tokenizer", "text_field", "threads")},
+        )
+        click.echo(f"wrote {_write_part(table, partial_out, shard)}")
+        return
+    if out is None:
+        raise click.UsageError("missing --out (or --shard K --partial-out DIR for one shard)")
+    if merge_dir:
+        path = fz.featurize_merge(
+            examples,
+            _read_parts(merge_dir),
+            out,
+            index=index_dir,
+            **{k: kw[k] for k in ("ngram", "exclude_self", "tokenizer", "text_field", "threads")},
+        )
+    else:
+        path = fz.featurize(examples, index_dir, out, ray=ray, **kw)
     click.echo(f"wrote {path}")
 
 
@@ -765,9 +852,7 @@ def featurize(examples: str, index_dir: str, out: str, **kw: Any) -> None:
     type=click.Path(exists=True, file_okay=False),
     help="An indexed shard directory (kdmem index).",
 )
-@click.option(
-    "--out", required=True, type=click.Path(dir_okay=False), help="Output Parquet file of spans."
-)
+@click.option("--out", type=click.Path(dir_okay=False), help="Output Parquet file of spans.")
 @click.option(
     "--min-len",
     default=50,
@@ -787,14 +872,71 @@ def featurize(examples: str, index_dir: str, out: str, **kw: Any) -> None:
 )
 @click.option("--text-field", default="text", show_default=True)
 @threads_option
-def scan(generations: str, index_dir: str, out: str, **kw: Any) -> None:
+@shard_option
+@click.option(
+    "--lm",
+    "lm_dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Round-1 results of every shard (matching statistics); selects round 2.",
+)
+@click.option(
+    "--partial-out",
+    type=click.Path(file_okay=False),
+    help="With --shard: write this shard's round-1 (or, with --lm, round-2) results here.",
+)
+@click.option(
+    "--merge",
+    "merge_dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Merge the round-2 results of every shard into --out.",
+)
+@ray_option
+def scan(
+    generations: str,
+    index_dir: str,
+    out: str | None,
+    shard: tuple[int, ...],
+    lm_dir: str | None,
+    partial_out: str | None,
+    merge_dir: str | None,
+    ray: bool,
+    **kw: Any,
+) -> None:
     """Every maximal span of at least --min-len tokens of each generation that occurs verbatim
-    in the index, with its count and locations."""
+    in the index, with its count and locations.
+
+    Per shard (Slurm array, docs/scaleout.md), three steps: --shard K --partial-out lm/;
+    --shard K --lm lm/ --partial-out hits/; --merge hits/ --out spans.parquet"""
     import pyarrow.parquet as pq
 
-    from kdmem.corpus.scan import scan as run_scan
+    from kdmem.corpus import scan as sc
 
-    path = run_scan(generations, index_dir, out, **kw)
+    common = {k: kw[k] for k in ("tokenizer", "text_field", "threads")}
+    if bool(shard) != bool(partial_out):
+        raise click.UsageError("--shard and --partial-out go together (one per-shard task)")
+    if partial_out:
+        if merge_dir or ray:
+            raise click.UsageError("--partial-out runs one shard: drop --merge / --ray")
+        if lm_dir is None:
+            table = sc.scan_lm_partial(generations, index_dir, shards=shard, **common)
+        else:
+            table = sc.scan_hits_partial(
+                generations,
+                index_dir,
+                _read_parts(lm_dir),
+                shards=shard,
+                min_len=kw["min_len"],
+                max_locations=kw["max_locations"],
+                **common,
+            )
+        click.echo(f"wrote {_write_part(table, partial_out, shard)}")
+        return
+    if out is None:
+        raise click.UsageError("missing --out (or --shard K --partial-out DIR for one shard)")
+    if merge_dir:
+        path = sc.scan_merge(_read_parts(merge_dir), out, index=index_dir)
+    else:
+        path = sc.scan(generations, index_dir, out, ray=ray, **kw)
     n = pq.read_metadata(path).num_rows
     click.echo(f"wrote {path}: {n} spans")
 

@@ -188,7 +188,7 @@ def test_tokenizer_mismatch(trained, study_set, tmp_path) -> None:
     assert _meta(tmp_path / "m.parquet")["tokenizer_check"] == "ok"
 
 
-def test_private_tokenizer_hash_follows_formats_doc(tmp_path) -> None:
+def test_tokenizer_hash_follows_formats_doc(tmp_path) -> None:
     import hashlib
 
     from kdmem.models import load_tokenizer, train_tokenizer
@@ -196,10 +196,7 @@ def test_private_tokenizer_hash_follows_formats_doc(tmp_path) -> None:
     tok = load_tokenizer(train_tokenizer(["abc abd"] * 5, 260, tmp_path / "t"))
     vocab = tok.get_vocab()
     text = "".join(f"{i}\t{t}\n" for t, i in sorted(vocab.items(), key=lambda kv: kv[1]))
-    assert rt._tokenizer_hash_private(tok) == hashlib.sha256(text.encode()).hexdigest()
-    corpus = pytest.importorskip("kdmem.corpus")
-    if hasattr(corpus, "tokenizer_hash"):  # the shared implementation, once it exists
-        assert corpus.tokenizer_hash(tok) == rt._tokenizer_hash_private(tok)
+    assert rt.tokenizer_hash_of(tok) == hashlib.sha256(text.encode()).hexdigest()
 
 
 def test_nan_logits(trained, study_set, tmp_path) -> None:

@@ -155,6 +155,9 @@ def _missing(e: Exception) -> str:
 def _rates(ctx: _Ctx) -> _Section:
     s = _Section("rates", "Memorization rates")
     ms = ctx.run.all_measures()
+    first = next(iter(ms.values()), None)
+    prefix = _e(first.metadata.get("prefix", "?")) if first is not None else "?"
+    suffix = _e(first.metadata.get("suffix", "?")) if first is not None else "?"
     rows = []
     for name, t in ms.items():
         nm = int(t.memorized.sum())
@@ -178,8 +181,8 @@ def _rates(ctx: _Ctx) -> _Section:
         for name, t in ms.items()
     }
     body = [
-        '<p class="cap">An example is memorized when greedy decoding of its 50-token prefix '
-        "reproduces the 50-token suffix exactly (discoverable extraction).</p>",
+        f'<p class="cap">An example is memorized when greedy decoding of its {prefix}-token '
+        f"prefix reproduces the {suffix}-token suffix exactly (discoverable extraction).</p>",
         html_table(
             ["role", "kind", "T", "seed", "examples", "memorized", "rate"],
             rows,

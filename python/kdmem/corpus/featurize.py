@@ -20,6 +20,13 @@ against another corpus (a pretraining corpus, or generations against training da
 
 Examples shorter than ``P + S`` tokens are skipped and counted (``n_short`` in the metadata),
 as ``kdmem measure`` does. The output does not depend on ``threads``.
+
+**Scale-out.** The index work is split per shard: :func:`featurize_partial` answers for a
+subset of the index's shards (counts and matching statistics of each window, a small Parquet
+table), :func:`featurize_merge` adds the counts, takes the elementwise max of the matching
+statistics (a match never crosses a document, hence never a shard) and derives the features.
+The local path is one partial over all shards, so ``--ray`` and Slurm-array runs
+(docs/scaleout.md) write the same table.
 """
 
 from __future__ import annotations
@@ -28,14 +35,18 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from kdmem.errors import InvalidArgumentError, KdmemIOError, MalformedRecordError
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 FEATURES_FORMAT = "kdmem-features"
+PARTIAL_FORMAT = "kdmem-featurize-partial"
 
 
 def load_token_examples(
@@ -131,6 +142,252 @@ def load_token_examples(
     )
 
 
+def _windows(
+    examples: str | os.PathLike[str],
+    tokenizer: str | None,
+    text_field: str,
+    w: int,
+) -> tuple[npt.NDArray[np.int64], list[npt.NDArray[np.int64]], list[str] | None, str, int]:
+    """Examples of at least ``w`` tokens: ``(ids, tokens, texts, tokenizer hash, n_short)``."""
+    ids, tokens, texts, tok_hash = load_token_examples(examples, tokenizer, text_field)
+    keep = np.asarray([len(t) >= w for t in tokens], dtype=bool)
+    ids = ids[keep]
+    tokens = [t for t, k in zip(tokens, keep, strict=True) if k]
+    if texts is not None:
+        texts = [t for t, k in zip(texts, keep, strict=True) if k]
+    return ids, tokens, texts, tok_hash, int((~keep).sum())
+
+
+def _check_lengths(prefix: int, suffix: int) -> None:
+    if prefix < 0 or suffix < 1:
+        raise InvalidArgumentError(f"invalid prefix/suffix = {prefix}/{suffix}: need >= 0 / >= 1")
+
+
+def featurize_partial(
+    examples: str | os.PathLike[str],
+    index: str | os.PathLike[str],
+    *,
+    shards: Sequence[int] | None = None,
+    prefix: int = 50,
+    suffix: int = 50,
+    tokenizer: str | None = None,
+    text_field: str = "text",
+    threads: int | None = None,
+    chunk: int = 4096,
+    progress: bool | None = None,
+) -> pa.Table:
+    """The index part of featurize for the shards ``shards`` (default: all of them).
+
+    One row per example of at least ``prefix + suffix`` tokens, sorted by ``example_id``:
+    ``suffix_count``, ``window_count`` (int64, occurrences in these shards) and
+    ``longest_match`` (list<int32>, length P+S: matching statistics of the window against
+    these shards). Metadata ``kdmem``: ``format`` (``kdmem-featurize-partial``), ``shards``,
+    ``n_shards`` (of the directory), ``prefix``, ``suffix``, ``index_tokenizer_hash``.
+    Stateless: one Ray task or one Slurm array element (``kdmem featurize --shard K
+    --partial-out DIR``).
+    """
+    import pyarrow as pa
+    from tqdm import tqdm
+
+    from kdmem.corpus.index import Index, n_shard_files
+
+    _check_lengths(prefix, suffix)
+    w = prefix + suffix
+    ids, tokens, _texts, tok_hash, _n_short = _windows(examples, tokenizer, text_field, w)
+    idx = Index(index, threads=threads, shards=shards)
+    if tok_hash and set(tok_hash) != {"0"} and set(idx.tokenizer_hash) != {"0"}:
+        idx.check_tokenizer(tok_hash)
+    n = len(ids)
+    suffix_count = np.zeros(n, np.int64)
+    window_count = np.zeros(n, np.int64)
+    lm = np.zeros((n, w), np.int32)
+    bar = tqdm(
+        total=n, desc="featurize", unit="ex", disable=None if progress is None else not progress
+    )
+    for lo in range(0, n, chunk):
+        hi = min(lo + chunk, n)
+        windows = np.stack([t[:w] for t in tokens[lo:hi]])
+        suffix_count[lo:hi] = idx.count_many(windows[:, prefix:w])
+        window_count[lo:hi] = idx.count_many(windows)
+        for j, m in enumerate(idx.longest_match_many(windows)):
+            lm[lo + j] = m
+        bar.update(hi - lo)
+    bar.close()
+    table = pa.table(
+        {
+            "example_id": pa.array(ids, pa.int64()),
+            "suffix_count": suffix_count,
+            "window_count": window_count,
+            "longest_match": pa.FixedSizeListArray.from_arrays(
+                pa.array(lm.reshape(-1), pa.int32()), w
+            ).cast(pa.list_(pa.int32())),
+        }
+    )
+    meta = {
+        "format": PARTIAL_FORMAT,
+        "version": 1,
+        "shards": idx.shard_ids,
+        "n_shards": n_shard_files(index) if shards is not None else idx.n_shards,
+        "prefix": prefix,
+        "suffix": suffix,
+        "index_tokenizer_hash": idx.tokenizer_hash,
+    }
+    return table.replace_schema_metadata({"kdmem": json.dumps(meta)})
+
+
+def partial_meta(table: pa.Table, fmt: str) -> dict[str, Any]:
+    """The ``kdmem`` metadata of a partial table; error unless its format is ``fmt``."""
+    raw = (table.schema.metadata or {}).get(b"kdmem")
+    meta: dict[str, Any] = json.loads(raw) if raw else {}
+    if meta.get("format") != fmt:
+        raise MalformedRecordError(
+            f"not a {fmt} table (format {meta.get('format')!r}); pass the files the "
+            "per-shard step wrote"
+        )
+    return meta
+
+
+def check_partition(metas: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[int]:
+    """Order of ``metas`` by first shard; errors unless their shards partition ``0..n-1`` and
+    they agree on ``keys``."""
+    if not metas:
+        raise InvalidArgumentError("no partial results to merge; run the per-shard step first")
+    for k in ("n_shards", *keys):
+        vals = {json.dumps(m.get(k)) for m in metas}
+        if len(vals) > 1:
+            raise InvalidArgumentError(
+                f"partial results disagree on {k} ({sorted(vals)}); rerun every shard with "
+                "the same options"
+            )
+    n = int(metas[0]["n_shards"])
+    seen = sorted(k for m in metas for k in m["shards"])
+    if seen != list(range(n)):
+        missing = sorted(set(range(n)) - set(seen))
+        dup = sorted({k for k in seen if seen.count(k) > 1})
+        raise InvalidArgumentError(
+            f"partial results cover shards {seen} of 0..{n - 1} (missing {missing}, "
+            f"duplicated {dup}); run the missing shards, remove the duplicates"
+        )
+    return sorted(range(len(metas)), key=lambda i: min(metas[i]["shards"]))
+
+
+def merge_longest_match(tables: Sequence[pa.Table]) -> tuple[npt.NDArray[np.int64], Any]:
+    """``(example_id, longest_match)`` merged over partial tables of one partition of the
+    shards: the elementwise max (a verbatim match lies inside one document, so inside one
+    shard). ``longest_match`` is a list<int32> ChunkedArray."""
+    import pyarrow as pa
+
+    first = tables[0]
+    ids = first.column("example_id").to_numpy()
+    col = first.column("longest_match").combine_chunks()
+    values = col.values.to_numpy(zero_copy_only=False).copy()
+    for t in tables[1:]:
+        if not np.array_equal(t.column("example_id").to_numpy(), ids):
+            raise InvalidArgumentError(
+                "partial results hold different examples; rerun every shard on the same input"
+            )
+        other = t.column("longest_match").combine_chunks()
+        if not np.array_equal(other.offsets.to_numpy(), col.offsets.to_numpy()):
+            raise InvalidArgumentError("partial results hold sequences of different lengths")
+        np.maximum(values, other.values.to_numpy(zero_copy_only=False), out=values)
+    merged = pa.ListArray.from_arrays(col.offsets, pa.array(values, pa.int32()))
+    return ids, merged
+
+
+def featurize_merge(
+    examples: str | os.PathLike[str],
+    partials: Sequence[pa.Table],
+    out: str | os.PathLike[str],
+    *,
+    index: str | os.PathLike[str],
+    ngram: Sequence[int] = (8,),
+    exclude_self: bool = False,
+    tokenizer: str | None = None,
+    text_field: str = "text",
+    threads: int | None = None,
+) -> Path:
+    """Write ``out`` from :func:`featurize_partial` tables covering every shard exactly once.
+
+    Counts add over the partials and matching statistics take the elementwise max, so the
+    result equals a single partial over all shards; zlib features are computed here.
+    """
+    import pyarrow as pa
+
+    from kdmem.analysis.rundir import write_parquet_atomic
+    from kdmem.zlib import zlib_bytes
+
+    if any(n < 1 for n in ngram):
+        raise InvalidArgumentError(f"invalid ngram = {list(ngram)}: n-grams need n >= 1")
+    metas = [partial_meta(t, PARTIAL_FORMAT) for t in partials]
+    order = check_partition(metas, ("prefix", "suffix", "index_tokenizer_hash"))
+    partials = [partials[i] for i in order]
+    prefix, suffix = int(metas[0]["prefix"]), int(metas[0]["suffix"])
+    w = prefix + suffix
+    ids, tokens, texts, _tok_hash, n_short = _windows(examples, tokenizer, text_field, w)
+    lm_ids, lm_list = merge_longest_match(partials)
+    if not np.array_equal(lm_ids, ids):
+        raise InvalidArgumentError(
+            "the partial results were computed on other examples; pass the same EXAMPLES"
+        )
+    if texts is None:
+        if tokenizer is None:
+            raise InvalidArgumentError(
+                "the examples are token ids without text; pass --tokenizer so kdmem can decode "
+                "them for zlib_bytes (the tokenizer.json the shards were made with)"
+            )
+        from tokenizers import Tokenizer
+
+        tok_path = Path(tokenizer)
+        tok_file = tok_path / "tokenizer.json" if tok_path.is_dir() else tok_path
+        tok = Tokenizer.from_file(str(tok_file))
+        texts = tok.decode_batch([t.tolist() for t in tokens], skip_special_tokens=False)
+
+    n = len(ids)
+    lm = lm_list.values.to_numpy(zero_copy_only=False).reshape(n, w).astype(np.int64)
+    cols: dict[str, Any] = {
+        "zlib_bytes": zlib_bytes(texts, threads),
+        "suffix_count": sum(p.column("suffix_count").to_numpy() for p in partials),
+        "window_count": sum(p.column("window_count").to_numpy() for p in partials),
+        "longest_match_max": lm.max(axis=1).astype(np.int32) if w else np.zeros(n, np.int32),
+        "longest_match_mean": lm.mean(axis=1) if w else np.zeros(n),
+    }
+    raw = np.fromiter((len(t.encode("utf-8")) for t in texts), dtype=np.float64, count=n)
+    cols["zlib_ratio"] = np.divide(cols["zlib_bytes"], raw, out=np.zeros(n), where=raw > 0).astype(
+        np.float64
+    )
+    for k in ngram:
+        total = w - k + 1
+        cols[f"ngram_overlap_{k}"] = (
+            (lm[:, :total] >= k).sum(axis=1) / total if total > 0 else np.full(n, np.nan)
+        ).astype(np.float64)
+    if exclude_self:
+        cols["suffix_count"] = np.maximum(cols["suffix_count"] - 1, 0)
+        cols["window_count"] = np.maximum(cols["window_count"] - 1, 0)
+    names = ["zlib_bytes", "zlib_ratio", "suffix_count", "window_count", "longest_match_max"]
+    names += ["longest_match_mean"] + [f"ngram_overlap_{k}" for k in ngram]
+    table = pa.table(
+        {
+            "example_id": pa.array(ids, pa.int64()),
+            **{c: np.asarray(cols[c]) for c in names},
+        }
+    )
+    meta = {
+        "format": FEATURES_FORMAT,
+        "version": 1,
+        "index": str(index),
+        "index_tokenizer_hash": metas[0]["index_tokenizer_hash"],
+        "prefix": prefix,
+        "suffix": suffix,
+        "ngram": list(ngram),
+        "exclude_self": exclude_self,
+        "n_short": n_short,
+    }
+    table = table.replace_schema_metadata({"kdmem": json.dumps(meta)})
+    out_p = Path(out)
+    write_parquet_atomic(out_p, table)
+    return out_p
+
+
 def featurize(
     examples: str | os.PathLike[str],
     index: str | os.PathLike[str],
@@ -145,99 +402,35 @@ def featurize(
     threads: int | None = None,
     chunk: int = 4096,
     progress: bool | None = None,
+    ray: bool = False,
 ) -> Path:
     """Write ``out`` (Parquet, one row per example of at least ``prefix + suffix`` tokens).
 
     ``tokenizer`` (a tokenizer.json or HF directory) decodes token ids for the zlib features
     when the examples carry no text. Raises ``TokenizerMismatchError`` when the examples'
-    tokenizer differs from the index's.
+    tokenizer differs from the index's. ``ray``: one :func:`featurize_partial` Ray task per
+    shard, then the same merge (identical output).
     """
-    import pyarrow as pa
-    from tqdm import tqdm
-
-    from kdmem.analysis.rundir import write_parquet_atomic
-    from kdmem.corpus.index import Index
-    from kdmem.zlib import zlib_bytes
-
-    if prefix < 0 or suffix < 1:
-        raise InvalidArgumentError(f"invalid prefix/suffix = {prefix}/{suffix}: need >= 0 / >= 1")
+    _check_lengths(prefix, suffix)
     if any(n < 1 for n in ngram):
         raise InvalidArgumentError(f"invalid ngram = {list(ngram)}: n-grams need n >= 1")
-    ids, tokens, texts, tok_hash = load_token_examples(examples, tokenizer, text_field)
-    idx = Index(index, threads=threads)
-    if tok_hash and set(tok_hash) != {"0"} and set(idx.tokenizer_hash) != {"0"}:
-        idx.check_tokenizer(tok_hash)
-    w = prefix + suffix
-    keep = np.asarray([len(t) >= w for t in tokens], dtype=bool)
-    n_short = int((~keep).sum())
-    ids = ids[keep]
-    tokens = [t for t, k in zip(tokens, keep, strict=True) if k]
-    if texts is None:
-        if tokenizer is None:
-            raise InvalidArgumentError(
-                "the examples are token ids without text; pass --tokenizer so kdmem can decode "
-                "them for zlib_bytes (the tokenizer.json the shards were made with)"
-            )
-        from tokenizers import Tokenizer
+    kw: dict[str, Any] = dict(
+        prefix=prefix, suffix=suffix, tokenizer=tokenizer, text_field=text_field, threads=threads
+    )
+    if ray:
+        from kdmem.corpus.distributed import map_shards
 
-        tok_path = Path(tokenizer)
-        tok_file = tok_path / "tokenizer.json" if tok_path.is_dir() else tok_path
-        tok = Tokenizer.from_file(str(tok_file))
-        texts = tok.decode_batch([t.tolist() for t in tokens], skip_special_tokens=False)
+        partials = map_shards(featurize_partial, examples, index, chunk=chunk, **kw)
     else:
-        texts = [t for t, k in zip(texts, keep, strict=True) if k]
-
-    n = len(ids)
-    cols: dict[str, Any] = {
-        "zlib_bytes": zlib_bytes(texts, threads),
-        "suffix_count": np.zeros(n, np.int64),
-        "window_count": np.zeros(n, np.int64),
-        "longest_match_max": np.zeros(n, np.int32),
-        "longest_match_mean": np.zeros(n, np.float64),
-    }
-    raw = np.fromiter((len(t.encode("utf-8")) for t in texts), dtype=np.float64, count=n)
-    cols["zlib_ratio"] = np.divide(cols["zlib_bytes"], raw, out=np.zeros(n), where=raw > 0).astype(
-        np.float64
+        partials = [featurize_partial(examples, index, chunk=chunk, progress=progress, **kw)]
+    return featurize_merge(
+        examples,
+        partials,
+        out,
+        index=index,
+        ngram=ngram,
+        exclude_self=exclude_self,
+        tokenizer=tokenizer,
+        text_field=text_field,
+        threads=threads,
     )
-    for k in ngram:
-        cols[f"ngram_overlap_{k}"] = np.zeros(n, np.float64)
-    bar = tqdm(
-        total=n, desc="featurize", unit="ex", disable=None if progress is None else not progress
-    )
-    for lo in range(0, n, chunk):
-        hi = min(lo + chunk, n)
-        windows = np.stack([t[:w] for t in tokens[lo:hi]])
-        sfx = windows[:, prefix:w]
-        cols["suffix_count"][lo:hi] = idx.count_many(sfx)
-        cols["window_count"][lo:hi] = idx.count_many(windows)
-        for j, lm in enumerate(idx.longest_match_many(windows)):
-            cols["longest_match_max"][lo + j] = int(lm.max())
-            cols["longest_match_mean"][lo + j] = float(lm.mean())
-            for k in ngram:
-                total = w - k + 1
-                cols[f"ngram_overlap_{k}"][lo + j] = (
-                    float((lm[:total] >= k).sum()) / total if total > 0 else float("nan")
-                )
-        bar.update(hi - lo)
-    bar.close()
-    if exclude_self:
-        cols["suffix_count"] = np.maximum(cols["suffix_count"] - 1, 0)
-        cols["window_count"] = np.maximum(cols["window_count"] - 1, 0)
-    order = ["zlib_bytes", "zlib_ratio", "suffix_count", "window_count", "longest_match_max"]
-    order += ["longest_match_mean"] + [f"ngram_overlap_{k}" for k in ngram]
-    table = pa.table({"example_id": pa.array(ids, pa.int64()), **{c: cols[c] for c in order}})
-    meta = {
-        "format": FEATURES_FORMAT,
-        "version": 1,
-        "index": str(index),
-        "index_tokenizer_hash": idx.tokenizer_hash,
-        "prefix": prefix,
-        "suffix": suffix,
-        "ngram": list(ngram),
-        "exclude_self": exclude_self,
-        "n_short": n_short,
-    }
-    table = table.replace_schema_metadata({"kdmem": json.dumps(meta)})
-    out_p = Path(out)
-    write_parquet_atomic(out_p, table)
-    return out_p

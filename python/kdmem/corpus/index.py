@@ -88,6 +88,23 @@ def _as_tokens(tokens: TokenArray, what: str = "tokens") -> npt.NDArray[np.uint3
     return u
 
 
+# Dtypes the extension takes as they are for a single query (int64 is range-checked there).
+_NATIVE = frozenset(np.dtype(t) for t in (np.uint32, np.uint16, np.int64))
+
+
+def _query(tokens: TokenArray) -> npt.NDArray[Any]:
+    """A single query for the extension: contiguous 1-D uint32/uint16/int64 arrays pass
+    through untouched (the common case costs no numpy pass), anything else is converted."""
+    if (
+        type(tokens) is np.ndarray
+        and tokens.dtype in _NATIVE
+        and tokens.ndim == 1
+        and tokens.flags.c_contiguous
+    ):
+        return tokens
+    return _as_tokens(tokens)
+
+
 def _as_batch(queries: npt.ArrayLike | Sequence[TokenArray]) -> list[npt.NDArray[np.uint32]]:
     if isinstance(queries, np.ndarray):
         if queries.ndim != 2:
@@ -111,6 +128,9 @@ def build_index(
     shards_dir: str | PathLike[str],
     threads: int | None = None,
     progress: Callable[[int, int, int, int], Any] | None = None,
+    *,
+    shards: Sequence[int] | None = None,
+    ray: bool = False,
 ) -> dict[str, Any]:
     """Build the suffix array of every shard in ``shards_dir`` that lacks a current one.
 
@@ -123,11 +143,27 @@ def build_index(
         threads: worker threads (shards built at once); default ``KDMEM_NUM_THREADS`` or every
             core. The files written do not depend on it.
         progress: called as ``progress(shards_done, tokens_done, 0, 0)`` about ten times a second.
+        shards: build only these shard numbers (positions of ``shard-NNNNN.kdt`` in name
+            order): one stateless task of a distributed build (``kdmem index DIR --shard K``,
+            e.g. one Slurm array element). Default: every shard.
+        ray: one Ray task per shard (``kdmem.corpus.distributed``); the files written are
+            the same as a local build's.
 
     Returns:
-        ``{"shards", "built", "skipped", "tokens_built", "seconds"}``.
+        ``{"shards", "built", "skipped", "tokens_built", "seconds"}`` (``shards``: shards
+        considered by this call).
     """
-    return dict(_core.build_index(Path(shards_dir), threads, progress))
+    if ray:
+        from kdmem.corpus.distributed import build_index_ray
+
+        return build_index_ray(Path(shards_dir), threads, shards)
+    sel = None if shards is None else [int(k) for k in shards]
+    return dict(_core.build_index(Path(shards_dir), threads, progress, sel))
+
+
+def n_shard_files(shards_dir: str | PathLike[str]) -> int:
+    """Number of ``*.kdt`` shard files in ``shards_dir`` (the shard numbers are ``0..n-1``)."""
+    return sum(1 for _ in Path(shards_dir).glob("*.kdt"))
 
 
 def verify_index(shards_dir: str | PathLike[str], threads: int | None = None) -> None:
@@ -152,6 +188,11 @@ class Index:
         tokenizer_hash: when given (64 hex digits, see ``kdmem.corpus.tokenizer_hash``), raise
             :class:`kdmem.TokenizerMismatchError` unless the shards were made with that tokenizer.
         threads: default worker threads for queries (``KDMEM_NUM_THREADS`` or every core).
+        shards: open only these shard numbers (positions in name order): the view of one
+            per-shard task of a distributed featurize/scan. Document ids stay global and
+            ``locate`` reports the directory's shard numbers; counts add over a partition of
+            the shards, ``longest_match`` takes the elementwise max, locations concatenate in
+            shard order.
 
     Raises:
         StaleIndexError: a shard has no suffix array, or changed after indexing.
@@ -164,10 +205,14 @@ class Index:
         *,
         tokenizer_hash: str | None = None,
         threads: int | None = None,
+        shards: Sequence[int] | None = None,
     ) -> None:
         self.path = Path(path)
         self.threads = threads
-        self._inner = _core.Index(self.path)
+        sel = None if shards is None else [int(k) for k in shards]
+        self._inner = _core.Index(self.path, sel)
+        # Maps locate's position-in-subset shard numbers back to the directory's.
+        self._shard_map = None if sel is None else np.asarray(self._inner.shard_ids, np.int64)
         if tokenizer_hash is not None:
             self._inner.check_tokenizer(tokenizer_hash)
 
@@ -186,6 +231,11 @@ class Index:
     def n_shards(self) -> int:
         """Number of shards."""
         return self._inner.n_shards
+
+    @property
+    def shard_ids(self) -> list[int]:
+        """Numbers (positions in the directory) of the opened shards, ascending."""
+        return self._inner.shard_ids
 
     @property
     def n_tokens(self) -> int:
@@ -221,14 +271,19 @@ class Index:
 
     def count(self, tokens: TokenArray, *, threads: int | None = None) -> int:
         """Occurrences of ``tokens`` inside documents; the empty query counts every token."""
-        return self._inner.count(_as_tokens(tokens), self._threads(threads))
+        return self._inner.count(_query(tokens), self.threads if threads is None else threads)
 
     def locate(
         self, tokens: TokenArray, limit: int | None = None, *, threads: int | None = None
     ) -> Locations:
         """The first ``limit`` occurrences (all when None) in corpus order."""
-        s, d, o = self._inner.locate(_as_tokens(tokens), _limit(limit), self._threads(threads))
-        return Locations(s, d, o)
+        s, d, o = self._inner.locate(_query(tokens), _limit(limit), self._threads(threads))
+        return self._rows(s, d, o)
+
+    def _rows(
+        self, s: npt.NDArray[np.int64], d: npt.NDArray[np.int64], o: npt.NDArray[np.int64]
+    ) -> Locations:
+        return Locations(s if self._shard_map is None else self._shard_map[s], d, o)
 
     def longest_match(
         self, tokens: TokenArray, *, threads: int | None = None
@@ -236,7 +291,7 @@ class Index:
         """int64 array, shape ``(len(tokens),)``: entry ``i`` is the length of the longest
         prefix of ``tokens[i:]`` occurring inside one document (0 if ``tokens[i]`` never occurs).
         """
-        out = self._inner.longest_match(_as_tokens(tokens), self._threads(threads))
+        out = self._inner.longest_match(_query(tokens), self._threads(threads))
         return out.astype(np.int64)
 
     def ngram_overlap(
@@ -245,7 +300,7 @@ class Index:
         """Which n-grams ``tokens[i:i+n]`` occur in the index (``n >= 1``)."""
         if n < 1:
             raise InvalidArgumentError(f"invalid n = {n}: n-grams need n >= 1")
-        pos, total, frac = self._inner.ngram_overlap(_as_tokens(tokens), n, self._threads(threads))
+        pos, total, frac = self._inner.ngram_overlap(_query(tokens), n, self._threads(threads))
         return NgramOverlap(frac, pos.astype(np.int64), total)
 
     def count_many(
@@ -264,7 +319,7 @@ class Index:
     ) -> list[Locations]:
         """:meth:`locate` of each query."""
         rows = self._inner.locate_many(_as_batch(queries), _limit(limit), self._threads(threads))
-        return [Locations(s, d, o) for s, d, o in rows]
+        return [self._rows(s, d, o) for s, d, o in rows]
 
     def longest_match_many(
         self, queries: npt.ArrayLike | Sequence[TokenArray], *, threads: int | None = None
@@ -291,4 +346,4 @@ class Index:
         self._inner.verify(self._threads(threads), None)
 
 
-__all__ = ["Index", "Locations", "NgramOverlap", "build_index", "verify_index"]
+__all__ = ["Index", "Locations", "NgramOverlap", "build_index", "n_shard_files", "verify_index"]

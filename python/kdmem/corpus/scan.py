@@ -9,20 +9,35 @@ span ``[i, i + lm[i])`` is right-maximal by definition, and left-maximal unless 
 ``i - 1`` already covers it, i.e. unless ``lm[i-1] == lm[i] + 1``. So the maximal spans are
 the positions with ``lm[i] >= min_len`` and (``i == 0`` or ``lm[i-1] <= lm[i]``). Spans may
 overlap (two different verbatim sources).
+
+**Scale-out** (docs/scaleout.md) takes two rounds over the index's shards: per shard, the
+matching statistics of every generation (:func:`scan_lm_partial`); then per shard, with the
+merged statistics (elementwise max) fixing the spans, each span's count and first locations
+in that shard (:func:`scan_hits_partial`); finally :func:`scan_merge` adds the counts and
+concatenates the locations in shard order before truncating. The local path runs the same
+three steps with one partial over all shards.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from kdmem.errors import InvalidArgumentError
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 SPANS_FORMAT = "kdmem-spans"
+LM_PARTIAL_FORMAT = "kdmem-scan-lm-partial"
+HITS_PARTIAL_FORMAT = "kdmem-scan-hits-partial"
 
 
 def maximal_spans(lm: npt.NDArray[np.int64], min_len: int) -> list[tuple[int, int]]:
@@ -30,6 +45,219 @@ def maximal_spans(lm: npt.NDArray[np.int64], min_len: int) -> list[tuple[int, in
     prev = np.concatenate([[-1], lm[:-1]]) if len(lm) else lm
     starts = np.flatnonzero((lm >= min_len) & (prev <= lm))
     return [(int(i), int(lm[i])) for i in starts]
+
+
+def _open(
+    generations: str | os.PathLike[str],
+    index: str | os.PathLike[str],
+    shards: Sequence[int] | None,
+    tokenizer: str | None,
+    text_field: str,
+    threads: int | None,
+) -> tuple[npt.NDArray[np.int64], list[npt.NDArray[np.int64]], Any]:
+    from kdmem.corpus.featurize import load_token_examples
+    from kdmem.corpus.index import Index
+
+    ids, tokens, _texts, tok_hash = load_token_examples(generations, tokenizer, text_field)
+    idx = Index(index, threads=threads, shards=shards)
+    if tok_hash and set(tok_hash) != {"0"} and set(idx.tokenizer_hash) != {"0"}:
+        idx.check_tokenizer(tok_hash)
+    return ids, tokens, idx
+
+
+def _meta(fmt: str, idx: Any, index: str | os.PathLike[str], shards: object, **kw: Any) -> bytes:
+    from kdmem.corpus.index import n_shard_files
+
+    n = n_shard_files(index) if shards is not None else idx.n_shards
+    meta = {"format": fmt, "version": 1, "shards": idx.shard_ids, "n_shards": n, **kw}
+    return json.dumps(meta).encode()
+
+
+def scan_lm_partial(
+    generations: str | os.PathLike[str],
+    index: str | os.PathLike[str],
+    *,
+    shards: Sequence[int] | None = None,
+    tokenizer: str | None = None,
+    text_field: str = "text",
+    threads: int | None = None,
+    chunk: int = 1024,
+    progress: bool | None = None,
+) -> pa.Table:
+    """Round 1: ``example_id``, ``longest_match`` (list<int32>) of every generation against
+    the shards ``shards`` (default all). Stateless; ``kdmem scan --shard K --partial-out``."""
+    import pyarrow as pa
+    from tqdm import tqdm
+
+    ids, tokens, idx = _open(generations, index, shards, tokenizer, text_field, threads)
+    lms: list[npt.NDArray[np.int64]] = []
+    bar = tqdm(
+        total=len(ids), desc="scan", unit="seq", disable=None if progress is None else not progress
+    )
+    for lo in range(0, len(ids), chunk):
+        batch = tokens[lo : lo + chunk]
+        lms += idx.longest_match_many(batch)
+        bar.update(len(batch))
+    bar.close()
+    lengths = np.fromiter((len(t) for t in tokens), np.int64, count=len(tokens))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    values = np.concatenate(lms).astype(np.int32) if lms else np.zeros(0, np.int32)
+    table = pa.table(
+        {
+            "example_id": pa.array(ids, pa.int64()),
+            "longest_match": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
+        }
+    )
+    return table.replace_schema_metadata(
+        {
+            "kdmem": _meta(
+                LM_PARTIAL_FORMAT, idx, index, shards, index_tokenizer_hash=idx.tokenizer_hash
+            )
+        }
+    )
+
+
+def merged_spans(
+    lm_partials: Sequence[pa.Table], min_len: int
+) -> tuple[npt.NDArray[np.int64], list[tuple[int, int, int]]]:
+    """``(example_ids, spans)`` from round-1 tables covering every shard once: ``spans`` are
+    ``(row, start, length)`` of the maximal spans of the merged matching statistics."""
+    from kdmem.corpus.featurize import check_partition, merge_longest_match, partial_meta
+
+    metas = [partial_meta(t, LM_PARTIAL_FORMAT) for t in lm_partials]
+    order = check_partition(metas, ("index_tokenizer_hash",))
+    ids, lm = merge_longest_match([lm_partials[i] for i in order])
+    offsets = lm.offsets.to_numpy()
+    values = lm.values.to_numpy(zero_copy_only=False).astype(np.int64)
+    spans: list[tuple[int, int, int]] = []
+    for j in range(len(ids)):
+        row = values[offsets[j] : offsets[j + 1]]
+        spans += [(j, st, n) for st, n in maximal_spans(row, min_len)]
+    return ids, spans
+
+
+def scan_hits_partial(
+    generations: str | os.PathLike[str],
+    index: str | os.PathLike[str],
+    lm_partials: Sequence[pa.Table],
+    *,
+    shards: Sequence[int] | None = None,
+    min_len: int = 50,
+    max_locations: int = 16,
+    tokenizer: str | None = None,
+    text_field: str = "text",
+    threads: int | None = None,
+    chunk: int = 4096,
+) -> pa.Table:
+    """Round 2: one row per maximal span (fixed by the merged ``lm_partials``) with its
+    ``count`` in the shards ``shards`` and its first ``max_locations`` locations there.
+    Stateless; ``kdmem scan --shard K --lm LM_DIR --partial-out``."""
+    import pyarrow as pa
+
+    _check_options(min_len, max_locations)
+    ids, tokens, idx = _open(generations, index, shards, tokenizer, text_field, threads)
+    span_ids, spans = merged_spans(lm_partials, min_len)
+    if not np.array_equal(span_ids, ids):
+        raise InvalidArgumentError(
+            "the round-1 results were computed on other generations; pass the same GENERATIONS"
+        )
+    queries = [tokens[j][st : st + n] for j, st, n in spans]
+    counts = np.zeros(len(queries), np.int64)
+    cols: dict[str, list[list[int]]] = {"shard": [], "document": [], "offset": []}
+    for lo in range(0, len(queries), chunk):
+        batch = queries[lo : lo + chunk]
+        counts[lo : lo + len(batch)] = idx.count_many(batch)
+        locs = idx.locate_many(batch, max_locations) if max_locations else None
+        for k in range(len(batch)):
+            for c in cols:
+                cols[c].append([] if locs is None else getattr(locs[k], c).tolist())
+    table = pa.table(
+        {
+            "example_id": pa.array([int(ids[j]) for j, _, _ in spans], pa.int64()),
+            "start": pa.array([st for _, st, _ in spans], pa.int32()),
+            "length": pa.array([n for _, _, n in spans], pa.int32()),
+            "count": pa.array(counts, pa.int64()),
+            "shard": pa.array(cols["shard"], pa.list_(pa.int32())),
+            "document": pa.array(cols["document"], pa.list_(pa.int64())),
+            "offset": pa.array(cols["offset"], pa.list_(pa.int64())),
+        }
+    )
+    return table.replace_schema_metadata(
+        {
+            "kdmem": _meta(
+                HITS_PARTIAL_FORMAT,
+                idx,
+                index,
+                shards,
+                min_len=min_len,
+                max_locations=max_locations,
+                n_generations=len(ids),
+            )
+        }
+    )
+
+
+def scan_merge(
+    hits_partials: Sequence[pa.Table], out: str | os.PathLike[str], *, index: str | os.PathLike[str]
+) -> Path:
+    """Write ``out`` from round-2 tables covering every shard once: counts add, locations
+    concatenate in shard order and are truncated to ``max_locations``."""
+    import pyarrow as pa
+
+    from kdmem.analysis.rundir import write_parquet_atomic
+    from kdmem.corpus.featurize import check_partition, partial_meta
+
+    metas = [partial_meta(t, HITS_PARTIAL_FORMAT) for t in hits_partials]
+    order = check_partition(metas, ("min_len", "max_locations", "n_generations"))
+    parts = [hits_partials[i] for i in order]
+    first = parts[0]
+    for p in parts[1:]:
+        for c in ("example_id", "start", "length"):
+            if not p.column(c).equals(first.column(c)):
+                raise InvalidArgumentError(
+                    "round-2 results hold different spans; rerun every shard with the same "
+                    "round-1 results"
+                )
+    max_locations = int(metas[0]["max_locations"])
+    counts = sum(p.column("count").to_numpy() for p in parts)
+    loc_cols: dict[str, Any] = {}
+    for c, typ in (("shard", pa.int32()), ("document", pa.int64()), ("offset", pa.int64())):
+        per = [p.column(c).to_pylist() for p in parts]
+        rows = [
+            list(
+                itertools.islice(itertools.chain.from_iterable(pp[r] for pp in per), max_locations)
+            )
+            for r in range(first.num_rows)
+        ]
+        loc_cols[c] = pa.array(rows, pa.list_(typ))
+    table = pa.table(
+        {
+            "example_id": first.column("example_id"),
+            "start": first.column("start"),
+            "length": first.column("length"),
+            "count": pa.array(counts, pa.int64()),
+            **loc_cols,
+        }
+    )
+    meta = {
+        "format": SPANS_FORMAT,
+        "version": 1,
+        "index": str(index),
+        "min_len": int(metas[0]["min_len"]),
+        "max_locations": max_locations,
+        "n_generations": int(metas[0]["n_generations"]),
+    }
+    table = table.replace_schema_metadata({"kdmem": json.dumps(meta)})
+    out_p = Path(out)
+    write_parquet_atomic(out_p, table)
+    return out_p
+
+
+def _check_options(min_len: int, max_locations: int) -> None:
+    if min_len < 1:
+        raise InvalidArgumentError(f"invalid min_len = {min_len}: spans need at least 1 token")
+    if max_locations < 0:
+        raise InvalidArgumentError(f"invalid max_locations = {max_locations}: use >= 0")
 
 
 def scan(
@@ -44,74 +272,25 @@ def scan(
     threads: int | None = None,
     chunk: int = 1024,
     progress: bool | None = None,
+    ray: bool = False,
 ) -> Path:
     """Write ``out`` (Parquet): one row per maximal span, sorted by (example_id, start).
 
     Columns: ``example_id``, ``start``, ``length``, ``count`` (occurrences in the index),
     ``shard``, ``document``, ``offset`` (lists of at most ``max_locations`` locations, corpus
     order). Generations are read like featurize's examples (shards, Parquet or JSONL with
-    ``input_ids`` or text plus ``--tokenizer``, 2-D ``.npy``).
+    ``input_ids`` or text plus ``--tokenizer``, 2-D ``.npy``). ``ray``: both rounds run as one
+    Ray task per shard (identical output).
     """
-    import pyarrow as pa
-    from tqdm import tqdm
+    _check_options(min_len, max_locations)
+    kw: dict[str, Any] = dict(tokenizer=tokenizer, text_field=text_field, threads=threads)
+    hits_kw: dict[str, Any] = dict(min_len=min_len, max_locations=max_locations, **kw)
+    if ray:
+        from kdmem.corpus.distributed import map_shards
 
-    from kdmem.analysis.rundir import write_parquet_atomic
-    from kdmem.corpus.featurize import load_token_examples
-    from kdmem.corpus.index import Index
-
-    if min_len < 1:
-        raise InvalidArgumentError(f"invalid min_len = {min_len}: spans need at least 1 token")
-    if max_locations < 0:
-        raise InvalidArgumentError(f"invalid max_locations = {max_locations}: use >= 0")
-    ids, tokens, _texts, tok_hash = load_token_examples(generations, tokenizer, text_field)
-    idx = Index(index, threads=threads)
-    if tok_hash and set(tok_hash) != {"0"} and set(idx.tokenizer_hash) != {"0"}:
-        idx.check_tokenizer(tok_hash)
-    rows: dict[str, list[object]] = {
-        k: [] for k in ("example_id", "start", "length", "count", "shard", "document", "offset")
-    }
-    bar = tqdm(
-        total=len(ids), desc="scan", unit="seq", disable=None if progress is None else not progress
-    )
-    for lo in range(0, len(ids), chunk):
-        batch = tokens[lo : lo + chunk]
-        spans: list[tuple[int, int, int]] = []
-        for j, lm in enumerate(idx.longest_match_many(batch)):
-            spans += [(j, s, n) for s, n in maximal_spans(lm, min_len)]
-        queries = [batch[j][s : s + n] for j, s, n in spans]
-        counts = idx.count_many(queries) if queries else np.zeros(0, np.int64)
-        locs = idx.locate_many(queries, max_locations) if queries and max_locations else []
-        for k, (j, s, n) in enumerate(spans):
-            rows["example_id"].append(int(ids[lo + j]))
-            rows["start"].append(s)
-            rows["length"].append(n)
-            rows["count"].append(int(counts[k]))
-            loc = locs[k] if locs else None
-            rows["shard"].append([] if loc is None else loc.shard.tolist())
-            rows["document"].append([] if loc is None else loc.document.tolist())
-            rows["offset"].append([] if loc is None else loc.offset.tolist())
-        bar.update(len(batch))
-    bar.close()
-    table = pa.table(
-        {
-            "example_id": pa.array(rows["example_id"], pa.int64()),
-            "start": pa.array(rows["start"], pa.int32()),
-            "length": pa.array(rows["length"], pa.int32()),
-            "count": pa.array(rows["count"], pa.int64()),
-            "shard": pa.array(rows["shard"], pa.list_(pa.int32())),
-            "document": pa.array(rows["document"], pa.list_(pa.int64())),
-            "offset": pa.array(rows["offset"], pa.list_(pa.int64())),
-        }
-    )
-    meta = {
-        "format": SPANS_FORMAT,
-        "version": 1,
-        "index": str(index),
-        "min_len": min_len,
-        "max_locations": max_locations,
-        "n_generations": len(ids),
-    }
-    table = table.replace_schema_metadata({"kdmem": json.dumps(meta)})
-    out_p = Path(out)
-    write_parquet_atomic(out_p, table)
-    return out_p
+        lm = map_shards(scan_lm_partial, generations, index, chunk=chunk, **kw)
+        hits = map_shards(scan_hits_partial, generations, index, lm, **hits_kw)
+    else:
+        lm = [scan_lm_partial(generations, index, chunk=chunk, progress=progress, **kw)]
+        hits = [scan_hits_partial(generations, index, lm, **hits_kw)]
+    return scan_merge(hits, out, index=index)

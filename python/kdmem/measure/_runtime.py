@@ -173,19 +173,10 @@ def check_token_range(tokens: npt.NDArray[np.int64], rows: int, what: str) -> No
 # ---- tokenizer hash -------------------------------------------------------------------------
 
 
-def _tokenizer_hash_private(tok: Any) -> str:
-    # Private equivalent of kdmem.corpus.tokenizer_hash (docs/formats.md, "Tokenizer hash"),
-    # used only when kdmem.corpus does not provide it yet.
-    vocab = tok.get_vocab()
-    text = "".join(f"{i}\t{t}\n" for t, i in sorted(vocab.items(), key=lambda kv: kv[1]))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def tokenizer_hash_of(tok: Any) -> str:
-    try:
-        from kdmem.corpus import tokenizer_hash  # type: ignore[attr-defined]
-    except ImportError:
-        return _tokenizer_hash_private(tok)
+    """The tokenizer hash of docs/formats.md (one implementation: kdmem.corpus)."""
+    from kdmem.corpus import tokenizer_hash
+
     return str(tokenizer_hash(tok))
 
 

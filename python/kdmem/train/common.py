@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -237,10 +236,10 @@ def oom_error(step: int, cfg: OptimConfig, e: BaseException) -> TrainingOutOfMem
 
 # ---- models ---------------------------------------------------------------------------------
 def tokenizer_hash(tok: Any) -> str:
-    """docs/formats.md tokenizer hash (SHA-256 over ``id\\ttoken\\n`` lines in id order)."""
-    vocab = tok.get_vocab()
-    lines = "".join(f"{i}\t{t}\n" for t, i in sorted(vocab.items(), key=lambda kv: kv[1]))
-    return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+    """docs/formats.md tokenizer hash (one implementation: :func:`kdmem.corpus.tokenizer_hash`)."""
+    from kdmem.corpus import tokenizer_hash as _hash
+
+    return str(_hash(tok))
 
 
 def check_data_tokenizer(ex: Examples, tok: Any, what: str) -> None:

@@ -1,10 +1,12 @@
 //! Bindings for `kdmem_core::index`: build/verify an index directory and query it.
 //!
 //! Token arrays arrive as contiguous uint32 numpy arrays (the typed wrapper in
-//! `python/kdmem/corpus/index.py` converts and range-checks any integer input). Single queries
+//! `python/kdmem/corpus/index.py` converts and range-checks any integer input); single queries
+//! also take contiguous uint16 / int64 arrays as they are ([`Query`]). Single queries
 //! release the GIL with `py.detach` (they take microseconds, so no watcher thread); batch
 //! queries, builds and verification run through [`crate::detach::run`] (Ctrl-C, progress).
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use kdmem_core::index::{self as core, Location, NgramOverlap};
@@ -21,11 +23,56 @@ type Rows<'py> = (
     Bound<'py, PyArray1<i64>>,
 );
 
-fn slice<'a>(a: &'a PyReadonlyArray1<'_, u32>) -> PyResult<&'a [u32]> {
+fn slice<'a, T: numpy::Element>(a: &'a PyReadonlyArray1<'_, T>) -> PyResult<&'a [T]> {
     a.as_slice().map_err(|_| {
         pyo3::exceptions::PyValueError::new_err(
             "token array must be C-contiguous; pass np.ascontiguousarray(tokens)",
         )
+    })
+}
+
+/// A single query as it arrives from the typed wrapper: a contiguous uint32 array (borrowed,
+/// no copy), or uint16 / int64 (converted here, so a common numpy query costs no extra numpy
+/// pass in Python; int64 ids are range-checked while converting).
+#[derive(FromPyObject)]
+enum Query<'py> {
+    U32(PyReadonlyArray1<'py, u32>),
+    I64(PyReadonlyArray1<'py, i64>),
+    U16(PyReadonlyArray1<'py, u16>),
+}
+
+impl Query<'_> {
+    fn tokens(&self) -> PyResult<Cow<'_, [u32]>> {
+        match self {
+            Query::U32(a) => slice(a).map(Cow::Borrowed),
+            Query::U16(a) => Ok(Cow::Owned(
+                slice(a)?.iter().map(|&t| u32::from(t)).collect(),
+            )),
+            Query::I64(a) => slice(a)?
+                .iter()
+                .map(|&t| u32::try_from(t).map_err(|_| token_range(t)))
+                .collect::<PyResult<Vec<u32>>>()
+                .map(Cow::Owned),
+        }
+    }
+}
+
+/// `kdmem.TokenRangeError` for a query id outside 0..2^32 (the wrapper's message).
+fn token_range(t: i64) -> PyErr {
+    let msg = format!(
+        "token id {t} is out of range for a query (allowed 0..{}); pass token ids produced \
+         by the index's tokenizer",
+        u32::MAX
+    );
+    Python::attach(|py| {
+        match py
+            .import("kdmem.errors")
+            .and_then(|m| m.getattr("TokenRangeError"))
+            .and_then(|cls| cls.call1((msg.clone(),)))
+        {
+            Ok(exc) => PyErr::from_value(exc),
+            Err(e) => e,
+        }
     })
 }
 
@@ -77,11 +124,21 @@ pub struct Index {
 #[pymethods]
 impl Index {
     #[new]
-    fn new(py: Python<'_>, dir: PathBuf) -> PyResult<Self> {
+    #[pyo3(signature = (dir, shards=None))]
+    fn new(py: Python<'_>, dir: PathBuf, shards: Option<Vec<usize>>) -> PyResult<Self> {
         let inner = py
             .detach(|| {
                 if core::is_infini_gram_dir(&dir) {
+                    if shards.is_some() {
+                        return Err(kdmem_core::Error::InvalidArgument {
+                            name: "shards".into(),
+                            value: dir.display().to_string(),
+                            fix: "an infini-gram index opens whole; omit shards".into(),
+                        });
+                    }
                     core::InfiniGramIndex::open(&dir).map(Inner::Ig)
+                } else if let Some(sel) = &shards {
+                    core::Index::open_shards(&dir, sel).map(Inner::Kd)
                 } else {
                     core::Index::open(&dir).map(Inner::Kd)
                 }
@@ -104,6 +161,15 @@ impl Index {
         match &self.inner {
             Inner::Kd(i) => i.n_shards(),
             Inner::Ig(i) => i.n_shards(),
+        }
+    }
+
+    /// Position in the directory of each opened shard.
+    #[getter]
+    fn shard_ids(&self) -> Vec<usize> {
+        match &self.inner {
+            Inner::Kd(i) => i.shard_ids().to_vec(),
+            Inner::Ig(i) => (0..i.n_shards()).collect(),
         }
     }
 
@@ -171,13 +237,8 @@ impl Index {
     }
 
     #[pyo3(signature = (tokens, threads=None))]
-    fn count(
-        &self,
-        py: Python<'_>,
-        tokens: PyReadonlyArray1<'_, u32>,
-        threads: Option<usize>,
-    ) -> PyResult<u64> {
-        let q = slice(&tokens)?;
+    fn count(&self, py: Python<'_>, tokens: Query<'_>, threads: Option<usize>) -> PyResult<u64> {
+        let q = &*tokens.tokens()?;
         py.detach(|| with_corpus!(self, |c| c.count(q, threads)))
             .py_err()
     }
@@ -186,11 +247,11 @@ impl Index {
     fn locate<'py>(
         &self,
         py: Python<'py>,
-        tokens: PyReadonlyArray1<'_, u32>,
+        tokens: Query<'_>,
         limit: usize,
         threads: Option<usize>,
     ) -> PyResult<Rows<'py>> {
-        let q = slice(&tokens)?;
+        let q = &*tokens.tokens()?;
         let locs = py
             .detach(|| with_corpus!(self, |c| c.locate(q, limit, threads)))
             .py_err()?;
@@ -201,10 +262,10 @@ impl Index {
     fn longest_match<'py>(
         &self,
         py: Python<'py>,
-        tokens: PyReadonlyArray1<'_, u32>,
+        tokens: Query<'_>,
         threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyArray1<u32>>> {
-        let q = slice(&tokens)?;
+        let q = &*tokens.tokens()?;
         let v = py
             .detach(|| with_corpus!(self, |c| c.longest_match(q, threads)))
             .py_err()?;
@@ -215,11 +276,11 @@ impl Index {
     fn ngram_overlap<'py>(
         &self,
         py: Python<'py>,
-        tokens: PyReadonlyArray1<'_, u32>,
+        tokens: Query<'_>,
         n: usize,
         threads: Option<usize>,
     ) -> PyResult<Overlap<'py>> {
-        let q = slice(&tokens)?;
+        let q = &*tokens.tokens()?;
         let o = py
             .detach(|| with_corpus!(self, |c| c.ngram_overlap(q, n, threads)))
             .py_err()?;
@@ -300,17 +361,21 @@ impl Index {
     }
 }
 
-/// Build the suffix array of every shard in `dir` that lacks a current one; returns a dict
+/// Build the suffix array of every shard in `dir` (or of the shards numbered `shards`) that
+/// lacks a current one; returns a dict
 /// `{shards, built, skipped, tokens_built, seconds}`.
 #[pyfunction]
-#[pyo3(signature = (dir, threads=None, progress=None))]
+#[pyo3(signature = (dir, threads=None, progress=None, shards=None))]
 pub fn build_index<'py>(
     py: Python<'py>,
     dir: PathBuf,
     threads: Option<usize>,
     progress: Option<&Bound<'py, PyAny>>,
+    shards: Option<Vec<usize>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let r = detach::run(py, progress, |ctl| core::build_dir(&dir, threads, ctl))?;
+    let r = detach::run(py, progress, |ctl| {
+        core::build_shards(&dir, shards.as_deref(), threads, ctl)
+    })?;
     let d = PyDict::new(py);
     d.set_item("shards", r.shards)?;
     d.set_item("built", r.built)?;

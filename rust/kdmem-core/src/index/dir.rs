@@ -149,8 +149,60 @@ pub fn build_dir_with(
     ctl: &Control,
     force_wide: bool,
 ) -> Result<BuildReport> {
+    build_shards_with(dir, None, threads, ctl, force_wide)
+}
+
+/// [`build_dir`] restricted to the shards numbered `shards` (positions in file name order,
+/// as in `shard-NNNNN.kdt`): one stateless per-shard task of a distributed build (a Ray task
+/// or one Slurm array element). `None` builds every shard. Errors on an index out of range.
+pub fn build_shards(
+    dir: &Path,
+    shards: Option<&[usize]>,
+    threads: Option<usize>,
+    ctl: &Control,
+) -> Result<BuildReport> {
+    build_shards_with(dir, shards, threads, ctl, false)
+}
+
+/// Shard numbers `shards` of a directory of `n` shards, ascending and deduplicated (all of
+/// them for `None`).
+fn select_shards(n: usize, shards: Option<&[usize]>) -> Result<Vec<usize>> {
+    let Some(sel) = shards else {
+        return Ok((0..n).collect());
+    };
+    let mut sel = sel.to_vec();
+    sel.sort_unstable();
+    sel.dedup();
+    if let Some(&bad) = sel.iter().find(|&&k| k >= n) {
+        return Err(Error::InvalidArgument {
+            name: "shard".into(),
+            value: bad.to_string(),
+            fix: format!("the directory has {n} shards: pass a number below {n}"),
+        });
+    }
+    if sel.is_empty() {
+        return Err(Error::InvalidArgument {
+            name: "shards".into(),
+            value: "[]".into(),
+            fix: "pass at least one shard number, or None for all shards".into(),
+        });
+    }
+    Ok(sel)
+}
+
+fn build_shards_with(
+    dir: &Path,
+    shards: Option<&[usize]>,
+    threads: Option<usize>,
+    ctl: &Control,
+    force_wide: bool,
+) -> Result<BuildReport> {
     let t0 = Instant::now();
-    let paths = shard_paths(dir)?;
+    let all = shard_paths(dir)?;
+    let paths: Vec<&PathBuf> = select_shards(all.len(), shards)?
+        .into_iter()
+        .map(|k| &all[k])
+        .collect();
     let pool = threads::pool(threads)?;
     let results: Vec<Result<Option<u64>>> = pool.install(|| {
         paths
@@ -259,6 +311,7 @@ fn short_hash(h: &[u8; 32]) -> String {
 pub struct Index {
     dir: PathBuf,
     shards: Vec<(ShardReader, SaFile, u64)>,
+    shard_ids: Vec<usize>,
     tokenizer_hash: [u8; 32],
     vocab_size: u32,
 }
@@ -267,14 +320,39 @@ impl Index {
     /// Open `dir`; errors if a shard lacks a current suffix array ([`Error::StaleIndex`]),
     /// a file is corrupt, or shards disagree on the tokenizer.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
+        Self::open_shards_opt(dir.as_ref(), None)
+    }
+
+    /// Open only the shards numbered `shards` (positions in file name order) of `dir`: the
+    /// view of one per-shard task of a distributed featurize/scan. Document ids stay global
+    /// (every earlier shard's header is read for its document count, O(shards)); `locate`
+    /// reports shards by their position in this subset, [`Index::shard_ids`] maps them back.
+    /// Queries answer for these shards alone: counts add over a partition of the shards,
+    /// matching statistics take the elementwise max, locations concatenate in shard order.
+    pub fn open_shards(dir: impl AsRef<Path>, shards: &[usize]) -> Result<Self> {
+        Self::open_shards_opt(dir.as_ref(), Some(shards))
+    }
+
+    fn open_shards_opt(dir: &Path, sel: Option<&[usize]>) -> Result<Self> {
+        let dir = dir.to_path_buf();
+        let paths = shard_paths(&dir)?;
+        let sel = select_shards(paths.len(), sel)?;
+        let mut want = vec![false; paths.len()];
+        for &k in &sel {
+            want[k] = true;
+        }
         let mut shards = Vec::new();
+        let mut shard_ids = Vec::new();
         let mut first_doc = 0u64;
-        for p in shard_paths(&dir)? {
-            let shard = ShardReader::open(&p)?;
-            let sa = open_sa_for(&shard)?;
+        let last = sel.last().copied().unwrap_or(0);
+        for (k, p) in paths.iter().enumerate().take(last + 1) {
+            let shard = ShardReader::open(p)?;
             let n_docs = shard.n_docs();
-            shards.push((shard, sa, first_doc));
+            if want[k] {
+                let sa = open_sa_for(&shard)?;
+                shards.push((shard, sa, first_doc));
+                shard_ids.push(k);
+            }
             first_doc += n_docs;
         }
         let (first, _, _) = &shards[0];
@@ -296,6 +374,7 @@ impl Index {
         Ok(Index {
             dir,
             shards,
+            shard_ids,
             tokenizer_hash,
             vocab_size,
         })
@@ -324,9 +403,14 @@ impl Index {
         &self.dir
     }
 
-    /// Number of shards.
+    /// Number of shards opened.
     pub fn n_shards(&self) -> usize {
         self.shards.len()
+    }
+
+    /// Position in the directory (file name order) of each opened shard, ascending.
+    pub fn shard_ids(&self) -> &[usize] {
+        &self.shard_ids
     }
 
     /// Total tokens.

@@ -48,6 +48,6 @@ pub mod search;
 mod tests;
 
 pub use build::{prepare, sort, PtrVec, SortedShard};
-pub use dir::{build_dir, build_shard, index_path, verify_dir, BuildReport, Index};
+pub use dir::{build_dir, build_shard, build_shards, index_path, verify_dir, BuildReport, Index};
 pub use infini::{is_infini_gram_dir, IgShard, InfiniGramIndex};
 pub use search::{Corpus, Location, NgramOverlap, Ptrs, QueryShard, ShardSa};

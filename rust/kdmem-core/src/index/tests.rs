@@ -7,7 +7,7 @@ use std::path::Path;
 use proptest::prelude::*;
 
 use super::build::{sort, PtrVec};
-use super::dir::{build_dir, build_dir_with, index_path, verify_dir, Index};
+use super::dir::{build_dir, build_dir_with, build_shards, index_path, verify_dir, Index};
 use super::search::{Corpus, Location, Ptrs, ShardSa};
 use crate::control::Control;
 use crate::error::Error;
@@ -459,4 +459,66 @@ fn shards_with_different_tokenizers_do_not_open_together() {
     build_dir(tmp.path(), None, &Control::new()).unwrap();
     let e = Index::open(tmp.path()).unwrap_err();
     assert_eq!(e.kind(), "TokenizerMismatchError");
+}
+
+#[test]
+fn per_shard_builds_and_subsets_merge_to_the_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = sample_shards();
+    let (one, all) = (tmp.path().join("one"), tmp.path().join("all"));
+    for d in [&one, &all] {
+        std::fs::create_dir(d).unwrap();
+        write_dir(d, &shards, &meta(Dtype::U16, 8, 7));
+    }
+    let ctl = Control::new();
+    build_dir(&all, None, &ctl).unwrap();
+    for k in [1, 0] {
+        let r = build_shards(&one, Some(&[k]), None, &ctl).unwrap();
+        assert_eq!((r.shards, r.built), (1, 1));
+        assert!(
+            Index::open(&one).is_ok() == (k == 0),
+            "shard 0 still unbuilt"
+        );
+    }
+    for k in 0..2 {
+        let name = format!("shard-{k:05}.kdsa");
+        let (a, b) = (one.join(&name), all.join(&name));
+        assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    }
+    let e = build_shards(&one, Some(&[2]), None, &ctl).unwrap_err();
+    assert_eq!(e.kind(), "InvalidArgumentError");
+
+    let whole = Index::open(&all).unwrap();
+    let parts: Vec<Index> = (0..2)
+        .map(|k| Index::open_shards(&all, &[k]).unwrap())
+        .collect();
+    assert_eq!(parts[1].shard_ids(), &[1]);
+    assert_eq!(parts[1].n_docs(), 2);
+    for q in [vec![1, 2, 3], vec![3, 1], vec![2, 3, 1, 2, 3], vec![]] {
+        let c = whole.corpus();
+        let count: u64 = parts
+            .iter()
+            .map(|p| p.corpus().count(&q, None).unwrap())
+            .sum();
+        assert_eq!(count, c.count(&q, None).unwrap());
+        let lm: Vec<Vec<u32>> = parts
+            .iter()
+            .map(|p| p.corpus().longest_match(&q, None).unwrap())
+            .collect();
+        let max: Vec<u32> = (0..q.len()).map(|i| lm[0][i].max(lm[1][i])).collect();
+        assert_eq!(max, c.longest_match(&q, None).unwrap());
+        // Global document ids survive; shard numbers are positions in the subset.
+        let docs: Vec<u64> = parts
+            .iter()
+            .flat_map(|p| p.corpus().locate(&q, 100, None).unwrap())
+            .map(|l| l.doc)
+            .collect();
+        let want: Vec<u64> = c
+            .locate(&q, 100, None)
+            .unwrap()
+            .iter()
+            .map(|l| l.doc)
+            .collect();
+        assert_eq!(docs, want);
+    }
 }

@@ -1,0 +1,187 @@
+"""Scale-out: per-shard tasks (Ray, or plain CLI calls as a Slurm array runs them) merge into
+exactly the local path's output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+from kdmem.cli import run
+from kdmem.corpus import open_shards, shard_corpus
+from kdmem.corpus.featurize import featurize
+from kdmem.corpus.index import Index, build_index
+from kdmem.corpus.scan import scan
+from kdmem.errors import InvalidArgumentError
+
+WORDS = [f"w{i}" for i in range(10)]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shards (not indexed) of a corpus with planted repeats in every shard, examples and
+    generations that hit several shards."""
+    d = tmp_path_factory.mktemp("dist")
+    vocab = {"<|endoftext|>": 0, **{w: i + 1 for i, w in enumerate(WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece()
+    tok.save(str(d / "tokenizer.json"))
+    rng = np.random.default_rng(0)
+    planted = " ".join(rng.choice(WORDS, 15))
+    texts = []
+    for i in range(80):
+        words = " ".join(rng.choice(WORDS[: 3 + i % 7], int(rng.integers(5, 40))))
+        texts.append(words + (" " + planted if i % 5 == 0 else ""))
+    (d / "c.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    shard_corpus([d / "c.jsonl"], d / "tokenizer.json", d / "shards", eos="none", shard_tokens=400)
+    ss = open_shards(d / "shards")
+    assert len(ss.shards) >= 3
+    docs = [ss[i].astype(np.int64).tolist() for i in range(len(ss))]
+    planted_ids = docs[0][-15:]
+    examples = [docs[i][:12] for i in range(0, len(docs), 3) if len(docs[i]) >= 12]
+    examples += [rng.integers(1, 11, 12).tolist(), [1, 2, 3]]
+    (d / "ex.jsonl").write_text(
+        "".join(
+            json.dumps({"example_id": 100 - i, "input_ids": r}) + "\n"
+            for i, r in enumerate(examples)
+        )
+    )
+    gens = [
+        planted_ids + rng.integers(1, 11, 6).tolist() + docs[9][:9],
+        rng.integers(1, 11, 30).tolist(),
+        docs[len(docs) - 1][:20],
+    ]
+    (d / "gens.jsonl").write_text("".join(json.dumps({"input_ids": r}) + "\n" for r in gens))
+    return d
+
+
+@pytest.fixture(scope="module")
+def local(corpus: Path) -> tuple[Path, Path, Path]:
+    """The local path: one build, one featurize, one scan over every shard."""
+    idx = corpus / "idx_local"
+    shutil.copytree(corpus / "shards", idx)
+    build_index(idx, threads=2)
+    f = featurize(
+        corpus / "ex.jsonl",
+        idx,
+        corpus / "f_local.parquet",
+        prefix=4,
+        suffix=8,
+        ngram=(2, 5),
+        tokenizer=str(corpus / "tokenizer.json"),
+        threads=2,
+    )
+    s = scan(corpus / "gens.jsonl", idx, corpus / "s_local.parquet", min_len=3, max_locations=4)
+    return idx, f, s
+
+
+def same_table(a: Path, b: Path) -> None:
+    ta, tb = pq.read_table(a), pq.read_table(b)
+    assert ta.schema.equals(tb.schema)
+    assert ta.equals(tb)
+    assert ta.num_rows > 0
+
+
+def same_index(a: Path, b: Path) -> None:
+    files = sorted(p.name for p in a.glob("*.kdsa"))
+    assert files and files == sorted(p.name for p in b.glob("*.kdsa"))
+    for name in files:
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+
+
+def test_subset_index_answers_for_its_shards(local: tuple[Path, Path, Path]) -> None:
+    idx, _, _ = local
+    full = Index(idx)
+    parts = [Index(idx, shards=[k]) for k in range(full.n_shards)]
+    assert [p.shard_ids for p in parts] == [[k] for k in range(full.n_shards)]
+    assert sum(p.n_docs for p in parts) == full.n_docs
+    q = np.asarray(open_shards(idx)[0][-15:], np.int64)  # the planted span, in every shard
+    assert sum(p.count(q) for p in parts) == full.count(q) >= full.n_shards
+    locs = [p.locate(q) for p in parts]
+    want = full.locate(q)
+    np.testing.assert_array_equal(np.concatenate([loc.shard for loc in locs]), want.shard)
+    np.testing.assert_array_equal(np.concatenate([loc.document for loc in locs]), want.document)
+    lm = np.max([p.longest_match(q[::-1].copy()) for p in parts], axis=0)
+    np.testing.assert_array_equal(lm, full.longest_match(q[::-1].copy()))
+    with pytest.raises(InvalidArgumentError, match="shard"):
+        Index(idx, shards=[full.n_shards])
+
+
+def test_per_shard_cli_calls_match_local(corpus: Path, local: tuple[Path, Path, Path]) -> None:
+    """What a Slurm array runs: one plain CLI call per shard per step, then a merge."""
+    idx_local, f_local, s_local = local
+    d = corpus
+    idx = d / "idx_cli"
+    shutil.copytree(d / "shards", idx)
+    n = len(list(idx.glob("*.kdt")))
+    for k in reversed(range(n)):  # any order, any machine
+        assert run(["index", str(idx), "--shard", str(k), "--threads", "1"]) == 0
+    same_index(idx, idx_local)
+
+    ex, tok = str(d / "ex.jsonl"), str(d / "tokenizer.json")
+    opts = ["--prefix", "4", "--suffix", "8", "--ngram", "2", "--ngram", "5"]
+    for k in range(n):
+        args = ["featurize", ex, "--index", str(idx), "--shard", str(k)]
+        assert run([*args, "--partial-out", str(d / "fparts"), *opts, "--tokenizer", tok]) == 0
+    merge = ["featurize", ex, "--index", str(idx_local), "--merge", str(d / "fparts")]
+    assert run([*merge, "--out", str(d / "f_cli.parquet"), *opts, "--tokenizer", tok]) == 0
+    same_table(d / "f_cli.parquet", f_local)
+
+    g = str(d / "gens.jsonl")
+    sopts = ["--min-len", "3", "--max-locations", "4"]
+    for k in range(n):
+        args = ["scan", g, "--index", str(idx), "--shard", str(k), *sopts]
+        assert run([*args, "--partial-out", str(d / "lm")]) == 0
+    for k in range(n):
+        args = ["scan", g, "--index", str(idx), "--shard", str(k), *sopts]
+        assert run([*args, "--lm", str(d / "lm"), "--partial-out", str(d / "hits")]) == 0
+    merge = ["scan", g, "--index", str(idx_local), "--merge", str(d / "hits")]
+    assert run([*merge, "--out", str(d / "s_cli.parquet")]) == 0
+    same_table(d / "s_cli.parquet", s_local)
+    assert pq.read_table(s_local).column("count").to_numpy().max() > 4  # truncation exercised
+
+    # A missing shard is an error that names it, not a silently smaller count.
+    (d / "fparts" / "shard-00001.parquet").unlink()
+    assert run([*["featurize", ex, "--index", str(idx)], "--merge", str(d / "fparts"),
+                "--out", str(d / "x.parquet"), *opts, "--tokenizer", tok]) == 2  # fmt: skip
+
+
+def test_ray_matches_local(corpus: Path, local: tuple[Path, Path, Path]) -> None:
+    """--ray on a local two-worker cluster writes the same index files and tables."""
+    ray = pytest.importorskip("ray")
+    idx_local, f_local, s_local = local
+    d = corpus
+    idx = d / "idx_ray"
+    shutil.copytree(d / "shards", idx)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        report = build_index(idx, threads=1, ray=True)
+        assert report["built"] == report["shards"] == len(list(idx.glob("*.kdt")))
+        same_index(idx, idx_local)
+        f = featurize(
+            d / "ex.jsonl",
+            idx,
+            d / "f_ray.parquet",
+            prefix=4,
+            suffix=8,
+            ngram=(2, 5),
+            tokenizer=str(d / "tokenizer.json"),
+            threads=1,
+            ray=True,
+        )
+        s = scan(d / "gens.jsonl", idx, d / "s_ray.parquet", min_len=3, max_locations=4, ray=True)
+    finally:
+        ray.shutdown()
+    # Tables name the index directory in their metadata; compare the data and the schema.
+    for a, b in ((f, f_local), (s, s_local)):
+        ta, tb = pq.read_table(a), pq.read_table(b)
+        assert ta.replace_schema_metadata(None).equals(tb.replace_schema_metadata(None))
+        ma = json.loads(ta.schema.metadata[b"kdmem"])
+        mb = json.loads(tb.schema.metadata[b"kdmem"])
+        assert {**ma, "index": ""} == {**mb, "index": ""}
