@@ -576,6 +576,11 @@ def index_cmd(
 
     from kdmem.corpus.index import build_index, verify_index
 
+    if verify and shard:
+        raise click.UsageError(
+            "--verify checks the whole directory: run `kdmem index DIR --verify` once every "
+            "shard is built"
+        )
     with tqdm(unit=" shards", desc="index", disable=None) as bar:
 
         def progress(shards: int, tokens: int, _b: int, _t: int) -> None:
@@ -589,7 +594,7 @@ def index_cmd(
         f"({report['shards']} shards, {report['tokens_built']:,} tokens, "
         f"{report['seconds']:.1f} s, {rate / 1e6:.1f}M tokens/s)"
     )
-    if verify and not shard:
+    if verify:
         verify_index(shards_dir, threads)
         click.echo(f"kdmem index: {report['shards']} shards and suffix arrays verified")
 

@@ -35,8 +35,8 @@ PLANTED_COUNTS = (2, 4, 8, 16)
 class DemoSize:
     """Knobs of the demo (defaults sized for about 10 minutes on 2 CPU cores)."""
 
-    n_examples: int = 600
-    planted_per_count: int = 4
+    n_examples: int = 800
+    planted_per_count: int = 2
     seq_len: int = 64
     prefix: int = 32
     suffix: int = 32
@@ -47,11 +47,12 @@ class DemoSize:
     teacher_layers: int = 3
     pretrain_epochs: int = 1
     pretrain_docs: int = 3000
-    teacher_epochs: int = 4
-    student_epochs: int = 4
-    lr: float = 2e-3
+    teacher_epochs: int = 6
+    student_epochs: int = 6
+    lr: float = 3e-3
     pretrain_lr: float = 3e-3
-    batch_size: int = 32
+    batch_size: int = 8
+    pretrain_batch_size: int = 32
     seed: int = 0
 
 
@@ -180,7 +181,7 @@ def _base_stage(size: DemoSize, which: str) -> Any:
                     "epochs": size.pretrain_epochs,
                     "lr": size.pretrain_lr,
                     "warmup_steps": 20,
-                    "batch_size": size.batch_size,
+                    "batch_size": size.pretrain_batch_size,
                     "seed": size.seed,
                 },
             ),
@@ -245,6 +246,58 @@ resamples = 100
 """
 
 
+_PRETRAIN = ("pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "seq_len", "seed")
+
+
+def _slice(size: DemoSize, *names: str) -> dict[str, Any]:
+    """The part of the demo size a stage depends on (hashed by the pipeline)."""
+    return {n: getattr(size, n) for n in names}
+
+
+def demo_stages(size: DemoSize) -> list[Stage]:
+    """The stages that build the demo's inputs (corpus, tokenizer, base checkpoints)."""
+    return [
+        Stage(
+            "demo_corpus",
+            _docs_stage(size),
+            _slice(size, "n_examples", "pretrain_docs", "seed"),
+            (),
+            ("corpus/pretrain.jsonl", "corpus/finetune_unplanted.jsonl"),
+        ),
+        Stage(
+            "demo_tokenizer",
+            _tokenizer_stage(size),
+            _slice(size, "vocab_size"),
+            ("demo_corpus",),
+            ("bases/tokenizer",),
+        ),
+        Stage(
+            "demo_plant",
+            _plant_stage(size),
+            {
+                **_slice(size, "seq_len", "planted_per_count", "n_examples"),
+                "counts": PLANTED_COUNTS,
+            },
+            ("demo_tokenizer",),
+            ("corpus/finetune.jsonl", "corpus/planted.json"),
+        ),
+        Stage(
+            "demo_base_student",
+            _base_stage(size, "student"),
+            _slice(size, "student_width", "student_layers", *_PRETRAIN),
+            ("demo_tokenizer",),
+            ("bases/student",),
+        ),
+        Stage(
+            "demo_base_teacher",
+            _base_stage(size, "teacher"),
+            _slice(size, "teacher_width", "teacher_layers", *_PRETRAIN),
+            ("demo_tokenizer",),
+            ("bases/teacher",),
+        ),
+    ]
+
+
 def run_demo(
     run_dir: str | Path = "runs/demo", size: DemoSize | None = None, log: Any = print
 ) -> dict[str, Any]:
@@ -255,53 +308,7 @@ def run_demo(
     size = size or DemoSize()
     rd = Path(run_dir)
     t0 = time.perf_counter()
-    prep = [
-        Stage(
-            "demo_corpus",
-            _docs_stage(size),
-            {"n": size.n_examples, "pre": size.pretrain_docs, "seed": size.seed},
-            (),
-            ("corpus/pretrain.jsonl", "corpus/finetune_unplanted.jsonl"),
-        ),
-        Stage(
-            "demo_tokenizer",
-            _tokenizer_stage(size),
-            {"vocab": size.vocab_size},
-            ("demo_corpus",),
-            ("bases/tokenizer",),
-        ),
-        Stage(
-            "demo_plant",
-            _plant_stage(size),
-            {"seq_len": size.seq_len, "per": size.planted_per_count, "counts": PLANTED_COUNTS},
-            ("demo_tokenizer",),
-            ("corpus/finetune.jsonl", "corpus/planted.json"),
-        ),
-        Stage(
-            "demo_base_student",
-            _base_stage(size, "student"),
-            {
-                "w": size.student_width,
-                "l": size.student_layers,
-                "e": size.pretrain_epochs,
-                "lr": size.pretrain_lr,
-            },
-            ("demo_tokenizer",),
-            ("bases/student",),
-        ),
-        Stage(
-            "demo_base_teacher",
-            _base_stage(size, "teacher"),
-            {
-                "w": size.teacher_width,
-                "l": size.teacher_layers,
-                "e": size.pretrain_epochs,
-                "lr": size.pretrain_lr,
-            },
-            ("demo_tokenizer",),
-            ("bases/teacher",),
-        ),
-    ]
+    prep = demo_stages(size)
     rd.mkdir(parents=True, exist_ok=True)
     toml = rd / "demo.toml"
     write_bytes_atomic(toml, demo_config_toml(rd, size).encode())

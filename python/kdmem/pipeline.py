@@ -56,7 +56,9 @@ class Stage:
     ``run`` does the work and returns metrics (JSON-able: throughput, counts) that land in
     the manifest. ``config`` is the JSON-able slice of the experiment config this stage
     depends on. ``outputs`` are paths relative to the run directory; all must exist after
-    ``run`` returns. ``version`` bumps when the stage's code changes its outputs.
+    ``run`` returns. ``scratch`` are further paths the stage may write (models, tables of
+    optional branches); like ``outputs`` they are removed before a rerun, but they need not
+    exist. ``version`` bumps when the stage's code changes its outputs.
     """
 
     name: str
@@ -66,6 +68,7 @@ class Stage:
     outputs: tuple[str, ...] = ()
     version: int = 1
     seed: int | None = None
+    scratch: tuple[str, ...] = ()
 
 
 @dataclass
@@ -184,7 +187,7 @@ class Pipeline:
             else:
                 if p.action == "rerun":
                     self.log(f"[{s.name}] {p.reason}: removing its outputs and rerunning")
-                    for o in s.outputs:
+                    for o in (*s.outputs, *s.scratch):
                         target = self.run_dir / o
                         if target.is_dir():
                             shutil.rmtree(target)

@@ -30,6 +30,7 @@ STUDY = "data/study.parquet"
 VALIDATION = "data/validation.parquet"
 EXAMPLES = "data/examples.parquet"
 FILTERED = "data/filtered.parquet"
+FILTERED_ROLE = "student_soft_filtered_seed"
 
 
 def _asdict(x: Any) -> Any:
@@ -322,7 +323,7 @@ def _sets(cfg: ExperimentConfig) -> Any:
 
 
 def _filter(cfg: ExperimentConfig, seed: int) -> Any:
-    role = f"student_soft_filtered_seed{seed}"
+    role = f"{FILTERED_ROLE}{seed}"
 
     def run(ctx: StageContext) -> dict[str, Any]:
         from kdmem.analysis import RunDir
@@ -483,6 +484,13 @@ def build_stages(cfg: ExperimentConfig, before: list[Stage] | None = None) -> li
                 ("predict", f"student_soft_seed{s0}", f"measure_student_soft_seed{s0}"),
                 ("filter/filter.json",),
                 seed=s0,
+                scratch=(
+                    "filter",
+                    FILTERED,
+                    f"models/{FILTERED_ROLE}{s0}",
+                    f"measure/{FILTERED_ROLE}{s0}.parquet",
+                    f"validation/{FILTERED_ROLE}{s0}.json",
+                ),
             )
         )
     stages.append(

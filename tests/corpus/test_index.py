@@ -159,6 +159,24 @@ def test_two_d_arrays_properties_and_lazy_export(built: Path) -> None:
     assert "shards=2" in repr(idx)
 
 
+def test_native_dtypes_take_the_fast_path_with_the_same_answers(built: Path) -> None:
+    idx = Index(built)
+    q = [1, 2, 3]
+    want = (idx.count(q), idx.locate(q), idx.longest_match(q), idx.ngram_overlap(q, 2))
+    wide = np.array([9, 1, 2, 3, 9, 9], dtype=np.int64)[1:4]  # contiguous view
+    strided = np.array([1, 0, 2, 0, 3], dtype=np.int64)[::2]  # converted in Python
+    for a in (np.array(q, np.uint32), np.array(q, np.uint16), wide, strided, np.array(q, ">i8")):
+        assert idx.count(a) == want[0]
+        assert all(np.array_equal(x, y) for x, y in zip(idx.locate(a), want[1], strict=True))
+        assert np.array_equal(idx.longest_match(a), want[2])
+        assert idx.ngram_overlap(a, 2).fraction == want[3].fraction
+    for bad in (-1, 2**32, -(2**63)):
+        with pytest.raises(kdmem.TokenRangeError, match=str(bad)):
+            idx.count(np.array([1, bad], dtype=np.int64))
+    with pytest.raises(kdmem.TokenRangeError, match="token id 8"):
+        idx.count(np.array([1, 8], dtype=np.uint16))
+
+
 def test_bad_queries(built: Path) -> None:
     idx = Index(built)
     with pytest.raises(kdmem.TokenRangeError, match="token id 8"):

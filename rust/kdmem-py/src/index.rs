@@ -34,11 +34,25 @@ fn slice<'a, T: numpy::Element>(a: &'a PyReadonlyArray1<'_, T>) -> PyResult<&'a 
 /// A single query as it arrives from the typed wrapper: a contiguous uint32 array (borrowed,
 /// no copy), or uint16 / int64 (converted here, so a common numpy query costs no extra numpy
 /// pass in Python; int64 ids are range-checked while converting).
-#[derive(FromPyObject)]
 enum Query<'py> {
     U32(PyReadonlyArray1<'py, u32>),
     I64(PyReadonlyArray1<'py, i64>),
     U16(PyReadonlyArray1<'py, u16>),
+}
+
+impl<'py> FromPyObject<'_, 'py> for Query<'py> {
+    type Error = PyErr;
+
+    // Plain type checks (no PyErr built for the dtypes that do not match).
+    fn extract(ob: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(a) = ob.cast::<PyArray1<i64>>() {
+            return Ok(Query::I64(a.readonly()));
+        }
+        if let Ok(a) = ob.cast::<PyArray1<u32>>() {
+            return Ok(Query::U32(a.readonly()));
+        }
+        Ok(Query::U16(ob.extract()?))
+    }
 }
 
 impl Query<'_> {

@@ -152,6 +152,15 @@ impl<T: Sym, P: Ptr> Src for View<'_, T, P> {
     fn cmp_suffix(&self, pos: usize, q: &[u32], skip: usize) -> (Ordering, usize) {
         let m = q.len();
         let end = m.min(self.tok.len() - pos);
+        // With a known common prefix the bitmap word is needed anyway: load it before the
+        // tokens so that the two cache misses overlap (pos + skip <= n: the common prefix
+        // lies inside pos's document).
+        let first = skip.max(1);
+        let word = if skip > 0 {
+            self.starts[(pos + first) >> 6]
+        } else {
+            0
+        };
         let mut j = skip;
         while j < end && self.tok[pos + j].get() == q[j] {
             j += 1;
@@ -159,9 +168,15 @@ impl<T: Sym, P: Ptr> Src for View<'_, T, P> {
         // The suffix ends at the first document start in pos + [max(skip, 1), min(j, m - 1)]
         // if there is one; bit n is set, so running off the tokens (j = n - pos < m) is found
         // here too.
-        let first = skip.max(1);
         if m > 0 && first <= j.min(m - 1) {
-            if let Some(e) = first_set_bit(self.starts, pos + first, pos + j.min(m - 1)) {
+            let (a, b) = (pos + first, pos + j.min(m - 1));
+            let hit = if skip > 0 && a >> 6 == b >> 6 {
+                let w = word & (!0u64 << (a & 63)) & (!0u64 >> (63 - (b & 63)));
+                (w != 0).then(|| (a & !63) + w.trailing_zeros() as usize)
+            } else {
+                first_set_bit(self.starts, a, b)
+            };
+            if let Some(e) = hit {
                 return (Ordering::Less, e - pos);
             }
         }
