@@ -45,11 +45,11 @@ impl<'py> FromPyObject<'_, 'py> for Query<'py> {
 
     // Plain type checks (no PyErr built for the dtypes that do not match).
     fn extract(ob: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
-        if let Ok(a) = ob.cast::<PyArray1<i64>>() {
-            return Ok(Query::I64(a.readonly()));
+        if ob.cast::<PyArray1<i64>>().is_ok() {
+            return Ok(Query::I64(ob.extract()?));
         }
-        if let Ok(a) = ob.cast::<PyArray1<u32>>() {
-            return Ok(Query::U32(a.readonly()));
+        if ob.cast::<PyArray1<u32>>().is_ok() {
+            return Ok(Query::U32(ob.extract()?));
         }
         Ok(Query::U16(ob.extract()?))
     }
