@@ -24,6 +24,8 @@ TINY = DemoSize(
     teacher_epochs=2,
     student_epochs=2,
     batch_size=16,
+    seeds=(0,),
+    temperatures=(),
 )
 
 

@@ -993,3 +993,71 @@ def demo(out: str) -> None:
     _quiet_transformers()
     summary = run_demo(out, log=lambda m: click.echo(m, err=True))
     click.echo(format_headline(summary, Path(out)))
+
+
+# ---- filter (kdmem.analysis.filter) ---------------------------------------------------------
+
+
+@main.command("filter")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--data",
+    type=click.Path(exists=True),
+    help="Study set to filter (default RUN_DIR/data/study.parquet).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="Filtered study set (default RUN_DIR/data/filtered.parquet).",
+)
+@click.option(
+    "--predictor",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Default RUN_DIR/predictor/predictor.json.",
+)
+@click.option(
+    "--threshold",
+    default=0.5,
+    show_default=True,
+    type=float,
+    help="Flag examples with predicted probability >= this.",
+)
+@click.option(
+    "--compare",
+    nargs=2,
+    metavar="BEFORE AFTER",
+    help="Instead: compare two measured roles (e.g. student_soft_seed0 student_soft_filtered_seed0).",
+)
+def filter_cmd(
+    run_dir: str,
+    data: str | None,
+    out: str | None,
+    predictor: str | None,
+    threshold: float,
+    compare: tuple[str, str] | None,
+) -> None:
+    """Pre-filtering: drop the examples the predictor flags (then re-distill on the filtered set
+    with `kdmem distill --data`, measure on the full set, and `--compare`)."""
+    import json
+
+    from kdmem.analysis import RunDir
+    from kdmem.analysis.filter import compare_filtered, flag_examples, write_filtered
+    from kdmem.analysis.rundir import write_json_atomic
+
+    rd = Path(run_dir)
+    if compare:
+        flagged_path = rd / "filter" / "flagged.json"
+        flagged = json.loads(flagged_path.read_text())["flagged"] if flagged_path.exists() else []
+        res = compare_filtered(RunDir(rd), compare[0], compare[1], flagged)
+        write_json_atomic(rd / "filter" / "filter.json", res)
+        click.echo(
+            f"memorized before {res['memorized_before']}, after {res['memorized_after']} "
+            f"({res['n_new']} new: {res['new'][:20]}); wrote {rd / 'filter' / 'filter.json'}"
+        )
+        return
+    flags = flag_examples(RunDir(rd), predictor, threshold)
+    target = Path(out) if out else rd / "data" / "filtered.parquet"
+    kept = write_filtered(
+        data or rd / "data" / "study.parquet", flags, target, rd / "filter" / "flagged.json"
+    )
+    click.echo(f"flagged {int(flags['flagged'].sum())} examples; kept {len(kept)} in {target}")

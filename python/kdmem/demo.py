@@ -35,15 +35,15 @@ PLANTED_COUNTS = (2, 4, 8, 16)
 class DemoSize:
     """Knobs of the demo (defaults sized for about 10 minutes on 2 CPU cores)."""
 
-    n_examples: int = 800
+    n_examples: int = 600
     planted_per_count: int = 2
     seq_len: int = 64
     prefix: int = 32
     suffix: int = 32
     vocab_size: int = 2048
-    student_width: int = 64
+    student_width: int = 128
     student_layers: int = 2
-    teacher_width: int = 128
+    teacher_width: int = 192
     teacher_layers: int = 3
     pretrain_epochs: int = 1
     pretrain_docs: int = 3000
@@ -53,6 +53,8 @@ class DemoSize:
     pretrain_lr: float = 3e-3
     batch_size: int = 8
     pretrain_batch_size: int = 32
+    seeds: tuple[int, ...] = (0, 1, 2)
+    temperatures: tuple[float, ...] = (1.0, 4.0)  # sweep beside the main T = 2
     seed: int = 0
 
 
@@ -199,7 +201,7 @@ def demo_config_toml(run_dir: Path, size: DemoSize) -> str:
 [run]
 name = "demo"
 dir = "{run_dir}"
-seeds = [0]
+seeds = [{", ".join(str(k) for k in size.seeds)}]
 threads = 2
 device = "cpu"
 
@@ -231,6 +233,7 @@ epochs = {size.student_epochs}
 lr = {size.lr}
 batch_size = {size.batch_size}
 temperature = 2.0
+temperatures = [{", ".join(repr(float(t)) for t in size.temperatures)}]
 
 [hard]
 epochs = {size.student_epochs}

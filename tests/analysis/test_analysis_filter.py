@@ -70,3 +70,21 @@ def test_compare_matches_set_arithmetic(predicted_run: Path, tmp_path: Path) -> 
     assert out["new"] == sorted(a - b) and out["n_new"] == 3
     assert out["removed_and_memorized"] == 5
     assert out["reduction"] == pytest.approx(1 - len(a) / len(b))
+
+
+def test_filter_cli(predicted_run: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from kdmem.cli import main
+
+    dst = tmp_path / "run"
+    shutil.copytree(predicted_run, dst)
+    ids = RunDir(dst).primary("teacher").example_id
+    write_examples(Examples(ids, np.zeros((len(ids), 4), np.int64)), dst / "data" / "study.parquet")
+    r = CliRunner().invoke(main, ["filter", str(dst), "--threshold", "0.3"])
+    assert r.exit_code == 0, r.output
+    kept = load_examples(dst / "data" / "filtered.parquet")
+    flagged = json.loads((dst / "filter" / "flagged.json").read_text())["flagged"]
+    assert len(kept) + len(flagged) == len(ids) and f"kept {len(kept)}" in r.output
+    r = CliRunner().invoke(main, ["filter", str(dst), "--threshold", "1.5"])
+    assert r.exit_code == 2 and "threshold" in r.output
