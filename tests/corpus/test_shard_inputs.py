@@ -81,6 +81,10 @@ def test_datasets_save_to_disk_and_streamed_load_dataset(tmp_path: Path) -> None
     res = shard_corpus([hub], bpe_tokenizer(), tmp_path / "oh", batch_size=4)
     assert res.n_docs == 10
     assert docs(tmp_path / "oh") == encode(TEXTS[:10])
+    # The same through the hf:NAME[:CONFIG] spelling the experiment configs use.
+    for spec, out in ((f"hf:{hub}", "ohf"), (f"hf:{hub}:default", "ohc")):
+        shard_corpus([spec], bpe_tokenizer(), tmp_path / out, batch_size=4)
+        assert docs(tmp_path / out) == encode(TEXTS[:10])
 
 
 def test_python_source_resume_skips_finished_records(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ here; these are the rest:
 - ``.parquet`` files: the text column read with ``pyarrow.parquet.ParquetFile.iter_batches``;
 - a local Hugging Face ``datasets`` directory written by ``save_to_disk`` (``load_from_disk``;
   for a ``DatasetDict`` the ``split`` is taken);
-- a hub dataset ``hf:NAME`` (``datasets.load_dataset(NAME, split=split, streaming=True)``); any
+- a hub dataset ``hf:NAME`` or ``hf:NAME:CONFIG`` (``datasets.load_dataset(NAME, CONFIG,
+  split=split, streaming=True)``, e.g. ``hf:Salesforce/wikitext:wikitext-103-raw-v1``); any
   other existing directory is passed to ``load_dataset`` the same way (a folder of json/csv/
   parquet files), which is how the tests exercise the hub path without a download.
 
@@ -66,8 +67,8 @@ class Source:
             if self.kind == "disk":
                 ds: Any = datasets.load_from_disk(self.spec)
             else:
-                name = self.spec.removeprefix(HF_PREFIX)
-                ds = datasets.load_dataset(name, split=self.split, streaming=True)
+                name, _, config = self.spec.removeprefix(HF_PREFIX).partition(":")
+                ds = datasets.load_dataset(name, config or None, split=self.split, streaming=True)
         except (OSError, ValueError) as e:  # datasets' own errors derive from these
             raise KdmemIOError(
                 f"cannot read {self.spec}: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
