@@ -137,7 +137,6 @@ def load_examples(
 def write_examples(examples: Examples, path: str | os.PathLike[str]) -> Path:
     """Write ``examples`` as Parquet (``example_id``, ``input_ids``), atomically."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +146,7 @@ def write_examples(examples: Examples, path: str | os.PathLike[str]) -> Path:
             "input_ids": pa.array(list(examples.tokens), type=pa.list_(pa.int64())),
         }
     ).replace_schema_metadata({"kdmem": json.dumps({"tokenizer_hash": examples.tokenizer_hash})})
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, out)
+    from kdmem._io import write_parquet_atomic
+
+    write_parquet_atomic(out, table)
     return out

@@ -19,8 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,10 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# The writers live in kdmem._io; re-exported here for the analysis modules.
+from kdmem._io import write_bytes_atomic as write_bytes_atomic
+from kdmem._io import write_json_atomic as write_json_atomic
+from kdmem._io import write_parquet_atomic as write_parquet_atomic
 from kdmem.errors import (
     CorruptFileError,
     FormatVersionError,
@@ -93,44 +96,7 @@ def parse_role(name: str) -> Role:
     )
 
 
-# ---- atomic writers --------------------------------------------------------------------------
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
-        write(tmp_path)
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-
-    def write(p: Path) -> None:
-        p.write_bytes(data)
-
-    _write_atomic(Path(path), write)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented UTF-8 JSON (NaN is an error: use None) atomically."""
-    text = json.dumps(obj, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
-    write_bytes_atomic(Path(path), text.encode("utf-8"))
-
-
-def write_parquet_atomic(path: Path, table: pa.Table) -> None:
-    """Write a pyarrow table as Parquet atomically."""
-    _write_atomic(Path(path), lambda p: pq.write_table(table, p))
-
+# ---- atomic writers (shared: kdmem._io) ------------------------------------------------------
 
 # ---- tables ------------------------------------------------------------------------------------
 

@@ -294,19 +294,9 @@ def data_fingerprint(ids: npt.NDArray[np.int64], tokens: npt.NDArray[np.int64]) 
 
 
 def write_table_atomic(table: pa.Table, out: Path) -> None:
-    import pyarrow.parquet as pq
+    from kdmem._io import write_parquet_atomic
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise KdmemIOError(f"cannot write {out}: {e.strerror or e}; check the --out path") from None
+    write_parquet_atomic(out, table)
 
 
 def read_meta(path: Path) -> dict[str, Any]:

@@ -407,19 +407,10 @@ def validate(
 
 # ---- files ----------------------------------------------------------------------------------
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """JSON to ``path`` via a temp file in the same directory, fsync and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """JSON to ``path`` atomically (sorted keys; NaN allowed for diverged metrics)."""
+    from kdmem._io import write_json_atomic as _write
+
+    _write(path, obj, sort_keys=True, allow_nan=True)
 
 
 def _full_state(
