@@ -6,6 +6,7 @@ import functools
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -89,3 +90,40 @@ CORPUS = [
     "Ünïcödé 🦀 中文",
     "line with\ttab and trailing space ",
 ] + [f"document number {i} " * (i % 5 + 1) for i in range(40)]
+
+
+def word_corpus(
+    d: Path,
+    *,
+    n_docs: int,
+    planted_len: int,
+    planted_every: int,
+    vocab_cycle: int,
+    max_words: int,
+    shard_tokens: int,
+) -> Any:
+    """A word-level corpus (one token per word ``w0..w11``, id 0 = ``<|endoftext|>``) with a
+    planted word sequence appended to every ``planted_every``-th document, sharded into
+    ``d/shards`` (no EOS); the tokenizer is ``d/tokenizer.json``. Deterministic (seed 0);
+    returns the random generator, for tests that draw more from the same stream."""
+    import numpy as np
+
+    from kdmem.corpus import shard_corpus
+
+    words = [f"w{i}" for i in range(12)]
+    vocab = {EOS: 0, **{w: i + 1 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=EOS))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece()
+    tok.save(str(d / "tokenizer.json"))
+    rng = np.random.default_rng(0)
+    planted = " ".join(rng.choice(words, planted_len))
+    texts = []
+    for i in range(n_docs):
+        text = " ".join(rng.choice(words[: 3 + i % vocab_cycle], int(rng.integers(5, max_words))))
+        texts.append(text + (" " + planted if i % planted_every == 0 else ""))
+    (d / "c.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    shard_corpus(
+        [d / "c.jsonl"], d / "tokenizer.json", d / "shards", eos="none", shard_tokens=shard_tokens
+    )
+    return rng

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from shard_helpers import word_corpus
 
 from kdmem.cli import run
-from kdmem.corpus import open_shards, shard_corpus
+from kdmem.corpus import open_shards
 from kdmem.corpus.featurize import featurize
 from kdmem.corpus.index import Index, build_index
 from kdmem.corpus.scan import scan
@@ -27,19 +27,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Shards (not indexed) of a corpus with planted repeats in every shard, examples and
     generations that hit several shards."""
     d = tmp_path_factory.mktemp("dist")
-    vocab = {"<|endoftext|>": 0, **{w: i + 1 for i, w in enumerate(WORDS)}}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece()
-    tok.save(str(d / "tokenizer.json"))
-    rng = np.random.default_rng(0)
-    planted = " ".join(rng.choice(WORDS, 15))
-    texts = []
-    for i in range(80):
-        words = " ".join(rng.choice(WORDS[: 3 + i % 7], int(rng.integers(5, 40))))
-        texts.append(words + (" " + planted if i % 5 == 0 else ""))
-    (d / "c.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    shard_corpus([d / "c.jsonl"], d / "tokenizer.json", d / "shards", eos="none", shard_tokens=400)
+    rng = word_corpus(
+        d, n_docs=80, planted_len=15, planted_every=5, vocab_cycle=7, max_words=40, shard_tokens=400
+    )
     ss = open_shards(d / "shards")
     assert len(ss.shards) >= 3
     docs = [ss[i].astype(np.int64).tolist() for i in range(len(ss))]

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from shard_helpers import word_corpus
+from tokenizers import Tokenizer
 
-from kdmem.corpus import open_shards, shard_corpus
+from kdmem.corpus import open_shards
 from kdmem.corpus.featurize import featurize
 from kdmem.corpus.index import build_index
 from kdmem.corpus.scan import maximal_spans, scan
@@ -38,19 +39,9 @@ def longest(docs: list[list[int]], q: list[int]) -> list[int]:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[list[int]]]:
     d = tmp_path_factory.mktemp("feat")
-    vocab = {"<|endoftext|>": 0, **{w: i + 1 for i, w in enumerate(WORDS)}}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece()
-    tok.save(str(d / "tokenizer.json"))
-    rng = np.random.default_rng(0)
-    planted = " ".join(rng.choice(WORDS, 12))
-    texts = []
-    for i in range(60):
-        words = " ".join(rng.choice(WORDS[: 3 + i % 9], int(rng.integers(5, 30))))
-        texts.append(words + (" " + planted if i % 7 == 0 else ""))
-    (d / "c.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    shard_corpus([d / "c.jsonl"], d / "tokenizer.json", d / "shards", eos="none", shard_tokens=300)
+    word_corpus(
+        d, n_docs=60, planted_len=12, planted_every=7, vocab_cycle=9, max_words=30, shard_tokens=300
+    )
     build_index(d / "shards", threads=2)
     ss = open_shards(d / "shards")
     docs = [ss[i].astype(np.int64).tolist() for i in range(len(ss))]
