@@ -2,8 +2,8 @@
 
     .venv/bin/python benches/bench_index.py [--tokens 20000000] [--threads 2] [--work /tmp/kdmem-bench-index]
 
-Corpus: the running Python's standard-library sources, then the installed packages' sources
-(real text, no download), split into ~3,000-character documents, tokenized with a byte-level BPE (16k vocab) trained on them
+Corpus: the running Python's standard-library sources, then the installed packages' sources,
+headers and text files (real text, no download), split into ~3,000-character documents, tokenized with a byte-level BPE (16k vocab) trained on them
 (u16 tokens), cut at --tokens. kdmem gets --threads shards; tokengrams one memmap table.
 Measured in the same run:
 
@@ -13,6 +13,8 @@ Measured in the same run:
   document-aware (its counts may include matches across document boundaries), so the
   agreement rate is printed rather than asserted;
 - longest_match: 1,000 sequences of 256 tokens (corpus windows with every 20th token replaced);
+- featurize: --featurize-examples study examples (100-token corpus windows, a third with a
+  random tail) at 1 and --threads threads, identical output;
 - infini-gram 2.6.0 (unless --no-infini-gram): its suffix-array step on the same tokens, count
   latency, creativity() against longest_match, and kdmem.Index opening its files.
 """
@@ -49,20 +51,29 @@ def write_kdt(path: Path, tokens: np.ndarray, offsets: np.ndarray, vocab: int) -
     path.write_bytes(head + tok + bytes(pad) + off)
 
 
+def tokenizer_path(work: Path, n_tokens: int) -> Path:
+    return work / f"tokenizer-v2-{n_tokens}.json"
+
+
 def corpus(work: Path, n_tokens: int) -> tuple[np.ndarray, np.ndarray, int]:
-    cache = work / f"corpus-{n_tokens}.npz"
-    if cache.exists():
+    cache = work / f"corpus-v2-{n_tokens}.npz"
+    if cache.exists() and tokenizer_path(work, n_tokens).exists():
         z = np.load(cache)
         return z["tokens"], z["offsets"], int(z["vocab"])
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     docs = list(stdlib_documents(kind="source", chunk_chars=3000))
-    # More real text than the stdlib alone: the installed packages' Python sources.
-    for p in sorted(Path(sysconfig.get_paths()["purelib"]).rglob("*.py")):
-        if sum(map(len, docs)) > n_tokens * 4:
-            break
-        text = p.read_text(encoding="utf-8", errors="replace")
-        docs.extend(text[i : i + 3000] for i in range(0, len(text), 3000))
+    # More real text than the stdlib alone: the installed packages' Python sources, then
+    # their stubs, C/C++/CUDA headers and sources, and text files (~420 MB on this venv).
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    chars = sum(map(len, docs))
+    for ext in ("py", "pyi", "h", "hpp", "cuh", "c", "cpp", "txt", "md", "rst", "js"):
+        for p in sorted(purelib.rglob(f"*.{ext}")):
+            if chars > n_tokens * 4:
+                break
+            text = p.read_text(encoding="utf-8", errors="replace")
+            docs.extend(text[i : i + 3000] for i in range(0, len(text), 3000))
+            chars += len(text)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -80,6 +91,7 @@ def corpus(work: Path, n_tokens: int) -> tuple[np.ndarray, np.ndarray, int]:
     offsets = np.minimum(np.concatenate([[0], np.cumsum(lengths)]), len(tokens))
     offsets = offsets[: np.searchsorted(offsets, len(tokens)) + 1]
     np.savez(cache, tokens=tokens, offsets=offsets, vocab=tok.get_vocab_size())
+    tok.save(str(tokenizer_path(work, n_tokens)))
     return tokens, offsets, tok.get_vocab_size()
 
 
@@ -120,6 +132,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path("/tmp/kdmem-bench-index"))
     ap.add_argument("--queries", type=int, default=10_000)
+    ap.add_argument("--featurize-examples", type=int, default=10_000)
     ap.add_argument("--no-infini-gram", dest="infini_gram", action="store_false")
     args = ap.parse_args()
     work: Path = args.work
@@ -228,8 +241,63 @@ def main() -> None:
             f"longest_match 1,000 x 256 tokens, {th} thread(s): {dt * 1e3 / len(seqs):.2f} ms per sequence (mean match {np.mean([m.mean() for m in ms]):.1f} tokens)"
         )
 
+    featurize_scaling(args, work, kd, tokens, offsets, rng)
     if args.infini_gram:
         infini_gram(args, work, tokens, offsets, qs, seqs, idx)
+
+
+def featurize_scaling(args, work, kd, tokens, offsets, rng) -> None:  # type: ignore[no-untyped-def]
+    """`featurize` (prefix 50 + suffix 50, 8-gram overlap) of --featurize-examples study
+    examples with input_ids and text, at 1 and --threads threads; outputs must be identical."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tokenizers import Tokenizer
+
+    from kdmem.corpus.featurize import featurize
+
+    tok = Tokenizer.from_file(str(tokenizer_path(work, args.tokens)))
+    # Training examples: 100-token corpus windows; every third gets a fresh 50-token tail.
+    vocab = tok.get_vocab_size()
+    ex = []
+    while len(ex) < args.featurize_examples:
+        d = int(rng.integers(0, len(offsets) - 1))
+        a, b = int(offsets[d]), int(offsets[d + 1])
+        if b - a < 100:
+            continue
+        s = int(rng.integers(a, b - 99))
+        w = tokens[s : s + 100].astype(np.int64)
+        if len(ex) % 3 == 2:
+            w[50:] = rng.integers(0, vocab, size=50)
+        ex.append(w)
+    path = work / "featurize-examples.parquet"
+    texts = tok.decode_batch([w.tolist() for w in ex], skip_special_tokens=False)
+    pq.write_table(
+        pa.table(
+            {
+                "example_id": np.arange(len(ex), dtype=np.int64),
+                "input_ids": pa.array([w.tolist() for w in ex], pa.list_(pa.int64())),
+                "text": texts,
+            }
+        ),
+        path,
+    )
+    counts = sorted({1, args.threads})
+    secs = {th: float("inf") for th in counts}
+    for _ in range(2):  # best of 2, interleaved so cache warmth and load drift hit both
+        for th in counts:
+            out = work / f"features-{th}.parquet"
+            t = time.perf_counter()
+            featurize(path, kd, out, prefix=50, suffix=50, ngram=(8,), threads=th, progress=False)
+            secs[th] = min(secs[th], time.perf_counter() - t)
+    outs = {th: pq.read_table(work / f"features-{th}.parquet") for th in counts}
+    for th in counts:
+        print(
+            f"featurize {len(ex):,} examples (50+50 tokens), {th} thread(s): {secs[th]:6.2f} s, {len(ex) / secs[th]:,.0f} examples/s"
+        )
+    same = all(o.equals(outs[1]) for o in outs.values())
+    print(
+        f"featurize scaling 1 -> {args.threads} threads: {secs[1] / secs[args.threads]:.2f}x; outputs identical: {same}"
+    )
 
 
 def infini_gram(args, work, tokens, offsets, qs, seqs, idx) -> None:  # type: ignore[no-untyped-def]

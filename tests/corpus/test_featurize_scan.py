@@ -16,7 +16,7 @@ from kdmem.corpus import open_shards
 from kdmem.corpus.featurize import featurize
 from kdmem.corpus.index import build_index
 from kdmem.corpus.scan import maximal_spans, scan
-from kdmem.errors import InvalidArgumentError
+from kdmem.errors import InvalidArgumentError, MalformedRecordError
 
 WORDS = [f"w{i}" for i in range(12)]
 
@@ -113,6 +113,36 @@ def test_featurize_matches_oracles(corpus: tuple[Path, Path, list[list[int]]]) -
     )
     raw = np.array(t["window_count"])
     assert pq.read_table(excl).column("window_count").to_pylist() == np.maximum(raw - 1, 0).tolist()
+
+
+def test_featurize_parquet_input_ids(corpus: tuple[Path, Path, list[list[int]]]) -> None:
+    """Parquet token ids (two row groups, unsorted ids) read like JSONL; bad columns fail."""
+    import pyarrow as pa
+
+    d, tok_path, docs = corpus
+    rows = [docs[i][:12] for i in (3, 0, 9, 5) if len(docs[i]) >= 12] + [[4, 5]]
+    ids = [7, 3, 11, 1, 20][: len(rows)]
+    (d / "px.jsonl").write_text(
+        "".join(
+            json.dumps({"example_id": i, "input_ids": r}) + "\n"
+            for i, r in zip(ids, rows, strict=True)
+        )
+    )
+    table = pa.table({"example_id": ids, "input_ids": pa.array(rows, pa.list_(pa.int32()))})
+    pq.write_table(table, d / "px.parquet", row_group_size=2)
+    kw = dict(prefix=4, suffix=6, tokenizer=str(tok_path), threads=1)
+    a = featurize(d / "px.jsonl", d / "shards", d / "pa.parquet", **kw)
+    b = featurize(d / "px.parquet", d / "shards", d / "pb.parquet", **kw)
+    assert pq.read_table(a).equals(pq.read_table(b))
+    assert pq.read_table(b).num_rows == len(rows) - 1
+    bad = {
+        "floats": pa.table({"input_ids": pa.array([[1.0, 2.0]], pa.list_(pa.float64()))}),
+        "null": pa.table({"input_ids": pa.array([[1, 2], None], pa.list_(pa.int64()))}),
+    }
+    for name, t in bad.items():
+        pq.write_table(t, d / f"bad-{name}.parquet")
+        with pytest.raises(MalformedRecordError, match="input_ids"):
+            featurize(d / f"bad-{name}.parquet", d / "shards", d / "pz.parquet", **kw)
 
 
 def test_featurize_needs_a_tokenizer_for_token_ids(
