@@ -100,6 +100,12 @@ def main() -> None:
         action="store_true",
         help="random-weight Pythia-1.4B-sized GPT-NeoX (2048 wide, 24 layers)",
     )
+    ap.add_argument(
+        "--attn",
+        default="sdpa",
+        choices=("sdpa", "eager"),
+        help="attention kernels of both recipes (sdpa: what from_pretrained picks by default)",
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--skip-memory", action="store_true")
     a = ap.parse_args()
@@ -117,7 +123,9 @@ def main() -> None:
             num_layers=a.layers,
             num_heads=16 if a.pythia else 4,
         )
-        return build_model(cfg, seed=seed).to(device=dev, dtype=dtype)
+        m = build_model(cfg, seed=seed).to(device=dev, dtype=dtype)
+        m.config._attn_implementation = a.attn  # both recipes run the same kernels
+        return m
 
     model, ref = mk(0), mk(1)
     rng = np.random.default_rng(0)
@@ -129,7 +137,8 @@ def main() -> None:
     )
     print(
         f"model: GPT-NeoX hidden {a.hidden}, {a.layers} layers, vocab {a.vocab}, {a.dtype} on "
-        f"{dev}; {a.n} examples, prefix {a.prefix} + suffix {a.suffix}, batch {a.batch}, "
+        f"{dev}, {a.attn} attention; "
+        f"{a.n} examples, prefix {a.prefix} + suffix {a.suffix}, batch {a.batch}, "
         f"torch threads {torch.get_num_threads()}"
     )
 

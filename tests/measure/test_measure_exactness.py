@@ -119,6 +119,13 @@ def test_scores_match_direct_formulas(trained, study_set) -> None:
         out["entropy_last_k"], ent[:, n - kk :].mean(1), rtol=1e-4, atol=1e-6
     )
     assert (out["tie_gap"] >= 0).all()
+    # Entropy is only computed where entropy_last_k reads it: a K that starts inside a
+    # sequence chunk, with and without a reference model (which needs p everywhere).
+    for ref in (None, model):
+        part = forward_scores(model, x, PREFIX, seq_chunk=5, entropy_k=7, reference=ref)
+        np.testing.assert_allclose(
+            part["entropy_last_k"], ent[:, n - 7 :].mean(1), rtol=1e-4, atol=1e-6
+        )
 
 
 def test_independent_of_batch_size_and_seq_chunk(trained, study_set) -> None:

@@ -81,11 +81,14 @@ class _Logits:
 
 
 def _check_finite(logits: torch.Tensor, model: Any, first_id: int | None, what: str) -> None:
+    """Raise on any NaN or +-inf logit. The row sums carry every non-finite value (NaN stays
+    NaN, inf stays inf or meets -inf as NaN) in one reduction, 5-10x cheaper than
+    ``isfinite`` over ``[B, T, V]``; only finite logits summing past 3e38 would be flagged."""
     import torch
 
-    bad = ~torch.isfinite(logits)
+    bad = ~torch.isfinite(logits.sum(-1))
     if bool(bad.any()):
-        row = int(bad.flatten(1).any(1).nonzero()[0])
+        row = int(bad.any(1).nonzero()[0])
         where = f"example id {first_id + row}" if first_id is not None else f"batch row {row}"
         raise NonFiniteLogitsError(
             f"NaN/inf logits on {where} from the {what}model (dtype "
@@ -149,6 +152,7 @@ def forward_scores(
             if reverse_kl and ref is not None
             else None
         )
+        kk = max(1, min(entropy_k, n))  # entropy_last_k reads positions n-kk .. n-1 only
         for t0 in range(0, n, chunk):
             t1 = min(n, t0 + chunk)
             logits = src.chunk(t0, t1)
@@ -156,8 +160,15 @@ def forward_scores(
             tgt = tokens[:, t0 + 1 : t1 + 1]
             logp = logits.log_softmax(-1)
             tok_lp[:, t0:t1] = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
-            p = logp.exp()
-            ent[:, t0:t1] = -rowdot(p, logp)
+            e0 = max(t0, n - kk) - t0  # first position of this chunk that needs the entropy
+            if ref is not None:  # the KL needs p at every position
+                p = logp.exp()
+                if e0 < t1 - t0:
+                    ent[:, t0 + e0 : t1] = -rowdot(p[:, e0:], logp[:, e0:])
+            else:
+                p = logp[:, e0:].exp()
+                if e0 < t1 - t0:
+                    ent[:, t0 + e0 : t1] = -rowdot(p, logp[:, e0:])
             # Suffix positions P-1 .. W-2 intersected with this chunk.
             a0, a1 = max(t0, prefix - 1), t1
             if a0 < a1:
@@ -197,7 +208,6 @@ def forward_scores(
         suf_lp = lp64[:, prefix - 1 :].sum(1)
         k = max(1, int(mink_frac * n))
         mink = lp64.topk(k, dim=1, largest=False).values.mean(1)
-        kk = max(1, min(entropy_k, n))
         ent_k = ent[:, n - kk :].double().mean(1)
         out: dict[str, npt.NDArray[Any]] = {
             "memorized": memorized.cpu().numpy(),
