@@ -212,6 +212,15 @@ def test_nan_logits(trained, study_set, tmp_path) -> None:
         NonFiniteLogitsError, match="NaN/inf logits on example id 100 from the model"
     ):
         measure_tokens(m, study_set.tokens, PREFIX, example_ids=study_set.ids)
+    # Non-finite values in one lm-head row of the reference give non-finite logits in
+    # that column at every position; they are caught through the KL.
+    good = build_model(tiny_config("qwen3", 96, hidden_size=32, num_layers=1), seed=1)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        ref = build_model(tiny_config("qwen3", 96, hidden_size=32, num_layers=1), seed=2)
+        with torch.no_grad():
+            ref.get_output_embeddings().weight[3, :] = bad
+        with pytest.raises(NonFiniteLogitsError, match="from the reference model"):
+            measure_tokens(good, study_set.tokens, PREFIX, reference=ref, example_ids=study_set.ids)
     d = save_model(m, tmp_path / "nan")
     data = tmp_path / "d.parquet"
     write_examples(Examples(study_set.ids, study_set.tokens), data)

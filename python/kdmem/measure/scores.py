@@ -60,11 +60,16 @@ COLUMNS = (
 
 
 class _Logits:
-    """Per-chunk logits of one model over a batch: ``chunk(t0, t1) -> [B, t1-t0, V]``."""
+    """Per-chunk logits of one model over a batch: ``chunk(t0, t1) -> [B, t1-t0, V]``.
+
+    The last token of the window predicts nothing that is scored, so the model runs on
+    ``tokens[:, :-1]`` (causal attention: the outputs at positions 0..W-2 are the same).
+    """
 
     def __init__(self, model: PreTrainedModel, tokens: torch.Tensor) -> None:
         self.full: torch.Tensor | None = None
         self.hidden: torch.Tensor | None = None
+        tokens = tokens[:, :-1]
         cfg = model.config
         if any(getattr(cfg, a, None) not in (None, 1, 1.0) for a in _POSTPROCESSED_LOGITS):
             self.full = model(input_ids=tokens, use_cache=False).logits
@@ -186,10 +191,12 @@ def forward_scores(
                     logp = logits[..., :vocab].log_softmax(-1)
                     p = logp.exp()
                 lr = ref.chunk(t0, t1)
-                _check_finite(lr, reference, first_id, "reference ")
                 lq = lr[..., :vocab].log_softmax(-1)
                 del lr
                 f, r = kl_from_logprobs(logp, lq, p, reverse=kl_r is not None)
+                # The model's logits are finite here, so a NaN or +-inf reference logit makes
+                # that position's KL non-finite (NaN row, +inf normalizer, or p * inf).
+                _check_finite(f[..., None], reference, first_id, "reference ")
                 kl_f[:, t0:t1] = f
                 if kl_r is not None and r is not None:
                     kl_r[:, t0:t1] = r
