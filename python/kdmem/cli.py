@@ -671,6 +671,12 @@ def _shard_summary(res: Any) -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace a different earlier output in --out.")
 @click.option("--split", default="train", show_default=True, help="Split of datasets inputs.")
+@click.option(
+    "--max-documents",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Read at most N records of streamed sources (hf:NAME, Parquet, datasets dirs).",
+)
 def shard(inputs: tuple[str, ...], **kw: Any) -> None:
     """Tokenize INPUT... (.jsonl[.gz|.zst], .txt, .parquet, datasets dir, hf:NAME) into shards.
 

@@ -56,6 +56,7 @@ class DataSection:
     text_field: str = "text"
     subset: str | None = None  # hub dataset config name (e.g. a crawl or "wikitext-103-raw-v1")
     split: str = "train"
+    max_documents: int | None = None  # read at most this many corpus records (streamed sources)
     n_examples: int = 1_000_000
     n_validation: int = 1_000
     seq_len: int = 256

@@ -76,6 +76,7 @@ def _shard(cfg: ExperimentConfig) -> Any:
             dtype=cfg.data.dtype,
             text_field=cfg.data.text_field,
             split=cfg.data.split,
+            max_documents=cfg.data.max_documents,
         )
         return {"n_docs": res.n_docs, "n_tokens": res.n_tokens}
 
@@ -381,7 +382,11 @@ def build_stages(cfg: ExperimentConfig, before: list[Stage] | None = None) -> li
         Stage(
             "shard",
             _shard(c),
-            {k: data[k] for k in ("corpus", "text_field", "subset", "split", "dtype")},
+            {
+                **{k: data[k] for k in ("corpus", "text_field", "subset", "split", "dtype")},
+                # only when set, so runs made before the option keep their fingerprint
+                **({"max_documents": c.data.max_documents} if c.data.max_documents else {}),
+            },
             ("tokenizer",),
             ("shards",),
         ),

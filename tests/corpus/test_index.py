@@ -189,6 +189,17 @@ def test_bad_queries(built: Path) -> None:
         idx.count(np.zeros((2, 2), dtype=np.int64))
     with pytest.raises(kdmem.InvalidArgumentError, match="n >= 1"):
         idx.ngram_overlap([1], 0)
+    # 2-D batches are converted and range-checked as a whole; rows answer like lists.
+    batch = np.array([[1, 2, 3], [3, 2, 1]], dtype=np.int64)
+    assert idx.count_many(batch).tolist() == [idx.count([1, 2, 3]), idx.count([3, 2, 1])]
+    assert idx.count_many(batch[:, 1:]).tolist() == [idx.count([2, 3]), idx.count([2, 1])]
+    assert idx.count_many(np.zeros((2, 0), np.int64)).tolist() == [idx.count([])] * 2
+    with pytest.raises(kdmem.TokenRangeError, match="-7"):
+        idx.count_many(np.array([[1, 2], [3, -7]]))
+    with pytest.raises(kdmem.InvalidArgumentError, match="dtype float"):
+        idx.longest_match_many(np.ones((2, 2)))
+    with pytest.raises(kdmem.InvalidArgumentError, match="2-D"):
+        idx.count_many(np.zeros((2, 2, 2), dtype=np.int64))
     with pytest.raises(kdmem.TokenizerMismatchError, match="090909090909"):
         Index(built, tokenizer_hash="09" * 32)
     Index(built, tokenizer_hash="07" * 32)

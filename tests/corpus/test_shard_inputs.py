@@ -108,3 +108,44 @@ def test_python_source_resume_skips_finished_records(tmp_path: Path) -> None:
     assert open_shards(part).n_tokens == open_shards(full).n_tokens
     # The rewritten manifest is byte-identical too (same writer, same order).
     assert tree(part) == want
+
+
+def test_max_documents_caps_streamed_sources(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kdmem.errors import InvalidArgumentError
+
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pq.write_table(pa.table({"text": TEXTS[:9]}), a)
+    pq.write_table(pa.table({"text": TEXTS[9:]}), b)
+    # The cap counts records across inputs, in order, and cuts inside a batch.
+    for cap in (4, 9, 13, len(TEXTS) + 5):
+        out = tmp_path / f"cap{cap}"
+        res = shard_corpus([a, b], bpe_tokenizer(), out, batch_size=5, max_documents=cap)
+        assert docs(out) == encode(TEXTS[:cap]) and res.n_docs == min(cap, len(TEXTS))
+    # A resumed capped run gives the same bytes as an uninterrupted one.
+    full = tmp_path / "full"
+    shard_corpus([a, b], bpe_tokenizer(), full, shard_tokens=30, batch_size=3, max_documents=13)
+    want = tree(full)
+    m = json.loads((full / "shards.json").read_text())
+    assert len(m["shards"]) >= 2
+    part = tmp_path / "part"
+    part.mkdir()
+    (part / "shard-00000.kdt").write_bytes(want["shard-00000.kdt"])
+    m["shards"], m["complete"] = m["shards"][:1], False
+    (part / "shards.json").write_text(json.dumps(m))
+    shard_corpus([a, b], bpe_tokenizer(), part, shard_tokens=30, batch_size=3, max_documents=13)
+    assert tree(part) == want
+    # Another cap is another run: it does not resume (or overwrite) this one.
+    with pytest.raises(Exception, match="overwrite"):
+        shard_corpus([a, b], bpe_tokenizer(), full, shard_tokens=30, max_documents=12)
+    with pytest.raises(InvalidArgumentError, match="streamed sources"):
+        shard_corpus(
+            [write_jsonl(tmp_path / "c.jsonl", TEXTS)],
+            bpe_tokenizer(),
+            tmp_path / "j",
+            max_documents=3,
+        )
+    with pytest.raises(InvalidArgumentError, match="positive"):
+        shard_corpus([a], bpe_tokenizer(), tmp_path / "z", max_documents=0)

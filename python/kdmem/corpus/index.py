@@ -74,6 +74,11 @@ def _as_tokens(tokens: TokenArray, what: str = "tokens") -> npt.NDArray[np.uint3
             f"invalid {what} = array of shape {a.shape}: pass a 1-D sequence of token ids "
             "(use the *_many methods for batches)"
         )
+    return _checked_u32(a, what)
+
+
+def _checked_u32(a: npt.NDArray[Any], what: str) -> npt.NDArray[np.uint32]:
+    """``a`` (any shape) as contiguous uint32, rejecting non-integer and out-of-range ids."""
     if a.dtype.kind not in "iu":
         raise InvalidArgumentError(
             f"invalid {what} = array of dtype {a.dtype}: pass integer token ids"
@@ -112,7 +117,10 @@ def _as_batch(queries: npt.ArrayLike | Sequence[TokenArray]) -> list[npt.NDArray
                 f"invalid queries = array of shape {queries.shape}: pass a 2-D array "
                 "(one query per row) or a list of 1-D arrays"
             )
-        return [_as_tokens(row, "queries[i]") for row in queries]
+        if queries.size == 0:
+            return [np.zeros(0, dtype=np.uint32) for _ in range(len(queries))]
+        # One conversion and range check for the whole batch; the rows are views.
+        return list(_checked_u32(queries, "queries[i]"))
     return [_as_tokens(q, "queries[i]") for q in queries]  # type: ignore[union-attr]
 
 

@@ -85,6 +85,7 @@ def shard_corpus(
     overwrite: bool = False,
     split: str = "train",
     batch_size: int = 4096,
+    max_documents: int | None = None,
     progress: Progress | None = None,
 ) -> ShardResult:
     """Tokenize ``inputs`` with ``tokenizer`` into shards under ``out``; see the module docs.
@@ -103,16 +104,30 @@ def shard_corpus(
         overwrite: replace a different earlier output in ``out``.
         split: split for ``datasets`` inputs.
         batch_size: rows per batch for Python-read sources.
+        max_documents: read at most this many records (good and bad, in input order) from
+            streamed sources (``hf:NAME``, Parquet, ``datasets`` directories): a cap for
+            sampling a prefix of a hub corpus. Part of the run's identity (a rerun with
+            another cap does not resume this one). Natively read files reject it.
         progress: called about ten times a second with the counters.
     """
     from kdmem import _core
 
     if not inputs:
         raise InvalidArgumentError("invalid inputs = []: pass at least one input path")
+    if max_documents is not None and max_documents < 1:
+        raise InvalidArgumentError(
+            f"invalid max_documents = {max_documents}: pass a positive record count, or none"
+        )
     specs = [str(i) for i in inputs]
     sources = [classify_source(s, text_field, split) for s in specs]
     outp = Path(out)
     if all(s is None for s in sources):
+        if max_documents is not None:
+            raise InvalidArgumentError(
+                f"invalid max_documents = {max_documents} for natively read files "
+                f"({specs[0]}, ...): the cap applies to streamed sources (hf:NAME, Parquet, "
+                "datasets directories); cut local files instead (e.g. head -n N)"
+            )
         for s in specs:
             if not Path(s).exists():
                 raise KdmemIOError(
@@ -139,9 +154,15 @@ def shard_corpus(
             "Parquet / datasets inputs cannot be mixed in one run; shard them into separate --out directories"
         )
     srcs = [s for s in sources if s is not None]
-    config = json.dumps(
-        {"sources": describe(srcs), "text_field": text_field, "skip_bad": skip_bad, "split": split}
-    )
+    ident: dict[str, Any] = {
+        "sources": describe(srcs),
+        "text_field": text_field,
+        "skip_bad": skip_bad,
+        "split": split,
+    }
+    if max_documents is not None:  # absent when unset: earlier runs keep their identity
+        ident["max_documents"] = max_documents
+    config = json.dumps(ident)
     w = _core.ShardWriter(
         outp,
         config=config,
@@ -154,20 +175,31 @@ def shard_corpus(
     )
     resumed = w.resumed_shards
     if not w.is_complete:
-        _feed_texts(w, srcs, skip_bad, batch_size, progress)
+        _feed_texts(w, srcs, skip_bad, batch_size, progress, max_documents)
     return _result(outp, w.finish(", ".join(specs[:3])), resumed)
 
 
 def _feed_texts(
-    w: Any, sources: list[Source], skip_bad: bool, batch_size: int, progress: Progress | None
+    w: Any,
+    sources: list[Source],
+    skip_bad: bool,
+    batch_size: int,
+    progress: Progress | None,
+    max_documents: int | None = None,
 ) -> None:
     from kdmem.errors import MissingFieldError
 
     skip = int(w.records_to_skip)
     docs = tokens = chars = 0
+    seen = 0  # records of all sources so far, for max_documents
     for src in sources:
         record = 0
         for batch in src.batches(batch_size):
+            if max_documents is not None:
+                if seen >= max_documents:
+                    return
+                batch = batch[: max_documents - seen]
+            seen += len(batch)
             start = record
             record += len(batch)
             if skip >= len(batch):
