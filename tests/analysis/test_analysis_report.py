@@ -38,6 +38,19 @@ def test_report_files_and_summary(report_dir: Path, predicted_run: Path) -> None
     assert summary["predictor"]["target"] == "student_soft_seed0"
     assert [s["temperature"] for s in summary["temperature_sweep"]] == [1.0, 2.0, 4.0]
     assert len(summary["utility"]) == 10
+    # Filter section: counts straight from the two measure tables and flagged.json.
+    import pyarrow.parquet as pq
+
+    def memorized(role: str) -> set[int]:
+        t = pq.read_table(predicted_run / "measure" / f"{role}.parquet").to_pydict()
+        return {i for i, m in zip(t["example_id"], t["memorized"], strict=True) if m}
+
+    before, after = memorized("student_soft_seed0"), memorized("student_soft_seed1")
+    flagged = set(json.loads((predicted_run / "filter" / "flagged.json").read_text())["flagged"])
+    f = summary["filter"]
+    assert (f["memorized_before"], f["memorized_after"]) == (len(before), len(after))
+    assert f["n_new"] == len(after - before) and f["n_flagged"] == len(flagged) > 0
+    assert f["removed_and_memorized"] == len(before & flagged)
     expected = {
         "fig-rates.png",
         "fig-upset.png",
@@ -70,9 +83,16 @@ def test_missing_optional_inputs_become_notes(tmp_path: Path, synthetic_run: Pat
     rep = build_report(run)
     s = rep.summary["sections"]
     assert s["rates"] == "ok" and s["examples"] == "ok"
-    for sec in ("sets", "zlib", "mechanism", "temperature", "predictor", "utility"):
+    for sec in ("sets", "zlib", "mechanism", "temperature", "predictor", "utility", "filter"):
         assert s[sec] == "omitted", sec
     notes = rep.summary["notes"]
+    assert "kdmem filter" in notes["filter"]
+    # A skipped filter stage says why, escaped.
+    (run / "filter").mkdir()
+    (run / "filter" / "filter.json").write_text(json.dumps({"skipped": f"no predictor: {PLANTED}"}))
+    rep = build_report(run)
+    assert "skipped" in rep.summary["notes"]["filter"]
+    assert ESCAPED in rep.index.read_text() and PLANTED not in rep.index.read_text()
     assert "kdmem measure" in notes["sets"] and "baseline" in notes["sets"]
     assert "kdmem featurize" in notes["zlib"]
     assert "kdmem predict" in notes["predictor"]

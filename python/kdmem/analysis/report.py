@@ -5,7 +5,8 @@ file alone is the whole report), ``RUN/report/summary.json`` and ``RUN/report/fi
 Sections follow the paper's analyses (Borkar et al. 2026): rates, T/B/S overlaps (UpSet),
 zlib vs baseline perplexity of easy examples, entropy vs log-probability on (T ∩ B) \\ S,
 memorization vs distillation temperature, the predictor (metrics, ROC/PR, coefficients),
-utility (validation loss/perplexity) and the memorized examples with their text.
+utility (validation loss/perplexity), pre-filtering (memorization before and after
+re-distilling without the flagged examples) and the memorized examples with their text.
 
 Only measure tables are required. A section whose inputs are missing is replaced by a note
 naming the file and the command that writes it; inconsistent inputs (different study sets, an
@@ -630,6 +631,79 @@ def _utility(ctx: _Ctx) -> _Section:
     return s
 
 
+def _filter(ctx: _Ctx) -> _Section:
+    """The pre-filtering experiment: flagged examples, memorization before and after."""
+    import json
+
+    s = _Section("filter", "Pre-filtering and re-distillation")
+    path = ctx.run.path / "filter" / "filter.json"
+    if not path.is_file():
+        s.note = (
+            f"Section omitted: no {path} (written by the study's filter stage or "
+            "`kdmem filter --compare`, see docs/run_dir.md)."
+        )
+        return s
+    try:
+        res = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        s.note = f"Section omitted: {path} is not readable JSON ({e}); rerun the filter stage."
+        return s
+    if "skipped" in res:
+        s.note = f"Section omitted: the filter stage was skipped ({res['skipped']})."
+        return s
+    flagged: dict[str, Any] = {}
+    fpath = ctx.run.path / "filter" / "flagged.json"
+    if fpath.is_file():
+        try:
+            flagged = json.loads(fpath.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            flagged = {}
+    n = res.get("n_examples")
+    rows: list[list[Any]] = [
+        ["examples in D", n],
+        [
+            "flagged by the predictor (removed before re-distilling)",
+            f"{res.get('n_flagged')}"
+            + (f" at threshold {_num(flagged['threshold'])}" if "threshold" in flagged else ""),
+        ],
+        [f"memorized before ({res.get('before_role')})", res.get("memorized_before")],
+        [f"memorized after ({res.get('after_role')})", res.get("memorized_after")],
+        ["reduction", _pct(res.get("reduction"))],
+        [
+            "flagged and memorized before (what the filter was for)",
+            res.get("removed_and_memorized"),
+        ],
+        ["newly memorized after filtering", res.get("n_new")],
+        ["memorized both before and after", len(res.get("still_memorized", []))],
+    ]
+    new = [int(i) for i in res.get("new", [])]
+    ctx.summary["filter"] = {
+        k: res.get(k)
+        for k in (
+            "before_role",
+            "after_role",
+            "n_examples",
+            "n_flagged",
+            "memorized_before",
+            "memorized_after",
+            "reduction",
+            "removed_and_memorized",
+            "n_new",
+        )
+    }
+    body = [
+        '<p class="cap">Both students are measured on the full study set D; the filtered '
+        "student never saw the flagged examples.</p>",
+        html_table(["", "value"], rows, cls="filter"),
+    ]
+    if new:
+        shown = ", ".join(str(i) for i in new[:50])
+        more = f" (first 50 of {len(new)})" if len(new) > 50 else ""
+        body.append(f'<p class="cap">Newly memorized example ids{more}: {_e(shown)}</p>')
+    s.body = "\n".join(body)
+    return s
+
+
 def _examples(ctx: _Ctx) -> _Section:
     s = _Section("examples", "Memorized examples")
     run = ctx.run
@@ -719,6 +793,7 @@ _SECTIONS: tuple[Callable[[_Ctx], _Section], ...] = (
     _temperature,
     _predictor,
     _utility,
+    _filter,
     _examples,
 )
 
