@@ -486,13 +486,13 @@ def train(**kw: Any) -> None:
 
     cfg = _recipe_config(FinetuneConfig, kw)
     _quiet_transformers()
-    from kdmem.train.common import teardown_distributed
+    from kdmem._dist import shutdown
     from kdmem.train.finetune import finetune
 
     try:
         finetune(cfg)
     finally:
-        teardown_distributed()
+        shutdown()
 
 
 @main.command()
@@ -507,13 +507,13 @@ def distill(**kw: Any) -> None:
 
     cfg = _recipe_config(DistillConfig, kw)
     _quiet_transformers()
-    from kdmem.train.common import teardown_distributed
+    from kdmem._dist import shutdown
     from kdmem.train.distill import distill as run_distill
 
     try:
         run_distill(cfg)
     finally:
-        teardown_distributed()
+        shutdown()
 
 
 # ---- kdmem index ---------------------------------------------------------------------------

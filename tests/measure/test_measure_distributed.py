@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from tiny_memorizers import PREFIX, SUFFIX
 
-from kdmem.measure._runtime import ChunkedRun, Dist
+from kdmem._dist import Dist
+from kdmem.measure._runtime import ChunkedRun
 
 RUN = "import sys; from kdmem.cli import main; main(sys.argv[1:])"
 

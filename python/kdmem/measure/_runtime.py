@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from kdmem import _dist
+from kdmem._dist import Dist
 from kdmem.errors import (
     InvalidArgumentError,
     KdmemIOError,
@@ -44,60 +46,10 @@ PARTS_VERSION = 1
 # ---- devices and distributed ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Dist:
-    """Rank and world size; ``initialized_here`` when kdmem called init_process_group."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    initialized_here: bool = False
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-
 def init_distributed(device: str | None) -> Dist:
-    """Join the process group when launched by torchrun / accelerate (``WORLD_SIZE`` > 1).
-
-    Backend: NCCL on CUDA, gloo on CPU. A single process needs no group at all.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch
-    import torch.distributed as dist
-
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    here = False
-    if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
-        if use_cuda:
-            torch.cuda.set_device(local)
-        # A long measurement chunk must not trip the default 30-minute barrier timeout.
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timedelta(hours=24))
-        here = True
-    return Dist(dist.get_rank(), dist.get_world_size(), local, here)
-
-
-def close_distributed(d: Dist) -> None:
-    if d.initialized_here:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
-
-
-def pick_device(device: str | None, d: Dist) -> str:
-    """``device`` if given, else ``cuda:<local_rank>`` when CUDA is available, else cpu."""
-    if device:
-        return device
-    import torch
-
-    return f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu"
+    """Join the process group under torchrun / accelerate (:mod:`kdmem._dist`); a long
+    measurement chunk must not trip the default 30-minute barrier timeout."""
+    return _dist.init_distributed(device, timeout=timedelta(hours=24))
 
 
 # ---- models -------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from kdmem import _dist
 from kdmem.errors import InvalidArgumentError, TokenizerMismatchError
 from kdmem.measure import _runtime as rt
 from kdmem.measure.scores import COLUMNS, ENTROPY_K, MINK_FRAC, forward_scores
@@ -138,7 +139,7 @@ def measure(
     ex = load_examples(data, w, strict=strict)
     d = rt.init_distributed(device)
     try:
-        dev = rt.pick_device(device, d)
+        dev = _dist.pick_device(device, d)
         m = rt.load_causal_lm(
             str(model), dtype=dtype, device=dev, attn_implementation=attn_implementation
         )
@@ -266,7 +267,7 @@ def measure(
             run.finish(table, meta)
         d.barrier()
     finally:
-        rt.close_distributed(d)
+        _dist.close_distributed(d)
     return out_p
 
 

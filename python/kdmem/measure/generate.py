@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from kdmem import _dist
 from kdmem.errors import InvalidArgumentError
 from kdmem.measure import _runtime as rt
 
@@ -193,7 +194,7 @@ def generate(
     ex: Examples = load_examples(data, prefix, strict=strict)
     d = rt.init_distributed(device)
     try:
-        dev = rt.pick_device(device, d)
+        dev = _dist.pick_device(device, d)
         m = rt.load_causal_lm(
             str(model), dtype=dtype, device=dev, attn_implementation=attn_implementation
         )
@@ -251,5 +252,5 @@ def generate(
             run.finish(table, meta)
         d.barrier()
     finally:
-        rt.close_distributed(d)
+        _dist.close_distributed(d)
     return out

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kdmem import _dist
 from kdmem.data import Examples, load_examples
 from kdmem.errors import (
     InvalidArgumentError,
@@ -51,54 +52,21 @@ STATE = "state.json"
 
 # ---- processes ------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Dist:
-    """This process's place in the job: ``rank`` of ``world`` (1 without torchrun)."""
+class Dist(_dist.Dist):
+    """:class:`kdmem._dist.Dist` plus the device this rank trains on."""
 
-    rank: int
-    world: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
 
 
 def setup_distributed(device: str | None) -> Dist:
     """Join the process group when launched by torchrun / accelerate launch (``WORLD_SIZE``
     > 1): NCCL on CUDA, gloo on CPU. Returns the device this rank trains on."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        dev = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-    else:
-        dev = torch.device(device)
+    # rank 0 alone writes checkpoints and validates: allow long waits at the barrier
+    d = _dist.init_distributed(device, timeout=timedelta(hours=4))
+    dev = torch.device(_dist.pick_device(device, d))
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if dev.type == "cuda" else "gloo"
-        # rank 0 alone writes checkpoints and validates: allow long waits at the barrier
-        torch.distributed.init_process_group(backend=backend, timeout=timedelta(hours=4))
-    return Dist(rank, world, local, dev)
-
-
-def teardown_distributed() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
-def all_reduce_sum(t: torch.Tensor, dist: Dist) -> torch.Tensor:
-    """Sum of ``t`` over ranks (identity for one process)."""
-    if dist.world > 1:
-        t = t.clone()
-        torch.distributed.all_reduce(t)
-    return t
-
-
-def barrier(dist: Dist) -> None:
-    if dist.world > 1:
-        torch.distributed.barrier()
+    return Dist(d.rank, d.world_size, d.local_rank, d.initialized_here, dev)
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -139,10 +107,13 @@ def micro_batches(
     A step consumes ``G = batch * accum * world`` consecutive entries of ``order``; micro-batch
     ``m`` of rank ``r`` is block ``m * world + r``, so the set of examples per step does not
     depend on how ``G`` is split between processes and accumulation."""
-    g = batch * accum * dist.world
+    g = batch * accum * dist.world_size
     idx = order[step * g : (step + 1) * g]
     return [
-        idx[(m * dist.world + dist.rank) * batch : (m * dist.world + dist.rank + 1) * batch]
+        idx[
+            (m * dist.world_size + dist.rank) * batch : (m * dist.world_size + dist.rank + 1)
+            * batch
+        ]
         for m in range(accum)
     ]
 
@@ -150,11 +121,11 @@ def micro_batches(
 def steps_per_epoch(n: int, cfg: OptimConfig, dist: Dist) -> int:
     """Full global batches per epoch; the last ``n % G`` examples of each epoch's order are
     skipped (a different random set each epoch)."""
-    g = cfg.batch_size * cfg.grad_accum * dist.world
+    g = cfg.batch_size * cfg.grad_accum * dist.world_size
     if n < g:
         raise InvalidArgumentError(
             f"{n} training examples are fewer than one global batch of {g} "
-            f"(batch_size {cfg.batch_size} x grad_accum {cfg.grad_accum} x {dist.world} "
+            f"(batch_size {cfg.batch_size} x grad_accum {cfg.grad_accum} x {dist.world_size} "
             "processes); lower --batch-size or --grad-accum"
         )
     return n // g
@@ -383,8 +354,8 @@ def validate(
     the same number of forwards, as FSDP requires)."""
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64)
-    rows = np.arange(dist.rank, len(tokens), dist.world)
-    per_rank = -(-len(tokens) // dist.world)
+    rows = np.arange(dist.rank, len(tokens), dist.world_size)
+    per_rank = -(-len(tokens) // dist.world_size)
     for i in range(0, per_rank, cfg.batch_size):
         mine = rows[i : i + cfg.batch_size]
         # a rank out of rows runs a discarded forward on row 0 (collectives stay in step)
@@ -396,7 +367,7 @@ def validate(
             _, kl, ce, n = model(ids, ids[:, 1:], th, tw, evaluate=True)
         if len(mine):
             sums += torch.stack([ce.double().cpu(), kl.double().cpu(), n.double().cpu()])
-    sums = all_reduce_sum(sums.to(dist.device), dist).cpu()
+    sums = dist.all_reduce_sum(sums.to(dist.device)).cpu()
     model.train()
     n = max(1.0, float(sums[2]))
     out = {"val_loss": float(sums[0]) / n, "val_ppl": math.exp(min(float(sums[0]) / n, 700.0))}
@@ -465,7 +436,7 @@ def save_checkpoint(
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    barrier(dist)
+    dist.barrier()
 
 
 def read_checkpoint_state(out: Path) -> dict[str, Any] | None:
@@ -586,7 +557,7 @@ def save_final(
         write_json_atomic(out / "kdmem.json", info)
         if not cfg.keep_checkpoint:
             shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
-    barrier(dist)
+    dist.barrier()
     return dict(json.loads((out / "kdmem.json").read_text()))
 
 
@@ -614,7 +585,7 @@ def shard_fsdp(module: nn.Module, lm: nn.Module, offload: bool = False) -> nn.Mo
 
 def wrap_student(student: nn.Module, cfg: OptimConfig, dist: Dist) -> nn.Module:
     """DDP or FSDP2 around the student under torchrun; the module itself for one process."""
-    if dist.world == 1:
+    if dist.world_size == 1:
         return student
     if cfg.distributed == "fsdp":
         return shard_fsdp(student, student.lm)  # type: ignore[arg-type]

@@ -129,7 +129,7 @@ def distill(
         teacher = load_model(cfg.teacher, dtype="bfloat16" if t_prec == "bf16" else "float32")
         teacher.requires_grad_(False)
         trunk = C.TeacherTrunk(teacher, vocab)
-        if cfg.teacher_shard != "none" and dist.world > 1:
+        if cfg.teacher_shard != "none" and dist.world_size > 1:
             # fully_shard moves one layer at a time to the device: the whole teacher never is
             C.shard_fsdp(trunk, teacher, offload=cfg.teacher_shard == "fsdp_offload")
         else:
@@ -152,7 +152,7 @@ def distill(
 
     per_epoch = C.steps_per_epoch(len(train), cfg, dist)
     total = per_epoch * cfg.epochs
-    global_batch = cfg.batch_size * cfg.grad_accum * dist.world
+    global_batch = cfg.batch_size * cfg.grad_accum * dist.world_size
     tokens_per_step = global_batch * (train.length - 1)
     step, metrics = 0, []
     epoch_loss, epoch_kl, epoch_tokens, epoch_time = 0.0, 0.0, 0, 0.0
@@ -166,7 +166,7 @@ def distill(
     last_good = step if ckpt is not None else None
     log(
         f"{cfg.mode} student: {len(train)} examples x {train.length} tokens, {cfg.epochs} "
-        f"epochs, {total} steps of {global_batch} sequences ({dist.world} process(es)), "
+        f"epochs, {total} steps of {global_batch} sequences ({dist.world_size} process(es)), "
         + (f"loss {cfg.loss} T={cfg.temperature} alpha={cfg.alpha}, " if cfg.mode == "soft" else "")
         + f"lr {cfg.lr} {cfg.schedule}, {cfg.precision}"
     )
@@ -203,11 +203,11 @@ def distill(
                 with C.no_sync(model, sync=m == len(micro) - 1):
                     with C.autocast(cfg.precision, dist.device):
                         loss_sum, kl_sum, _, _ = model(ids, targets, th, tw)
-                    (loss_sum * (dist.world / tokens_per_step)).backward()
+                    (loss_sum * (dist.world_size / tokens_per_step)).backward()
                 sums += torch.stack([loss_sum.detach().double(), kl_sum.double()])
         except torch.OutOfMemoryError as e:
             raise C.oom_error(step + 1, cfg, e) from None
-        sums = C.all_reduce_sum(sums, dist)
+        sums = dist.all_reduce_sum(sums)
         grad_norm = (
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             if cfg.max_grad_norm > 0
@@ -259,7 +259,7 @@ def distill(
                 "epoch_kl": epoch_kl,
                 "epoch_tokens": epoch_tokens,
                 "epoch_time": epoch_time,
-                "world_size": dist.world,
+                "world_size": dist.world_size,
                 "global_batch": global_batch,
             }
             C.save_checkpoint(out, model, optimizer, state, dist)
@@ -274,7 +274,7 @@ def distill(
         "teacher": cfg.teacher,
         "teacher_hash": teacher_hash,
         "steps": total,
-        "world_size": dist.world,
+        "world_size": dist.world_size,
         "vocab": vocab,
     }
     result = C.save_final(out, lm, tokenizer, info, metrics, cfg, optimizer, model, dist)

@@ -79,7 +79,7 @@ def finetune(
 
     per_epoch = C.steps_per_epoch(len(train), cfg, dist)
     total = per_epoch * cfg.epochs
-    global_batch = cfg.batch_size * cfg.grad_accum * dist.world
+    global_batch = cfg.batch_size * cfg.grad_accum * dist.world_size
     tokens_per_step = global_batch * (train.length - 1)  # predicted positions per step
     step, metrics = 0, []
     epoch_loss, epoch_tokens, epoch_time = 0.0, 0, 0.0
@@ -93,7 +93,7 @@ def finetune(
     last_good = step if ckpt is not None else None
     log(
         f"{cfg.role}: {len(train)} examples x {train.length} tokens, {cfg.epochs} epochs, "
-        f"{total} steps of {global_batch} sequences ({dist.world} process(es)), lr {cfg.lr} "
+        f"{total} steps of {global_batch} sequences ({dist.world_size} process(es)), lr {cfg.lr} "
         f"{cfg.schedule}, {cfg.precision}"
     )
 
@@ -118,11 +118,11 @@ def finetune(
                     with C.autocast(cfg.precision, dist.device):
                         loss_sum, _, _, _ = model(ids, ids[:, 1:])
                     # sum over tokens / tokens in the global batch; DDP averages over ranks
-                    (loss_sum * (dist.world / tokens_per_step)).backward()
+                    (loss_sum * (dist.world_size / tokens_per_step)).backward()
                 step_loss += loss_sum.detach().double()
         except torch.OutOfMemoryError as e:
             raise C.oom_error(step + 1, cfg, e) from None
-        step_loss = C.all_reduce_sum(step_loss, dist)
+        step_loss = dist.all_reduce_sum(step_loss)
         grad_norm = (
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             if cfg.max_grad_norm > 0
@@ -170,7 +170,7 @@ def finetune(
                 "epoch_loss": epoch_loss,
                 "epoch_tokens": epoch_tokens,
                 "epoch_time": epoch_time,
-                "world_size": dist.world,
+                "world_size": dist.world_size,
                 "global_batch": global_batch,
             }
             C.save_checkpoint(out, model, optimizer, state, dist)
@@ -183,7 +183,7 @@ def finetune(
         "role": cfg.role,
         "base_model": cfg.model,
         "steps": total,
-        "world_size": dist.world,
+        "world_size": dist.world_size,
         "vocab": vocab,
     }
     result = C.save_final(out, lm, tokenizer, info, metrics, cfg, optimizer, model, dist)

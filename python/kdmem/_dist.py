@@ -1,0 +1,94 @@
+"""The process group under torchrun / accelerate launch, shared by training and measurement.
+
+Rank, world size and local rank come from the launcher's environment (``WORLD_SIZE``,
+``RANK``, ``LOCAL_RANK``); a single process needs no group at all. Backend: NCCL on CUDA,
+gloo on CPU. kdmem joins an existing group instead of creating a second one, and only
+destroys a group it created (:func:`close_distributed`) or, at the end of a CLI command,
+whatever group is left (:func:`shutdown`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the job: ``rank`` of ``world_size``; ``initialized_here`` when
+    kdmem called ``init_process_group``."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialized_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum of ``t`` over ranks (``t`` itself for one process; never modified in place)."""
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            t = t.clone()
+            dist.all_reduce(t)
+        return t
+
+
+def init_distributed(device: str | None, *, timeout: timedelta) -> Dist:
+    """Join (or create) the process group when ``WORLD_SIZE`` > 1. ``timeout`` bounds every
+    collective: long enough for rank 0 writing checkpoints or a long measurement chunk."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch
+    import torch.distributed as dist
+
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    here = False
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+        if use_cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timeout)
+        here = True
+    return Dist(dist.get_rank(), dist.get_world_size(), local, here)
+
+
+def close_distributed(d: Dist) -> None:
+    """Destroy the process group if :func:`init_distributed` created it."""
+    if d.initialized_here:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
+def shutdown() -> None:
+    """Destroy whatever process group is left (end of a CLI command)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def pick_device(device: str | None, d: Dist) -> str:
+    """``device`` if given, else ``cuda:<local_rank>`` when CUDA is available, else cpu."""
+    if device:
+        return device
+    import torch
+
+    return f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu"
