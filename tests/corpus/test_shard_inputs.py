@@ -87,6 +87,17 @@ def test_datasets_save_to_disk_and_streamed_load_dataset(tmp_path: Path) -> None
         assert docs(tmp_path / out) == encode(TEXTS[:10])
 
 
+def interrupted_after_first_shard(full: Path, part: Path, min_shards: int) -> Path:
+    """``part``: the state of ``full``'s run killed after its first shard was finished."""
+    m = json.loads((full / "shards.json").read_text())
+    assert len(m["shards"]) >= min_shards
+    part.mkdir()
+    (part / "shard-00000.kdt").write_bytes((full / "shard-00000.kdt").read_bytes())
+    m["shards"], m["complete"] = m["shards"][:1], False
+    (part / "shards.json").write_text(json.dumps(m))
+    return part
+
+
 def test_python_source_resume_skips_finished_records(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -96,13 +107,7 @@ def test_python_source_resume_skips_finished_records(tmp_path: Path) -> None:
     full = tmp_path / "full"
     shard_corpus([p], bpe_tokenizer(), full, shard_tokens=40, batch_size=3)
     want = tree(full)
-    m = json.loads((full / "shards.json").read_text())
-    assert len(m["shards"]) >= 3
-    part = tmp_path / "part"
-    part.mkdir()
-    (part / "shard-00000.kdt").write_bytes(want["shard-00000.kdt"])
-    m["shards"], m["complete"] = m["shards"][:1], False
-    (part / "shards.json").write_text(json.dumps(m))
+    part = interrupted_after_first_shard(full, tmp_path / "part", min_shards=3)
     res = shard_corpus([p], bpe_tokenizer(), part, shard_tokens=40, batch_size=3)
     assert res.resumed_shards == 1
     assert open_shards(part).n_tokens == open_shards(full).n_tokens
@@ -128,13 +133,7 @@ def test_max_documents_caps_streamed_sources(tmp_path: Path) -> None:
     full = tmp_path / "full"
     shard_corpus([a, b], bpe_tokenizer(), full, shard_tokens=30, batch_size=3, max_documents=13)
     want = tree(full)
-    m = json.loads((full / "shards.json").read_text())
-    assert len(m["shards"]) >= 2
-    part = tmp_path / "part"
-    part.mkdir()
-    (part / "shard-00000.kdt").write_bytes(want["shard-00000.kdt"])
-    m["shards"], m["complete"] = m["shards"][:1], False
-    (part / "shards.json").write_text(json.dumps(m))
+    part = interrupted_after_first_shard(full, tmp_path / "part", min_shards=2)
     shard_corpus([a, b], bpe_tokenizer(), part, shard_tokens=30, batch_size=3, max_documents=13)
     assert tree(part) == want
     # Another cap is another run: it does not resume (or overwrite) this one.
