@@ -993,7 +993,7 @@ def run_cmd(
 def demo(out: str) -> None:
     """The whole study on a corpus built at run time from the Python standard library: tokenizer,
     base models, teacher, baseline, soft and hard students, measurement, features, predictor,
-    sets, filtering and report. About 10 minutes on 2 CPU cores; rerun to resume."""
+    sets, filtering and report. About 5 minutes on 2 CPU cores; rerun to resume."""
     from kdmem.demo import format_headline, run_demo
 
     _quiet_transformers()
