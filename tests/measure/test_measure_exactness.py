@@ -119,6 +119,22 @@ def test_scores_match_direct_formulas(trained, study_set) -> None:
         out["entropy_last_k"], ent[:, n - kk :].mean(1), rtol=1e-4, atol=1e-6
     )
     assert (out["tie_gap"] >= 0).all()
+    # A Workspace reused across batches of different sizes and chunkings changes nothing.
+    from kdmem.measure.scores import Workspace
+
+    ws = Workspace()
+    for rows, chunk, ref, rev in (
+        (x, 5, None, False),
+        (x[:3], 7, model, False),
+        (x, 4, model, True),
+    ):
+        plain = forward_scores(model, rows, PREFIX, seq_chunk=chunk, reference=ref, reverse_kl=rev)
+        reused = forward_scores(
+            model, rows, PREFIX, seq_chunk=chunk, reference=ref, reverse_kl=rev, workspace=ws
+        )
+        assert plain.keys() == reused.keys()
+        for k in plain:
+            np.testing.assert_array_equal(plain[k], reused[k], err_msg=k)
     # Entropy is only computed where entropy_last_k reads it: a K that starts inside a
     # sequence chunk, with and without a reference model (which needs p everywhere).
     for ref in (None, model):

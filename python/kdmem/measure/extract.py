@@ -22,7 +22,7 @@ import numpy.typing as npt
 from kdmem import _dist
 from kdmem.errors import InvalidArgumentError, TokenizerMismatchError
 from kdmem.measure import _runtime as rt
-from kdmem.measure.scores import COLUMNS, ENTROPY_K, MINK_FRAC, forward_scores
+from kdmem.measure.scores import COLUMNS, ENTROPY_K, MINK_FRAC, Workspace, forward_scores
 
 FORMAT_VERSION = 1
 # Default near-tie thresholds (logit units) for --verify-generate, by compute dtype.
@@ -69,6 +69,7 @@ def measure_tokens(
     bs = batch_size or rt.auto_batch_size(str(dev), per_ex)
     parts: list[dict[str, npt.NDArray[Any]]] = []
     ids = example_ids if example_ids is not None else np.arange(n, dtype=np.int64)
+    ws = Workspace() if str(dev) == "cpu" else None  # CUDA's allocator already reuses memory
 
     def step(i: int, j: int) -> None:
         x = torch.as_tensor(tokens[i:j], dtype=torch.long, device=dev)
@@ -82,6 +83,7 @@ def measure_tokens(
                 reverse_kl=reverse_kl,
                 seq_chunk=seq_chunk,
                 first_id=int(ids[i]),
+                workspace=ws,
             )
         )
 

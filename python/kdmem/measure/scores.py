@@ -79,10 +79,35 @@ class _Logits:
             self.head = model.get_output_embeddings()
 
     def chunk(self, t0: int, t1: int) -> torch.Tensor:
+        # The head's own call (F.linear), not a matmul into a reused buffer: those pick other
+        # BLAS paths for some shapes and differ in the last bit, which could flip a near-tie.
         if self.full is not None:
             return self.full[:, t0:t1].float()
         assert self.hidden is not None
         return self.head(self.hidden[:, t0:t1]).float()
+
+
+class Workspace:
+    """Reusable fp32 ``[B, chunk, V]`` buffers (log-probs, probabilities, the reference's
+    log-probs) for :func:`forward_scores` across batches.
+
+    On CPU a fresh multi-MB tensor per step costs page faults (glibc hands freed large
+    blocks back to the OS), up to a quarter of the scoring time of a small model; reusing the
+    buffers removes most of that (the lm-head output itself is still allocated). CUDA's caching allocator already reuses memory, so
+    :func:`measure_tokens` only passes one on CPU.
+    """
+
+    def __init__(self) -> None:
+        self._bufs: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        import torch
+
+        buf = self._bufs.get(name)
+        if buf is None or tuple(buf.shape) != tuple(shape) or buf.device != device:
+            buf = torch.empty(shape, dtype=torch.float32, device=device)
+            self._bufs[name] = buf
+        return buf
 
 
 def _check_finite(logits: torch.Tensor, model: Any, first_id: int | None, what: str) -> None:
@@ -119,13 +144,15 @@ def forward_scores(
     mink_frac: float = MINK_FRAC,
     entropy_k: int = ENTROPY_K,
     first_id: int | None = None,
+    workspace: Workspace | None = None,
 ) -> dict[str, npt.NDArray[Any]]:
     """Labels and scores of a batch ``tokens`` (int64 ``[B, W]``, on the model's device).
 
     ``vocab`` (aligned vocabulary for the KL; default: the smaller lm-head) only matters with
     a ``reference``. Returns numpy arrays of shape ``[B]``, keyed like :data:`COLUMNS` plus
     ``kl_to_reference`` / ``kl_reference_to_model`` when asked for. ``first_id`` (the batch's
-    first example id) only improves error messages.
+    first example id) only improves error messages. ``workspace`` (a :class:`Workspace` kept
+    across batches) reuses the big per-chunk buffers; results do not depend on it.
     """
     import torch
 
@@ -158,20 +185,25 @@ def forward_scores(
             else None
         )
         kk = max(1, min(entropy_k, n))  # entropy_last_k reads positions n-kk .. n-1 only
+        ws = workspace
+
+        def buf(name: str, like: torch.Tensor) -> torch.Tensor | None:
+            return ws.get(name, tuple(like.shape), like.device) if ws is not None else None
+
         for t0 in range(0, n, chunk):
             t1 = min(n, t0 + chunk)
             logits = src.chunk(t0, t1)
             _check_finite(logits, model, first_id, "")
             tgt = tokens[:, t0 + 1 : t1 + 1]
-            logp = logits.log_softmax(-1)
+            logp = torch.log_softmax(logits, -1, out=buf("logp", logits))
             tok_lp[:, t0:t1] = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
             e0 = max(t0, n - kk) - t0  # first position of this chunk that needs the entropy
             if ref is not None:  # the KL needs p at every position
-                p = logp.exp()
+                p = torch.exp(logp, out=buf("p", logp))
                 if e0 < t1 - t0:
                     ent[:, t0 + e0 : t1] = -rowdot(p[:, e0:], logp[:, e0:])
             else:
-                p = logp[:, e0:].exp()
+                p = torch.exp(logp[:, e0:], out=buf("p", logp[:, e0:]))
                 if e0 < t1 - t0:
                     ent[:, t0 + e0 : t1] = -rowdot(p, logp[:, e0:])
             # Suffix positions P-1 .. W-2 intersected with this chunk.
@@ -190,10 +222,13 @@ def forward_scores(
                 if vocab < logits.shape[-1]:  # drop padded rows, renormalize
                     logp = logits[..., :vocab].log_softmax(-1)
                     p = logp.exp()
-                lr = ref.chunk(t0, t1)
-                lq = lr[..., :vocab].log_softmax(-1)
+                lr = ref.chunk(t0, t1)[..., :vocab]
+                lq = torch.log_softmax(lr, -1, out=buf("ref_logp", lr))
                 del lr
-                f, r = kl_from_logprobs(logp, lq, p, reverse=kl_r is not None)
+                if kl_r is None:  # forward KL only: p * (log p - log q), diff written over lq
+                    f, r = rowdot(p, torch.sub(logp, lq, out=lq)), None
+                else:
+                    f, r = kl_from_logprobs(logp, lq, p, reverse=True)
                 # The model's logits are finite here, so a NaN or +-inf reference logit makes
                 # that position's KL non-finite (NaN row, +inf normalizer, or p * inf).
                 _check_finite(f[..., None], reference, first_id, "reference ")
