@@ -93,8 +93,8 @@ class Workspace:
 
     On CPU a fresh multi-MB tensor per step costs page faults (glibc hands freed large
     blocks back to the OS), up to a quarter of the scoring time of a small model; reusing the
-    buffers removes most of that (the lm-head output itself is still allocated). CUDA's caching allocator already reuses memory, so
-    :func:`measure_tokens` only passes one on CPU.
+    buffers removes most of that (the lm-head output itself is still allocated). CUDA's
+    caching allocator already reuses memory, so :func:`measure_tokens` only passes one on CPU.
     """
 
     def __init__(self) -> None:
