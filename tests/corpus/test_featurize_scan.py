@@ -135,13 +135,23 @@ def test_featurize_parquet_input_ids(corpus: tuple[Path, Path, list[list[int]]])
     b = featurize(d / "px.parquet", d / "shards", d / "pb.parquet", **kw)
     assert pq.read_table(a).equals(pq.read_table(b))
     assert pq.read_table(b).num_rows == len(rows) - 1
-    bad = {
-        "floats": pa.table({"input_ids": pa.array([[1.0, 2.0]], pa.list_(pa.float64()))}),
-        "null": pa.table({"input_ids": pa.array([[1, 2], None], pa.list_(pa.int64()))}),
+    bad = {  # name: (table, message)
+        "floats": (
+            pa.table({"input_ids": pa.array([[1.0, 2.0]], pa.list_(pa.float64()))}),
+            "list of integers",
+        ),
+        "null-row": (
+            pa.table({"input_ids": pa.array([[1, 2], None], pa.list_(pa.int64()))}),
+            "null in row 1",
+        ),
+        "null-token": (
+            pa.table({"input_ids": pa.array([[1, 2], [3, None]])}),
+            "row 1 holds a null token id",
+        ),
     }
-    for name, t in bad.items():
+    for name, (t, msg) in bad.items():
         pq.write_table(t, d / f"bad-{name}.parquet")
-        with pytest.raises(MalformedRecordError, match="input_ids"):
+        with pytest.raises(MalformedRecordError, match=msg):
             featurize(d / f"bad-{name}.parquet", d / "shards", d / "pz.parquet", **kw)
 
 

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from kdmem.data import token_lists
 from kdmem.errors import InvalidArgumentError, KdmemIOError, MalformedRecordError
 
 if TYPE_CHECKING:
@@ -88,9 +89,7 @@ def load_token_examples(
         table = pq.read_table(p)
         rows = {
             c: (
-                _token_lists(table.column(c), p)
-                if c == "input_ids"
-                else table.column(c).to_pylist()
+                token_lists(table.column(c), p) if c == "input_ids" else table.column(c).to_pylist()
             )
             for c in table.column_names
         }
@@ -147,26 +146,6 @@ def load_token_examples(
         None if texts is None else [texts[i] for i in order],
         tok_hash,
     )
-
-
-def _token_lists(col: Any, path: Path) -> list[npt.NDArray[np.int64]]:
-    """A Parquet list-of-integers column as int64 arrays, without Python ints per token."""
-    import pyarrow as pa
-
-    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)) or not (
-        pa.types.is_integer(arr.type.value_type)
-    ):
-        raise MalformedRecordError(
-            f"{path}: input_ids must be a list of integers per row, got {arr.type}; write token "
-            "ids as list<int64>"
-        )
-    if arr.null_count:
-        row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
-        raise MalformedRecordError(f"{path}: input_ids is null in row {row}; drop or fix that row")
-    lengths = arr.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
-    values = arr.flatten().to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-    return np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
 
 def _windows(
