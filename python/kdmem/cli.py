@@ -88,14 +88,49 @@ def _batch_size(value: str) -> int | None:
 _dtype_choice = click.Choice(["float32", "bfloat16", "float16"])
 
 
-@main.command()
-@click.option("--model", "model", required=True, help="Hub id or local directory (safetensors).")
-@click.option(
+def _options(*opts: Any) -> Any:
+    """Several click options as one decorator, listed in the given order."""
+
+    def deco(f: Any) -> Any:
+        for o in reversed(opts):
+            f = o(f)
+        return f
+
+    return deco
+
+
+# Options shared by `kdmem measure` and `kdmem generate`.
+_data_option = click.option(
     "--data", required=True, type=click.Path(), help="Study set: shard dir, .parquet or .npy."
 )
-@click.option(
+_prefix_option = click.option(
     "--prefix", default=50, show_default=True, type=click.IntRange(min=1), help="Prefix tokens."
 )
+_model_runtime_options = _options(
+    click.option(
+        "--batch-size", default="auto", show_default=True, help="'auto' or N (halved on CUDA OOM)."
+    ),
+    click.option("--dtype", default="float32", show_default=True, type=_dtype_choice),
+    click.option(
+        "--device", default=None, help="cpu, cuda, cuda:1 (default: cuda:LOCAL_RANK if available)."
+    ),
+    click.option(
+        "--attn-implementation", default=None, help="eager, sdpa, ... (default: the model's)."
+    ),
+)
+_chunk_size_option = click.option(
+    "--chunk-size",
+    default=4096,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Examples per resumable chunk.",
+)
+
+
+@main.command()
+@click.option("--model", "model", required=True, help="Hub id or local directory (safetensors).")
+@_data_option
+@_prefix_option
 @click.option(
     "--suffix", default=50, show_default=True, type=click.IntRange(min=1), help="Suffix tokens."
 )
@@ -106,16 +141,7 @@ _dtype_choice = click.Choice(["float32", "bfloat16", "float16"])
     "--reference", default=None, help="Second model: adds kl_to_reference = KL(model || reference)."
 )
 @click.option("--reverse-kl", is_flag=True, help="Also write kl_reference_to_model.")
-@click.option(
-    "--batch-size", default="auto", show_default=True, help="'auto' or N (halved on CUDA OOM)."
-)
-@click.option("--dtype", default="float32", show_default=True, type=_dtype_choice)
-@click.option(
-    "--device", default=None, help="cpu, cuda, cuda:1 (default: cuda:LOCAL_RANK if available)."
-)
-@click.option(
-    "--attn-implementation", default=None, help="eager, sdpa, ... (default: the model's)."
-)
+@_model_runtime_options
 @click.option(
     "--verify-generate",
     default=0,
@@ -136,13 +162,7 @@ _dtype_choice = click.Choice(["float32", "bfloat16", "float16"])
     type=click.IntRange(min=1),
     help="Positions per lm-head chunk (default: 64 MiB of fp32 logits per model).",
 )
-@click.option(
-    "--chunk-size",
-    default=4096,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Examples per resumable chunk.",
-)
+@_chunk_size_option
 @click.option(
     "--strict",
     is_flag=True,
@@ -176,12 +196,8 @@ def measure(**kw: Any) -> None:
 
 @main.command()
 @click.option("--model", "model", required=True, help="Teacher: hub id or local directory.")
-@click.option(
-    "--data", required=True, type=click.Path(), help="Study set: shard dir, .parquet or .npy."
-)
-@click.option(
-    "--prefix", default=50, show_default=True, type=click.IntRange(min=1), help="Prefix tokens."
-)
+@_data_option
+@_prefix_option
 @click.option(
     "--new-tokens",
     default=206,
@@ -190,16 +206,7 @@ def measure(**kw: Any) -> None:
     help="Greedy tokens written after each prefix.",
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Output directory.")
-@click.option(
-    "--batch-size", default="auto", show_default=True, help="'auto' or N (halved on CUDA OOM)."
-)
-@click.option("--dtype", default="float32", show_default=True, type=_dtype_choice)
-@click.option(
-    "--device", default=None, help="cpu, cuda, cuda:1 (default: cuda:LOCAL_RANK if available)."
-)
-@click.option(
-    "--attn-implementation", default=None, help="eager, sdpa, ... (default: the model's)."
-)
+@_model_runtime_options
 @click.option(
     "--cache",
     default="auto",
@@ -207,13 +214,7 @@ def measure(**kw: Any) -> None:
     type=click.Choice(["auto", "static", "dynamic"]),
     help="KV cache (auto: static on CUDA where supported).",
 )
-@click.option(
-    "--chunk-size",
-    default=4096,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Examples per resumable chunk.",
-)
+@_chunk_size_option
 @click.option(
     "--strict", is_flag=True, help="Error on examples shorter than the prefix instead of skipping."
 )
