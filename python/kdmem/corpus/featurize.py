@@ -35,7 +35,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -148,20 +148,30 @@ def load_token_examples(
     )
 
 
+class _Windows(NamedTuple):
+    """The examples of at least ``w`` tokens, loaded once per featurize call."""
+
+    ids: npt.NDArray[np.int64]
+    tokens: list[npt.NDArray[np.int64]]
+    texts: list[str] | None
+    tok_hash: str
+    n_short: int
+
+
 def _windows(
     examples: str | os.PathLike[str],
     tokenizer: str | None,
     text_field: str,
     w: int,
-) -> tuple[npt.NDArray[np.int64], list[npt.NDArray[np.int64]], list[str] | None, str, int]:
-    """Examples of at least ``w`` tokens: ``(ids, tokens, texts, tokenizer hash, n_short)``."""
+) -> _Windows:
+    """Examples of at least ``w`` tokens, with the number of shorter ones skipped."""
     ids, tokens, texts, tok_hash = load_token_examples(examples, tokenizer, text_field)
     keep = np.asarray([len(t) >= w for t in tokens], dtype=bool)
     ids = ids[keep]
     tokens = [t for t, k in zip(tokens, keep, strict=True) if k]
     if texts is not None:
         texts = [t for t, k in zip(texts, keep, strict=True) if k]
-    return ids, tokens, texts, tok_hash, int((~keep).sum())
+    return _Windows(ids, tokens, texts, tok_hash, int((~keep).sum()))
 
 
 def _check_lengths(prefix: int, suffix: int) -> None:
@@ -192,14 +202,29 @@ def featurize_partial(
     Stateless: one Ray task or one Slurm array element (``kdmem featurize --shard K
     --partial-out DIR``).
     """
+    _check_lengths(prefix, suffix)
+    win = _windows(examples, tokenizer, text_field, prefix + suffix)
+    return _partial(win, index, shards, prefix, suffix, threads, chunk, progress)
+
+
+def _partial(
+    win: _Windows,
+    index: str | os.PathLike[str],
+    shards: Sequence[int] | None,
+    prefix: int,
+    suffix: int,
+    threads: int | None,
+    chunk: int,
+    progress: bool | None,
+) -> pa.Table:
+    """:func:`featurize_partial` on examples already loaded."""
     import pyarrow as pa
     from tqdm import tqdm
 
     from kdmem.corpus.index import Index, n_shard_files
 
-    _check_lengths(prefix, suffix)
     w = prefix + suffix
-    ids, tokens, _texts, tok_hash, _n_short = _windows(examples, tokenizer, text_field, w)
+    ids, tokens, tok_hash = win.ids, win.tokens, win.tok_hash
     idx = Index(index, threads=threads, shards=shards)
     if tok_hash and set(tok_hash) != {"0"} and set(idx.tokenizer_hash) != {"0"}:
         idx.check_tokenizer(tok_hash)
@@ -317,19 +342,38 @@ def featurize_merge(
     Counts add over the partials and matching statistics take the elementwise max, so the
     result equals a single partial over all shards; zlib features are computed here.
     """
+    if any(n < 1 for n in ngram):
+        raise InvalidArgumentError(f"invalid ngram = {list(ngram)}: n-grams need n >= 1")
+    metas = [partial_meta(t, PARTIAL_FORMAT) for t in partials]
+    # Check the partials (metadata only) before reading EXAMPLES.
+    check_partition(metas, ("prefix", "suffix", "index_tokenizer_hash"))
+    w = int(metas[0]["prefix"]) + int(metas[0]["suffix"])
+    win = _windows(examples, tokenizer, text_field, w)
+    return _merge(win, partials, out, index, ngram, exclude_self, tokenizer, threads)
+
+
+def _merge(
+    win: _Windows,
+    partials: Sequence[pa.Table],
+    out: str | os.PathLike[str],
+    index: str | os.PathLike[str],
+    ngram: Sequence[int],
+    exclude_self: bool,
+    tokenizer: str | None,
+    threads: int | None,
+) -> Path:
+    """:func:`featurize_merge` on examples already loaded (as windows of the partials' P+S)."""
     import pyarrow as pa
 
     from kdmem.analysis.rundir import write_parquet_atomic
     from kdmem.zlib import zlib_bytes
 
-    if any(n < 1 for n in ngram):
-        raise InvalidArgumentError(f"invalid ngram = {list(ngram)}: n-grams need n >= 1")
     metas = [partial_meta(t, PARTIAL_FORMAT) for t in partials]
     order = check_partition(metas, ("prefix", "suffix", "index_tokenizer_hash"))
     partials = [partials[i] for i in order]
     prefix, suffix = int(metas[0]["prefix"]), int(metas[0]["suffix"])
     w = prefix + suffix
-    ids, tokens, texts, _tok_hash, n_short = _windows(examples, tokenizer, text_field, w)
+    ids, tokens, texts, n_short = win.ids, win.tokens, win.texts, win.n_short
     lm_ids, lm_list = merge_longest_match(partials)
     if not np.array_equal(lm_ids, ids):
         raise InvalidArgumentError(
@@ -423,20 +467,12 @@ def featurize(
     kw: dict[str, Any] = dict(
         prefix=prefix, suffix=suffix, tokenizer=tokenizer, text_field=text_field, threads=threads
     )
+    # EXAMPLES are read (and text tokenized) once here; Ray tasks read their own copy.
+    win = _windows(examples, tokenizer, text_field, prefix + suffix)
     if ray:
         from kdmem.corpus.distributed import map_shards
 
         partials = map_shards(featurize_partial, examples, index, chunk=chunk, **kw)
     else:
-        partials = [featurize_partial(examples, index, chunk=chunk, progress=progress, **kw)]
-    return featurize_merge(
-        examples,
-        partials,
-        out,
-        index=index,
-        ngram=ngram,
-        exclude_self=exclude_self,
-        tokenizer=tokenizer,
-        text_field=text_field,
-        threads=threads,
-    )
+        partials = [_partial(win, index, None, prefix, suffix, threads, chunk, progress)]
+    return _merge(win, partials, out, index, ngram, exclude_self, tokenizer, threads)
