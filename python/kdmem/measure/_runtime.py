@@ -289,8 +289,9 @@ class ChunkedRun:
         except Exception:
             return False
 
-    def prepare(self) -> None:
-        """Rank 0 clears stale parts (other inputs/options); every rank then syncs."""
+    def prepare(self) -> list[int]:
+        """Rank 0 clears stale parts (other inputs/options); every rank then syncs. Returns
+        this rank's unfinished chunks (:meth:`my_chunks`)."""
         if self.dist.rank == 0:
             stamp = self.parts / "run.json"
             stale = True
@@ -307,6 +308,7 @@ class ChunkedRun:
                 tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "v": PARTS_VERSION}))
                 os.replace(tmp, stamp)
         self.dist.barrier()
+        return self.my_chunks()
 
     def chunk_path(self, k: int) -> Path:
         return self.parts / f"chunk-{k:06d}.parquet"
@@ -321,6 +323,10 @@ class ChunkedRun:
 
     def rows(self, k: int) -> slice:
         return slice(k * self.chunk_size, min(self.n_examples, (k + 1) * self.chunk_size))
+
+    def n_rows(self, chunks: list[int]) -> int:
+        """Examples in ``chunks`` (the progress bar's total)."""
+        return sum(self.rows(k).stop - self.rows(k).start for k in chunks)
 
     def merge(self, meta: dict[str, Any]) -> tuple[pa.Table | None, list[dict[str, Any]]]:
         """After a barrier, rank 0 concatenates the chunks (returns the table and per-chunk

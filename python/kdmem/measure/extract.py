@@ -194,9 +194,8 @@ def measure(
         run = rt.ChunkedRun(out_p, fingerprint, len(ex), chunk_size, d)
         if run.done():
             return out_p
-        run.prepare()
-        mine = run.my_chunks()
-        total = sum(run.rows(k).stop - run.rows(k).start for k in mine)
+        mine = run.prepare()
+        total = run.n_rows(mine)
         with rt.progress(total, "measure", progress) as bar:
             for k in mine:
                 sl = run.rows(k)

@@ -210,9 +210,8 @@ def generate(
         run = rt.ChunkedRun(out, fingerprint, len(ex), chunk_size, d)
         if run.done():
             return out
-        run.prepare()
-        mine = run.my_chunks()
-        total = sum(run.rows(k).stop - run.rows(k).start for k in mine)
+        mine = run.prepare()
+        total = run.n_rows(mine)
         with rt.progress(total, "generate", progress) as bar:
             for k in mine:
                 rows = run.rows(k)
