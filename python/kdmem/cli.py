@@ -99,6 +99,16 @@ def _options(*opts: Any) -> Any:
     return deco
 
 
+# Options shared by `kdmem featurize` and `kdmem scan`.
+_index_option = click.option(
+    "--index",
+    "index_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="An indexed shard directory (kdmem index).",
+)
+_text_field_option = click.option("--text-field", default="text", show_default=True)
+
 # Options shared by `kdmem measure` and `kdmem generate`.
 _data_option = click.option(
     "--data", required=True, type=click.Path(), help="Study set: shard dir, .parquet or .npy."
@@ -768,13 +778,7 @@ def import_npy_cmd(files: tuple[str, ...], **kw: Any) -> None:
 
 @main.command()
 @click.argument("examples", type=click.Path(exists=True))
-@click.option(
-    "--index",
-    "index_dir",
-    required=True,
-    type=click.Path(exists=True, file_okay=False),
-    help="An indexed shard directory (kdmem index).",
-)
+@_index_option
 @click.option("--out", type=click.Path(dir_okay=False), help="Output Parquet file.")
 @click.option("--prefix", default=50, show_default=True, type=click.IntRange(min=0))
 @click.option("--suffix", default=50, show_default=True, type=click.IntRange(min=1))
@@ -794,7 +798,7 @@ def import_npy_cmd(files: tuple[str, ...], **kw: Any) -> None:
     type=click.Path(exists=True),
     help="tokenizer.json to decode token ids (zlib) or encode text.",
 )
-@click.option("--text-field", default="text", show_default=True)
+@_text_field_option
 @threads_option
 @shard_option
 @click.option(
@@ -857,13 +861,7 @@ def featurize(
 
 @main.command()
 @click.argument("generations", type=click.Path(exists=True))
-@click.option(
-    "--index",
-    "index_dir",
-    required=True,
-    type=click.Path(exists=True, file_okay=False),
-    help="An indexed shard directory (kdmem index).",
-)
+@_index_option
 @click.option("--out", type=click.Path(dir_okay=False), help="Output Parquet file of spans.")
 @click.option(
     "--min-len",
@@ -882,7 +880,7 @@ def featurize(
 @click.option(
     "--tokenizer", type=click.Path(exists=True), help="tokenizer.json to encode text generations."
 )
-@click.option("--text-field", default="text", show_default=True)
+@_text_field_option
 @threads_option
 @shard_option
 @click.option(
