@@ -151,6 +151,13 @@ _chunk_size_option = click.option(
     "--reference", default=None, help="Second model: adds kl_to_reference = KL(model || reference)."
 )
 @click.option("--reverse-kl", is_flag=True, help="Also write kl_reference_to_model.")
+@click.option(
+    "--reference-out",
+    default=None,
+    type=click.Path(),
+    help="Also write the reference's own labels and scores here, from the pass the KL "
+    "already runs (pair mode: e.g. measure/baseline_seed0.parquet).",
+)
 @_model_runtime_options
 @click.option(
     "--verify-generate",
@@ -190,10 +197,13 @@ def measure(**kw: Any) -> None:
 
     kw["batch_size"] = _batch_size(kw["batch_size"])
     out = run_measure(kw.pop("model"), kw.pop("data"), kw.pop("out"), **kw)
-    if out.is_file() and int(os.environ.get("RANK", "0")) == 0:
-        meta = read_meta(out)
+    outs = [out] + ([Path(kw["reference_out"])] if kw["reference_out"] else [])
+    for path in outs:
+        if not path.is_file() or int(os.environ.get("RANK", "0")) != 0:
+            continue
+        meta = read_meta(path)
         line = (
-            f"kdmem: {out}: {meta.get('n_memorized')} of {meta.get('n_examples')} memorized "
+            f"kdmem: {path}: {meta.get('n_memorized')} of {meta.get('n_examples')} memorized "
             f"(prefix {meta.get('prefix')}, suffix {meta.get('suffix')})"
         )
         if meta.get("n_short"):

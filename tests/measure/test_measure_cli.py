@@ -77,6 +77,63 @@ def test_measure_cli_schema_metadata_and_verify(trained, data_npy, study_set, tm
     assert out.stat().st_mtime_ns == mtime
 
 
+def test_pair_mode_writes_the_reference_table_a_separate_run_writes(
+    trained, data_npy, tmp_path, monkeypatch
+) -> None:
+    _, tdir, _ = trained["qwen3"]
+    _, bdir, _ = trained["gpt_neox"]
+    data = ["--data", str(data_npy), "--chunk-size", "10", "--verify-generate", "3"]
+    alone = tmp_path / "alone" / "baseline.parquet"
+    assert _measure("--model", str(bdir), "--out", str(alone), *data)[0] == 0
+    single = tmp_path / "single" / "teacher.parquet"
+    code, _ = _measure("--model", str(tdir), "--reference", str(bdir), "--out", str(single), *data)
+    assert code == 0
+    out, ref_out = tmp_path / "teacher.parquet", tmp_path / "baseline_seed0.parquet"
+    pair = ["--model", str(tdir), "--reference", str(bdir), "--out", str(out)]
+    pair += ["--reference-out", str(ref_out), *data]
+    real = rt.write_table_atomic
+    calls = {"n": 0}
+
+    def dying(table, path):  # killed after two chunks: the rerun resumes the pair
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        real(table, path)
+
+    monkeypatch.setattr(rt, "write_table_atomic", dying)
+    assert _measure(*pair)[0] == 130
+    assert not out.exists() and not ref_out.exists()
+    monkeypatch.setattr(rt, "write_table_atomic", real)
+    code, msg = _measure(*pair)
+    assert code == 0, msg
+    assert f"{ref_out}: 24 of 48 memorized" in msg
+    # The teacher's table is the one a run with --reference alone writes ...
+    a, b = pq.read_table(single), pq.read_table(out)
+    assert a.replace_schema_metadata(None).equals(b.replace_schema_metadata(None))
+    # ... and the baseline's is the one measuring it on its own writes (same values, schema).
+    a, b = pq.read_table(alone), pq.read_table(ref_out)
+    assert {f.name: str(f.type) for f in b.schema} == SCHEMA
+    for name in SCHEMA:
+        x, y = a.column(name).to_numpy(), b.column(name).to_numpy()
+        if name in ("example_id", "memorized", "first_mismatch"):
+            np.testing.assert_array_equal(x, y, err_msg=name)
+        else:
+            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7, err_msg=name)
+    ma, mb = _meta(alone), _meta(ref_out)
+    assert mb["model_hash"] == ma["model_hash"] == model_hash(bdir)
+    assert mb["role"] == "baseline_seed0" and mb["reference"] is None
+    assert mb["measured_with"] == str(tdir)
+    assert mb["lm_head_rows"] == ma["lm_head_rows"] and mb["n_memorized"] == ma["n_memorized"]
+    assert mb["verify"]["n_flips"] == 0 and mb["verify"]["n_checked"] >= 3
+    assert _meta(out)["reference_hash"] == model_hash(bdir)
+    # Rerun: nothing to do. A lost reference table is rebuilt by the same command.
+    mtime = out.stat().st_mtime_ns
+    assert _measure(*pair)[0] == 0 and out.stat().st_mtime_ns == mtime
+    ref_out.unlink()
+    assert _measure(*pair)[0] == 0
+    assert pq.read_table(ref_out).equals(b)
+
+
 def test_measure_resumes_after_a_kill(trained, data_npy, tmp_path, monkeypatch) -> None:
     _, mdir, _ = trained["qwen3"]
     clean = tmp_path / "clean.parquet"
@@ -149,11 +206,18 @@ def test_bad_inputs_give_one_line_errors(trained, study_set, data_npy, tmp_path)
     empty = tmp_path / "noweights"
     empty.mkdir()
     (empty / "config.json").write_text("{}")
+    pair_onto_out = ["--model", str(mdir), "--data", str(data_npy), "--reference", str(mdir)]
+    pair_onto_out += ["--reference-out", out]
     cases = [
         (["--model", str(empty), "--data", str(data_npy)], "no *.safetensors"),
         (["--model", str(tmp_path / "absent"), "--data", str(data_npy)], "no such directory"),
         (["--model", str(mdir), "--data", str(tmp_path / "nope.parquet")], "no such file"),
         (["--model", str(mdir), "--data", str(data_npy), "--reverse-kl"], "needs --reference"),
+        (
+            ["--model", str(mdir), "--data", str(data_npy), "--reference-out", out + "x"],
+            "--reference-out needs --reference",
+        ),
+        (pair_onto_out, "is the --out file"),
     ]
     big = tmp_path / "big.parquet"
     write_examples(Examples(study_set.ids, study_set.tokens + 1000), big)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from kdmem.errors import TokenizerMismatchError
+from kdmem.errors import InvalidArgumentError, TokenizerMismatchError
 from kdmem.measure import forward_scores, kl_per_token, naive_kl
 from kdmem.measure._memory import TensorMeter
+from kdmem.measure.scores import REFERENCE_PREFIX, Workspace
 from kdmem.models import aligned_vocab, build_model, tiny_config
 
 
@@ -34,6 +35,35 @@ def test_forward_scores_kl_equals_naive(trained, study_set) -> None:
     np.testing.assert_allclose(out["kl_reference_to_model"], naive_kl(lb, la, 96), rtol=1e-4)
 
 
+@pytest.mark.parametrize("chunk", [4, 7, 40])
+def test_pair_mode_reference_scores_equal_its_own_pass(trained, study_set, chunk) -> None:
+    a, _, _ = trained["olmo2"]
+    b, _, _ = trained["gpt_neox"]
+    x = torch.as_tensor(study_set.tokens)
+    ws = Workspace()
+    for rev in (False, True):
+        pair = forward_scores(
+            a,
+            x,
+            16,
+            reference=b,
+            reverse_kl=rev,
+            reference_scores=True,
+            seq_chunk=chunk,
+            workspace=ws,
+        )
+        single = forward_scores(a, x, 16, reference=b, reverse_kl=rev, seq_chunk=chunk)
+        alone = forward_scores(b, x, 16, seq_chunk=chunk)
+        assert set(pair) == set(single) | {REFERENCE_PREFIX + k for k in alone}
+        for k in single:  # the model's columns and the KL do not change
+            np.testing.assert_array_equal(pair[k], single[k], err_msg=k)
+        for k in alone:  # the reference's columns are those of its own pass
+            np.testing.assert_array_equal(pair[REFERENCE_PREFIX + k], alone[k], err_msg=k)
+    assert 0 < pair[REFERENCE_PREFIX + "memorized"].sum() < len(x)
+    with pytest.raises(InvalidArgumentError, match="need a reference"):
+        forward_scores(a, x, 16, reference_scores=True)
+
+
 def _tiny_big_vocab(rows: int, seed: int):
     return build_model(
         tiny_config("qwen3", rows, hidden_size=16, num_heads=2, num_layers=1), seed=seed
@@ -56,6 +86,14 @@ def test_vocab_alignment_ignores_padded_rows() -> None:
     assert out["kl_to_reference"].max() < 1.0
     with pytest.raises(TokenizerMismatchError):
         aligned_vocab(152_064, 151_936)
+    # Pair mode: b's own scores use all of its rows (the padding included), as its own pass
+    # does, while the KL stays on the shared vocabulary.
+    pair = forward_scores(a, x, 6, reference=b, vocab=vocab, seq_chunk=4, reference_scores=True)
+    alone = forward_scores(b, x, 6, seq_chunk=4)
+    np.testing.assert_array_equal(pair["kl_to_reference"], out["kl_to_reference"])
+    for k in alone:
+        np.testing.assert_array_equal(pair[REFERENCE_PREFIX + k], alone[k], err_msg=k)
+    assert alone["seq_logprob"].max() < -100  # the padded rows took the probability mass
 
 
 def test_chunked_kl_peak_memory_at_qwen_vocab() -> None:

@@ -258,6 +258,16 @@ def read_meta(path: Path) -> dict[str, Any]:
     return dict(json.loads(meta.get(b"kdmem", b"{}")))
 
 
+def made_from(path: Path, fingerprint: str) -> bool:
+    """``path`` is a finished kdmem table whose metadata carries ``fingerprint``."""
+    if not path.is_file():
+        return False
+    try:
+        return read_meta(path).get("fingerprint") == fingerprint
+    except Exception:
+        return False
+
+
 def with_meta(table: pa.Table, meta: dict[str, Any]) -> pa.Table:
     return table.replace_schema_metadata({"kdmem": json.dumps(meta, sort_keys=True)})
 
@@ -282,12 +292,7 @@ class ChunkedRun:
 
     def done(self) -> bool:
         """The final file exists and was made from exactly these inputs and options."""
-        if not self.out.is_file():
-            return False
-        try:
-            return read_meta(self.out).get("fingerprint") == self.fingerprint
-        except Exception:
-            return False
+        return made_from(self.out, self.fingerprint)
 
     def prepare(self) -> list[int]:
         """Rank 0 clears stale parts (other inputs/options); every rank then syncs. Returns

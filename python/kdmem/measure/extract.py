@@ -6,6 +6,11 @@ Output ``measure/<role>.parquet`` (docs/formats.md): one row per example, sorted
 size(s), attention implementation, prefix/suffix, reference hash and the
 ``--verify-generate`` report. Resumable per chunk and independent of the world size
 (:mod:`kdmem.measure._runtime`).
+
+Pair mode (``--reference B --reference-out measure/B.parquet``): the reference's forward
+pass, which the KL needs anyway, also gives the reference's own labels and scores, written
+as a second table exactly like a separate ``kdmem measure --model B`` would (the study
+measures teacher and baseline this way: two forward passes instead of three).
 """
 
 from __future__ import annotations
@@ -22,7 +27,14 @@ import numpy.typing as npt
 from kdmem import _dist
 from kdmem.errors import InvalidArgumentError, TokenizerMismatchError
 from kdmem.measure import _runtime as rt
-from kdmem.measure.scores import COLUMNS, ENTROPY_K, MINK_FRAC, Workspace, forward_scores
+from kdmem.measure.scores import (
+    COLUMNS,
+    ENTROPY_K,
+    MINK_FRAC,
+    REFERENCE_PREFIX,
+    Workspace,
+    forward_scores,
+)
 
 FORMAT_VERSION = 1
 # Default near-tie thresholds (logit units) for --verify-generate, by compute dtype.
@@ -35,7 +47,9 @@ def _table(ids: npt.NDArray[np.int64], cols: dict[str, npt.NDArray[Any]]) -> Any
 
     data: dict[str, Any] = {"example_id": pa.array(ids, type=pa.int64())}
     for name, arr in cols.items():
-        typ = {"int32": pa.int32(), "bool": pa.bool_()}.get(_INT_COLS.get(name, ""), pa.float64())
+        typ = {"int32": pa.int32(), "bool": pa.bool_()}.get(
+            _INT_COLS.get(name.removeprefix(REFERENCE_PREFIX), ""), pa.float64()
+        )
         data[name] = pa.array(arr, type=typ)
     return pa.table(data)
 
@@ -48,6 +62,7 @@ def measure_tokens(
     reference: Any | None = None,
     vocab: int | None = None,
     reverse_kl: bool = False,
+    reference_scores: bool = False,
     batch_size: int | None = None,
     seq_chunk: int | None = None,
     example_ids: npt.NDArray[np.int64] | None = None,
@@ -56,7 +71,9 @@ def measure_tokens(
     """Labels and scores for int64 ``tokens [N, W]`` (window = prefix + suffix) in batches.
 
     In-memory API (no files): returns ``({column: array [N]}, batch sizes used)``. Batches
-    are halved on CUDA out-of-memory; every row's result depends only on that row.
+    are halved on CUDA out-of-memory; every row's result depends only on that row. With
+    ``reference_scores`` the reference's own columns come back too, under
+    ``"reference." + column`` (:func:`~kdmem.measure.scores.forward_scores`).
     """
     import torch
 
@@ -81,6 +98,7 @@ def measure_tokens(
                 reference=reference,
                 vocab=vocab,
                 reverse_kl=reverse_kl,
+                reference_scores=reference_scores,
                 seq_chunk=seq_chunk,
                 first_id=int(ids[i]),
                 workspace=ws,
@@ -103,6 +121,7 @@ def measure(
     suffix: int = 50,
     reference: str | os.PathLike[str] | None = None,
     reverse_kl: bool = False,
+    reference_out: str | os.PathLike[str] | None = None,
     batch_size: int | None = None,
     dtype: str = "float32",
     device: str | None = None,
@@ -120,7 +139,9 @@ def measure(
 
     Examples shorter than ``prefix + suffix`` are skipped and counted in the metadata
     (``n_short``), or rejected with ``strict``. ``reference`` adds ``kl_to_reference``
-    (and ``kl_reference_to_model`` with ``reverse_kl``) on the aligned vocabulary.
+    (and ``kl_reference_to_model`` with ``reverse_kl``) on the aligned vocabulary;
+    ``reference_out`` also writes the reference's own labels and scores there (pair mode,
+    role = the file stem), from the same forward pass.
     ``verify_generate`` > 0 re-decodes that many random examples plus every example whose
     ``tie_gap`` is below ``tie_threshold`` (default :data:`TIE_THRESHOLD` of the dtype: a
     few units in the last place of a logit of magnitude ~20) and stores the flip rate under
@@ -136,7 +157,14 @@ def measure(
         raise InvalidArgumentError(f"invalid prefix/suffix = {prefix}/{suffix}: both must be >= 1")
     if reverse_kl and reference is None:
         raise InvalidArgumentError("--reverse-kl needs --reference")
+    if reference_out is not None and reference is None:
+        raise InvalidArgumentError("--reference-out needs --reference")
     out_p = Path(out)
+    ref_out = Path(reference_out) if reference_out is not None else None
+    if ref_out is not None and ref_out.resolve() == out_p.resolve():
+        raise InvalidArgumentError(
+            f"--reference-out {ref_out} is the --out file; give the reference its own table"
+        )
     w = prefix + suffix
     ex = load_examples(data, w, strict=strict)
     d = rt.init_distributed(device)
@@ -152,6 +180,8 @@ def measure(
         m_hash = rt.weights_hash(str(model), m)
         ref = None
         ref_hash = ""
+        r_rows = 0
+        r_tok_check = "skipped"
         vocab = None
         if reference is not None:
             ref = rt.load_causal_lm(
@@ -160,7 +190,7 @@ def measure(
             r_rows = rt.lm_head_rows(ref)
             rt.check_token_range(ex.tokens, r_rows, str(reference))
             r_tok = rt.model_tokenizer(str(reference))
-            rt.check_tokenizer(ex.tokenizer_hash, r_tok, str(data), str(reference))
+            r_tok_check = rt.check_tokenizer(ex.tokenizer_hash, r_tok, str(data), str(reference))
             if (
                 tok is not None
                 and r_tok is not None
@@ -180,6 +210,7 @@ def measure(
             "attn": attn_implementation,
             "reference_hash": ref_hash,
             "reverse_kl": reverse_kl,
+            "reference_scores": ref_out is not None,
             "vocab": vocab,
             "chunk_size": chunk_size,
             "mink_frac": MINK_FRAC,
@@ -192,7 +223,7 @@ def measure(
             ).encode()
         ).hexdigest()
         run = rt.ChunkedRun(out_p, fingerprint, len(ex), chunk_size, d)
-        if run.done():
+        if run.done() and (ref_out is None or rt.made_from(ref_out, fingerprint)):
             return out_p
         mine = run.prepare()
         total = run.n_rows(mine)
@@ -206,6 +237,7 @@ def measure(
                     reference=ref,
                     vocab=vocab,
                     reverse_kl=reverse_kl,
+                    reference_scores=ref_out is not None,
                     batch_size=batch_size,
                     seq_chunk=seq_chunk,
                     example_ids=ex.example_ids[sl],
@@ -214,7 +246,7 @@ def measure(
                 table = (
                     _table(ex.example_ids[sl], cols)
                     if cols
-                    else _empty_table(reference, reverse_kl)
+                    else _empty_table(reference, reverse_kl, ref_out is not None)
                 )
                 rt.write_table_atomic(
                     rt.with_meta(table, {"chunk": k, "batch_sizes": used, "rank": d.rank}),
@@ -222,49 +254,80 @@ def measure(
                 )
         table, metas = run.merge({})
         if table is not None:
+            ref_table = None
+            if ref_out is not None:  # split off the reference's own columns
+                names = table.column_names
+                ref_table = table.select(
+                    ["example_id", *(c for c in names if c.startswith(REFERENCE_PREFIX))]
+                ).rename_columns(["example_id", *COLUMNS])
+                table = table.select([c for c in names if not c.startswith(REFERENCE_PREFIX)])
             batch_sizes = sorted({b for mt in metas for b in mt.get("batch_sizes", [])})
-            meta: dict[str, Any] = {
-                "format": "kdmem-measure",
-                "version": FORMAT_VERSION,
-                "role": role or out_p.stem,
-                "model": str(model),
-                "model_hash": m_hash,
-                "reference": str(reference) if reference is not None else None,
-                "reference_hash": ref_hash or None,
-                "dtype": dtype,
-                "batch_size": batch_sizes[-1] if batch_sizes else None,
-                "batch_sizes": batch_sizes,
-                "attn_implementation": str(m.config._attn_implementation),
-                "prefix": prefix,
-                "suffix": suffix,
-                "mink_frac": MINK_FRAC,
-                "entropy_k": min(ENTROPY_K, w - 1),
-                "aligned_vocab": vocab,
-                "lm_head_rows": rows,
-                "n_examples": len(ex),
-                "n_short": ex.n_short,
-                "n_memorized": int(np.asarray(table.column("memorized")).sum()),
-                "tokenizer_hash": ex.tokenizer_hash,
-                "tokenizer_check": tok_check,
-                "world_size": d.world_size,
-                "device": dev.split(":")[0],
-                "source": str(data),
-                "verify": None,
-            }
-            if verify_generate > 0:
-                verify = verify_labels(
-                    m,
+
+            def meta_of(
+                t: Any, who: Any, name: str, its_hash: str, its_rows: int, check: str
+            ) -> dict[str, Any]:
+                return {
+                    "format": "kdmem-measure",
+                    "version": FORMAT_VERSION,
+                    "role": name,
+                    "model": str(who),
+                    "model_hash": its_hash,
+                    "reference": None,
+                    "reference_hash": None,
+                    "dtype": dtype,
+                    "batch_size": batch_sizes[-1] if batch_sizes else None,
+                    "batch_sizes": batch_sizes,
+                    "attn_implementation": str(m.config._attn_implementation),
+                    "prefix": prefix,
+                    "suffix": suffix,
+                    "mink_frac": MINK_FRAC,
+                    "entropy_k": min(ENTROPY_K, w - 1),
+                    "aligned_vocab": None,
+                    "lm_head_rows": its_rows,
+                    "n_examples": len(ex),
+                    "n_short": ex.n_short,
+                    "n_memorized": int(np.asarray(t.column("memorized")).sum()),
+                    "tokenizer_hash": ex.tokenizer_hash,
+                    "tokenizer_check": check,
+                    "world_size": d.world_size,
+                    "device": dev.split(":")[0],
+                    "source": str(data),
+                    "verify": None,
+                }
+
+            def verify_of(lm: Any, t: Any) -> dict[str, Any]:
+                return verify_labels(
+                    lm,
                     ex.tokens,
                     ex.example_ids,
                     prefix,
-                    np.asarray(table.column("memorized")),
-                    np.asarray(table.column("first_mismatch")),
-                    np.asarray(table.column("tie_gap")),
+                    np.asarray(t.column("memorized")),
+                    np.asarray(t.column("first_mismatch")),
+                    np.asarray(t.column("tie_gap")),
                     k=verify_generate,
                     tie_threshold=TIE_THRESHOLD[dtype] if tie_threshold is None else tie_threshold,
                     batch_size=batch_size,
                 )
-                meta["verify"] = verify
+
+            meta = meta_of(table, model, role or out_p.stem, m_hash, rows, tok_check)
+            if reference is not None:
+                meta.update(reference=str(reference), reference_hash=ref_hash, aligned_vocab=vocab)
+            if verify_generate > 0:
+                meta["verify"] = verify_of(m, table)
+            if ref_out is not None and ref_table is not None:
+                # Written first: a finished --out (parts removed) implies a finished pair.
+                r_meta = meta_of(
+                    ref_table,
+                    reference,
+                    ref_out.stem,
+                    ref_hash,
+                    r_rows,
+                    r_tok_check,
+                )
+                r_meta.update(measured_with=str(model), fingerprint=fingerprint)
+                if verify_generate > 0:
+                    r_meta["verify"] = verify_of(ref, ref_table)
+                rt.write_table_atomic(rt.with_meta(ref_table, r_meta), ref_out)
             run.finish(table, meta)
         d.barrier()
     finally:
@@ -272,12 +335,15 @@ def measure(
     return out_p
 
 
-def _empty_table(reference: object, reverse_kl: bool) -> Any:
-    cols: dict[str, npt.NDArray[Any]] = {c: np.empty(0, dtype=np.float64) for c in COLUMNS}
-    cols["memorized"] = np.empty(0, dtype=bool)
-    cols["first_mismatch"] = np.empty(0, dtype=np.int32)
+def _empty_table(reference: object, reverse_kl: bool, pair: bool) -> Any:
+    def empty(c: str) -> npt.NDArray[Any]:
+        return np.empty(0, dtype={"memorized": bool, "first_mismatch": np.int32}.get(c, float))
+
+    cols = {c: empty(c) for c in COLUMNS}
     if reference is not None:
-        cols["kl_to_reference"] = np.empty(0, dtype=np.float64)
+        cols["kl_to_reference"] = empty("kl")
         if reverse_kl:
-            cols["kl_reference_to_model"] = np.empty(0, dtype=np.float64)
+            cols["kl_reference_to_model"] = empty("kl")
+    if pair:
+        cols.update({REFERENCE_PREFIX + c: empty(c) for c in COLUMNS})
     return _table(np.empty(0, dtype=np.int64), cols)

@@ -57,6 +57,8 @@ COLUMNS = (
     "entropy_last_k",
     "tie_gap",
 )
+# forward_scores(reference_scores=True) returns the reference's own columns under these keys.
+REFERENCE_PREFIX = "reference."
 
 
 class _Logits:
@@ -132,6 +134,89 @@ def auto_seq_chunk(batch: int, vocab: int, n_pos: int, budget_bytes: int = 64 <<
     return max(1, min(n_pos, budget_bytes // max(1, batch * vocab * 4)))
 
 
+class _Stats:
+    """Per-position accumulators of one model over a batch, filled chunk by chunk, and the
+    per-example columns (:data:`COLUMNS`) computed from them."""
+
+    def __init__(self, b: int, n: int, prefix: int, kk: int, dev: torch.device) -> None:
+        import torch
+
+        self.n, self.prefix, self.kk = n, prefix, kk
+        s = n + 1 - prefix
+        self.tok_lp = torch.empty(b, n, dtype=torch.float32, device=dev)
+        self.ent = torch.empty(b, n, dtype=torch.float32, device=dev)
+        self.hit = torch.empty(b, s, dtype=torch.bool, device=dev)
+        self.gap = torch.empty(b, s, dtype=torch.float32, device=dev)
+
+    def entropy_from(self, t0: int, t1: int) -> int:
+        """First offset in chunk ``[t0, t1)`` whose entropy ``entropy_last_k`` reads (it reads
+        positions ``n-K .. n-1`` only); ``t1 - t0`` when none."""
+        return min(t1, max(t0, self.n - self.kk)) - t0
+
+    def update(
+        self,
+        t0: int,
+        logits: torch.Tensor,
+        logp: torch.Tensor,
+        p_tail: torch.Tensor,
+        tgt: torch.Tensor,
+    ) -> None:
+        """Chunk ``[t0, t0 + T)``: fp32 ``logits`` and ``logp`` ``[B, T, V]``, ``p_tail`` =
+        ``exp(logp)`` from offset :meth:`entropy_from` on, ``tgt`` the next tokens ``[B, T]``."""
+        import torch
+
+        t1 = t0 + logits.shape[1]
+        self.tok_lp[:, t0:t1] = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+        e0 = self.entropy_from(t0, t1)
+        if e0 < t1 - t0:
+            self.ent[:, t0 + e0 : t1] = -rowdot(p_tail, logp[:, e0:])
+        # Suffix positions P-1 .. W-2 intersected with this chunk.
+        a0 = max(t0, self.prefix - 1)
+        if a0 < t1:
+            sl = slice(a0 - t0, t1 - t0)
+            top2 = logits[:, sl].topk(2, dim=-1)
+            pred = top2.indices[..., 0]
+            g = top2.values[..., 0] - top2.values[..., 1]
+            if bool((g == 0).any()):  # exact tie: greedy takes the lowest id, as argmax
+                pred = torch.where(g == 0, logits[:, sl].argmax(-1), pred)
+            h0, h1 = a0 - self.prefix + 1, t1 - self.prefix + 1
+            self.hit[:, h0:h1] = pred == tgt[:, sl]
+            self.gap[:, h0:h1] = g
+
+    def finish(self, mink_frac: float) -> dict[str, npt.NDArray[Any]]:
+        import torch
+
+        n, prefix = self.n, self.prefix
+        s = n + 1 - prefix
+        memorized = self.hit.all(1)
+        miss = ~self.hit
+        first_mismatch = torch.where(
+            memorized, torch.full_like(miss[:, 0], s, dtype=torch.int64), miss.int().argmax(1)
+        )
+        upto = (
+            torch.arange(s, device=self.hit.device).unsqueeze(0)
+            <= first_mismatch.clamp(max=s - 1)[:, None]
+        )
+        tie_gap = self.gap.masked_fill(~upto, math.inf).amin(1)
+        lp64 = self.tok_lp.double()
+        seq_lp = lp64.sum(1)
+        suf_lp = lp64[:, prefix - 1 :].sum(1)
+        k = max(1, int(mink_frac * n))
+        mink = lp64.topk(k, dim=1, largest=False).values.mean(1)
+        ent_k = self.ent[:, n - self.kk :].double().mean(1)
+        return {
+            "memorized": memorized.cpu().numpy(),
+            "first_mismatch": first_mismatch.to(torch.int32).cpu().numpy(),
+            "suffix_logprob": suf_lp.cpu().numpy(),
+            "seq_logprob": seq_lp.cpu().numpy(),
+            "ppl_window": torch.exp(-seq_lp / n).cpu().numpy(),
+            "ppl_suffix": torch.exp(-suf_lp / s).cpu().numpy(),
+            "mink_logprob": mink.cpu().numpy(),
+            "entropy_last_k": ent_k.cpu().numpy(),
+            "tie_gap": tie_gap.double().cpu().numpy(),
+        }
+
+
 def forward_scores(
     model: PreTrainedModel,
     tokens: torch.Tensor,
@@ -140,6 +225,7 @@ def forward_scores(
     reference: PreTrainedModel | None = None,
     vocab: int | None = None,
     reverse_kl: bool = False,
+    reference_scores: bool = False,
     seq_chunk: int | None = None,
     mink_frac: float = MINK_FRAC,
     entropy_k: int = ENTROPY_K,
@@ -150,8 +236,11 @@ def forward_scores(
 
     ``vocab`` (aligned vocabulary for the KL; default: the smaller lm-head) only matters with
     a ``reference``. Returns numpy arrays of shape ``[B]``, keyed like :data:`COLUMNS` plus
-    ``kl_to_reference`` / ``kl_reference_to_model`` when asked for. ``first_id`` (the batch's
-    first example id) only improves error messages. ``workspace`` (a :class:`Workspace` kept
+    ``kl_to_reference`` / ``kl_reference_to_model`` when asked for. ``reference_scores``
+    (pair mode) also returns the reference's own :data:`COLUMNS` under
+    :data:`REFERENCE_PREFIX` keys, from the forward pass the KL already runs: the same
+    values a separate pass over the reference gives. ``first_id`` (the batch's first
+    example id) only improves error messages. ``workspace`` (a :class:`Workspace` kept
     across batches) reuses the big per-chunk buffers; results do not depend on it.
     """
     import torch
@@ -162,6 +251,8 @@ def forward_scores(
         raise InvalidArgumentError(
             f"invalid prefix/suffix = {prefix}/{s}: both must be >= 1 (window {w} tokens)"
         )
+    if reference_scores and reference is None:
+        raise InvalidArgumentError("reference scores need a reference model")
     n = w - 1
     with torch.inference_mode():
         src = _Logits(model, tokens)
@@ -174,17 +265,15 @@ def forward_scores(
             vocab = min(rows, reference.get_output_embeddings().weight.shape[0])
         chunk = seq_chunk or auto_seq_chunk(b, rows, n)
         dev = tokens.device
-        tok_lp = torch.empty(b, n, dtype=torch.float32, device=dev)
-        ent = torch.empty(b, n, dtype=torch.float32, device=dev)
-        hit = torch.empty(b, s, dtype=torch.bool, device=dev)
-        gap = torch.empty(b, s, dtype=torch.float32, device=dev)
+        kk = max(1, min(entropy_k, n))
+        own = _Stats(b, n, prefix, kk, dev)
+        other = _Stats(b, n, prefix, kk, dev) if reference_scores else None
         kl_f = torch.empty(b, n, dtype=torch.float32, device=dev) if ref is not None else None
         kl_r = (
             torch.empty(b, n, dtype=torch.float32, device=dev)
             if reverse_kl and ref is not None
             else None
         )
-        kk = max(1, min(entropy_k, n))  # entropy_last_k reads positions n-kk .. n-1 only
         ws = workspace
 
         def buf(name: str, like: torch.Tensor) -> torch.Tensor | None:
@@ -196,35 +285,33 @@ def forward_scores(
             _check_finite(logits, model, first_id, "")
             tgt = tokens[:, t0 + 1 : t1 + 1]
             logp = torch.log_softmax(logits, -1, out=buf("logp", logits))
-            tok_lp[:, t0:t1] = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
-            e0 = max(t0, n - kk) - t0  # first position of this chunk that needs the entropy
+            e0 = own.entropy_from(t0, t1)
             if ref is not None:  # the KL needs p at every position
                 p = torch.exp(logp, out=buf("p", logp))
-                if e0 < t1 - t0:
-                    ent[:, t0 + e0 : t1] = -rowdot(p[:, e0:], logp[:, e0:])
+                own.update(t0, logits, logp, p[:, e0:], tgt)
             else:
                 p = torch.exp(logp[:, e0:], out=buf("p", logp[:, e0:]))
-                if e0 < t1 - t0:
-                    ent[:, t0 + e0 : t1] = -rowdot(p, logp[:, e0:])
-            # Suffix positions P-1 .. W-2 intersected with this chunk.
-            a0, a1 = max(t0, prefix - 1), t1
-            if a0 < a1:
-                sl = slice(a0 - t0, a1 - t0)
-                top2 = logits[:, sl].topk(2, dim=-1)
-                pred = top2.indices[..., 0]
-                g = top2.values[..., 0] - top2.values[..., 1]
-                if bool((g == 0).any()):  # exact tie: greedy takes the lowest id, as argmax
-                    pred = torch.where(g == 0, logits[:, sl].argmax(-1), pred)
-                hit[:, a0 - prefix + 1 : a1 - prefix + 1] = pred == tgt[:, sl]
-                gap[:, a0 - prefix + 1 : a1 - prefix + 1] = g
+                own.update(t0, logits, logp, p, tgt)
             if ref is not None:
                 assert kl_f is not None and vocab is not None
                 if vocab < logits.shape[-1]:  # drop padded rows, renormalize
                     logp = logits[..., :vocab].log_softmax(-1)
                     p = logp.exp()
-                lr = ref.chunk(t0, t1)[..., :vocab]
-                lq = torch.log_softmax(lr, -1, out=buf("ref_logp", lr))
+                lr = ref.chunk(t0, t1)
+                if other is not None:  # the reference's own scores, over all its rows
+                    _check_finite(lr, reference, first_id, "reference ")
+                    lq_own = torch.log_softmax(lr, -1, out=buf("ref_logp", lr))
+                    r0 = other.entropy_from(t0, t1)
+                    q_tail = torch.exp(lq_own[:, r0:], out=buf("ref_p", lq_own[:, r0:]))
+                    other.update(t0, lr, lq_own, q_tail, tgt.to(lr.device))
+                    del q_tail
+                    # Its own log-probs use all its rows; the KL renormalizes on the shared ones.
+                    lq = lr[..., :vocab].log_softmax(-1) if vocab < lr.shape[-1] else lq_own
+                else:
+                    lr = lr[..., :vocab]
+                    lq = torch.log_softmax(lr, -1, out=buf("ref_logp", lr))
                 del lr
+                lq = lq.to(dev)
                 if kl_r is None:  # forward KL only: p * (log p - log q), diff written over lq
                     f, r = rowdot(p, torch.sub(logp, lq, out=lq)), None
                 else:
@@ -238,34 +325,13 @@ def forward_scores(
                 del lq
             del logits, logp, p
 
-        memorized = hit.all(1)
-        miss = ~hit
-        first_mismatch = torch.where(
-            memorized, torch.full_like(miss[:, 0], s, dtype=torch.int64), miss.int().argmax(1)
-        )
-        upto = torch.arange(s, device=dev).unsqueeze(0) <= first_mismatch.clamp(max=s - 1)[:, None]
-        tie_gap = gap.masked_fill(~upto, math.inf).amin(1)
-        lp64 = tok_lp.double()
-        seq_lp = lp64.sum(1)
-        suf_lp = lp64[:, prefix - 1 :].sum(1)
-        k = max(1, int(mink_frac * n))
-        mink = lp64.topk(k, dim=1, largest=False).values.mean(1)
-        ent_k = ent[:, n - kk :].double().mean(1)
-        out: dict[str, npt.NDArray[Any]] = {
-            "memorized": memorized.cpu().numpy(),
-            "first_mismatch": first_mismatch.to(torch.int32).cpu().numpy(),
-            "suffix_logprob": suf_lp.cpu().numpy(),
-            "seq_logprob": seq_lp.cpu().numpy(),
-            "ppl_window": torch.exp(-seq_lp / n).cpu().numpy(),
-            "ppl_suffix": torch.exp(-suf_lp / s).cpu().numpy(),
-            "mink_logprob": mink.cpu().numpy(),
-            "entropy_last_k": ent_k.cpu().numpy(),
-            "tie_gap": tie_gap.double().cpu().numpy(),
-        }
+        out = own.finish(mink_frac)
         if kl_f is not None:
             out["kl_to_reference"] = kl_f.double().mean(1).cpu().numpy()
         if kl_r is not None:
             out["kl_reference_to_model"] = kl_r.double().mean(1).cpu().numpy()
+        if other is not None:
+            out.update({REFERENCE_PREFIX + k: v for k, v in other.finish(mink_frac).items()})
     return {k: np.asarray(v) for k, v in out.items()}
 
 
