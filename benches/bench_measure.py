@@ -11,6 +11,9 @@ Three side-by-side comparisons, each printed as a ratio (peer / kdmem):
    against a reference, one pass per model) vs the peer recipe: ``generate()`` for the labels,
    then a separate scoring pass of the model (log-probs, entropy) and of the reference
    (full-logit KL). 2b: the same without the reference (the issue's quick-check setup).
+   2c: pair mode, what the study runs for teacher and baseline: both models' labels and
+   scores plus the KL (``reference_scores=True``: one pass per model) vs generate() for each
+   model's labels plus the same scoring passes, now keeping the reference's own scores.
 3. peak tensor memory of the pairwise KL at vocab 151,936: chunked (kdmem) vs naive
    full-logit KL (both models' ``[B, T, V]`` fp32 logits), counted by ``TensorMeter``.
 
@@ -66,9 +69,10 @@ def peer_generate_labels(model, tokens, prefix, batch) -> tuple[np.ndarray, np.n
     return mem, np.where(mem, s, (~same).argmax(1)).astype(np.int32)
 
 
-def peer_scoring(model, ref, tokens, prefix, batch, dev) -> dict[str, np.ndarray]:
-    """Separate full-logit scoring passes after generate(): model, then reference + KL."""
-    out: dict[str, list] = {"seq": [], "ent": [], "kl": []}
+def peer_scoring(model, ref, tokens, prefix, batch, dev, ref_scores=False) -> dict[str, np.ndarray]:
+    """Separate full-logit scoring passes after generate(): model, then reference + KL (and
+    with ``ref_scores`` the reference's own log-probs and entropy from its logits)."""
+    out: dict[str, list] = {"seq": [], "ent": [], "kl": [], "ref_seq": [], "ref_ent": []}
     vocab = min(model.config.vocab_size, (ref or model).config.vocab_size)
     with torch.inference_mode():
         for i in range(0, len(tokens), batch):
@@ -79,6 +83,10 @@ def peer_scoring(model, ref, tokens, prefix, batch, dev) -> dict[str, np.ndarray
             if ref is not None:
                 lr = ref(input_ids=x).logits[:, :-1]
                 out["kl"].append(naive_kl(logp, lr, vocab).cpu())
+                if ref_scores:
+                    lq = lr.float().log_softmax(-1)
+                    out["ref_seq"].append(lq.gather(-1, x[:, 1:, None]).squeeze(-1).sum(1).cpu())
+                    out["ref_ent"].append((-(lq.exp() * lq).sum(-1)).mean(1).cpu())
     return {k: torch.cat(v).numpy() for k, v in out.items() if v}
 
 
@@ -193,6 +201,28 @@ def main() -> None:
     print(
         f"2b. same, no reference generate()+scoring {t_peer:8.3f} s   kdmem {t_kd:8.3f} s   "
         f"{t_peer / t_kd:5.2f}x   (labels, log-probs, ppl, min-k, entropy)"
+    )
+
+    def peer_pair():
+        labels = peer_generate_labels(model, tokens, a.prefix, a.batch)
+        ref_labels = peer_generate_labels(ref, tokens, a.prefix, a.batch)
+        return labels, ref_labels, peer_scoring(model, ref, tokens, a.prefix, a.batch, dev, True)
+
+    def kd_pair():
+        return measure_tokens(
+            model, tokens, a.prefix, reference=ref, reference_scores=True, batch_size=a.batch
+        )[0]
+
+    t_peer, ((pm, _), (rm, _), ps), t_kd, cols = side_by_side(peer_pair, kd_pair, a.repeat)
+    if a.dtype == "float32":
+        assert (pm == cols["memorized"]).all() and (rm == cols["reference.memorized"]).all()
+        np.testing.assert_allclose(
+            cols["reference.seq_logprob"], ps["ref_seq"], rtol=2e-3, atol=1e-3
+        )
+        np.testing.assert_allclose(cols["kl_to_reference"], ps["kl"], rtol=2e-3, atol=1e-5)
+    print(
+        f"2c. pair (study: teacher + baseline) generate()x2+scoring {t_peer:8.3f} s   "
+        f"kdmem {t_kd:8.3f} s   {t_peer / t_kd:5.2f}x   (both models' labels and scores + KL)"
     )
 
     if a.skip_memory:

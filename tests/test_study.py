@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from kdmem.config import load_config
 from kdmem.demo import DemoSize, demo_stages, format_headline, run_demo
+from kdmem.models import model_hash
 from kdmem.pipeline import Pipeline
 from kdmem.study import build_stages, run_experiment
 
@@ -44,6 +46,14 @@ def test_every_stage_runs_and_writes_its_outputs(demo_run: tuple[Path, dict]) ->
     for role in ("teacher", "baseline_seed0", "student_soft_seed0", "student_hard_seed0"):
         assert (rd / "measure" / f"{role}.parquet").exists()
         assert (rd / "validation" / f"{role}.json").exists()
+    # The teacher and the first baseline are measured in one pair-mode stage.
+    assert "measure_teacher" in manifest["stages"]
+    assert "measure_baseline_seed0" not in manifest["stages"]
+    base = json.loads(pq.read_schema(rd / "measure" / "baseline_seed0.parquet").metadata[b"kdmem"])
+    assert base["role"] == "baseline_seed0" and base["model_hash"] == model_hash(
+        rd / "models" / "baseline_seed0"
+    )
+    assert Path(base["measured_with"]) == rd / "models" / "teacher"
     assert (rd / "features.parquet").exists() and (rd / "sets" / "sets.json").exists()
     assert (rd / "filter" / "filter.json").exists()
     html = (rd / "report" / "index.html").read_text()

@@ -6,7 +6,8 @@ change detection), in order::
     tokenizer -> shard -> index -> study
     teacher, baseline_seed<k>, student_soft_seed<k>, student_soft_T<t>_seed<k0>,
     student_hard_seed<k>                                  (kdmem.train)
-    measure_<role> for every model (teacher with --reference = first baseline)
+    measure_<role> for every model; measure_teacher runs in pair mode with the first
+        baseline (KL(teacher || baseline) plus both tables from two forward passes)
     featurize -> predict -> sets -> filter -> report
 
 Run directory layout: docs/run_dir.md. Models go to ``models/<role>/``; their held-out
@@ -232,7 +233,10 @@ def _distill(
     return run
 
 
-def _measure(cfg: ExperimentConfig, role: str, reference: str | None) -> Any:
+def _measure(cfg: ExperimentConfig, role: str, reference: str | None, pair: bool = False) -> Any:
+    """Stage ``measure_<role>``; with ``pair``, ``reference``'s own table comes from the same
+    pass (``kdmem measure --reference-out``)."""
+
     def run(ctx: StageContext) -> dict[str, Any]:
         from kdmem.measure import measure
 
@@ -243,6 +247,7 @@ def _measure(cfg: ExperimentConfig, role: str, reference: str | None) -> Any:
             prefix=cfg.data.prefix,
             suffix=cfg.data.suffix,
             reference=None if reference is None else ctx.run_dir / "models" / reference,
+            reference_out=ctx.run_dir / "measure" / f"{reference}.parquet" if pair else None,
             batch_size=cfg.measure.batch_size,
             device=cfg.run.device,
             verify_generate=cfg.measure.verify_generate,
@@ -452,16 +457,19 @@ def build_stages(cfg: ExperimentConfig, before: list[Stage] | None = None) -> li
             )
     window = {"prefix": c.data.prefix, "suffix": c.data.suffix, "measure": _asdict(c.measure)}
     measured = []
+    ref = f"baseline_seed{s0}"  # measured together with the teacher (pair mode)
     for role, stage in models:
-        ref = f"baseline_seed{s0}" if role == "teacher" else None
-        deps = (stage,) + ((ref,) if ref else ())
+        if role == ref:
+            continue
+        paired = role == "teacher"
         stages.append(
             Stage(
                 f"measure_{role}",
-                _measure(c, role, ref),
+                _measure(c, role, ref if paired else None, pair=paired),
                 window,
-                deps,
-                (f"measure/{role}.parquet",),
+                (stage, ref) if paired else (stage,),
+                (f"measure/{role}.parquet",) + ((f"measure/{ref}.parquet",) if paired else ()),
+                version=2 if paired else 1,
             )
         )
         measured.append(f"measure_{role}")
