@@ -54,6 +54,8 @@ def test_every_stage_runs_and_writes_its_outputs(demo_run: tuple[Path, dict]) ->
         rd / "models" / "baseline_seed0"
     )
     assert Path(base["measured_with"]) == rd / "models" / "teacher"
+    metrics = manifest["stages"]["measure_teacher"]["metrics"]
+    assert metrics["baseline_seed0"]["memorized"] == base["n_memorized"]
     assert (rd / "features.parquet").exists() and (rd / "sets" / "sets.json").exists()
     assert (rd / "filter" / "filter.json").exists()
     html = (rd / "report" / "index.html").read_text()

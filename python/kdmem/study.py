@@ -256,8 +256,16 @@ def _measure(cfg: ExperimentConfig, role: str, reference: str | None, pair: bool
         )
         import pyarrow.parquet as pq
 
-        mem = pq.read_table(out, columns=["memorized"]).column("memorized").to_numpy()
-        return {"memorized": int(mem.sum()), "rate": float(mem.mean()) if len(mem) else 0.0}
+        def rate(path: Any) -> tuple[int, float]:
+            mem = pq.read_table(path, columns=["memorized"]).column("memorized").to_numpy()
+            return int(mem.sum()), float(mem.mean()) if len(mem) else 0.0
+
+        n, r = rate(out)
+        metrics: dict[str, Any] = {"memorized": n, "rate": r}
+        if pair:
+            n, r = rate(ctx.run_dir / "measure" / f"{reference}.parquet")
+            metrics[reference] = {"memorized": n, "rate": r}
+        return metrics
 
     return run
 
