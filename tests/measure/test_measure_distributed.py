@@ -54,7 +54,7 @@ def _launch(world: int, args: list[str]) -> None:
         assert p.returncode == 0, out
 
 
-@pytest.mark.slow  # ~45 s on 2 shared cores: 6 interpreter starts
+@pytest.mark.slow  # ~50 s on 2 shared cores: 9 interpreter starts
 def test_two_gloo_processes_equal_one(trained, data_npy, tmp_path) -> None:
     _, mdir, _ = trained["olmo2"]
     _, rdir, _ = trained["qwen3"]
@@ -64,10 +64,16 @@ def test_two_gloo_processes_equal_one(trained, data_npy, tmp_path) -> None:
     g = ["generate", *common, "--new-tokens", "12"]
     _launch(1, [*m, "--out", str(tmp_path / "one.parquet")])
     _launch(2, [*m, "--out", str(tmp_path / "two.parquet")])
+    pair = [*m, "--reference-out"]  # pair mode: the reference's table from rank-sharded chunks
+    _launch(2, [*pair, str(tmp_path / "ref2.parquet"), "--out", str(tmp_path / "pair2.parquet")])
+    alone = ["measure", *common[2:], "--model", str(rdir), "--suffix", str(SUFFIX)]
+    _launch(1, [*alone, "--out", str(tmp_path / "ref1.parquet")])
     _launch(1, [*g, "--out", str(tmp_path / "gen1")])
     _launch(2, [*g, "--out", str(tmp_path / "gen2")])
     for a, b in [
         ("one.parquet", "two.parquet"),
+        ("two.parquet", "pair2.parquet"),
+        ("ref1.parquet", "ref2.parquet"),
         ("gen1/generations.parquet", "gen2/generations.parquet"),
     ]:
         ta, tb = pq.read_table(tmp_path / a), pq.read_table(tmp_path / b)
