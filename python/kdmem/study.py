@@ -233,9 +233,9 @@ def _distill(
     return run
 
 
-def _measure(cfg: ExperimentConfig, role: str, reference: str | None, pair: bool = False) -> Any:
-    """Stage ``measure_<role>``; with ``pair``, ``reference``'s own table comes from the same
-    pass (``kdmem measure --reference-out``)."""
+def _measure(cfg: ExperimentConfig, role: str, reference: str | None) -> Any:
+    """Stage ``measure_<role>``; with a ``reference`` in pair mode: KL(role || reference)
+    and the reference's own table from the same pass (``kdmem measure --reference-out``)."""
 
     def run(ctx: StageContext) -> dict[str, Any]:
         from kdmem.measure import measure
@@ -247,7 +247,9 @@ def _measure(cfg: ExperimentConfig, role: str, reference: str | None, pair: bool
             prefix=cfg.data.prefix,
             suffix=cfg.data.suffix,
             reference=None if reference is None else ctx.run_dir / "models" / reference,
-            reference_out=ctx.run_dir / "measure" / f"{reference}.parquet" if pair else None,
+            reference_out=None
+            if reference is None
+            else ctx.run_dir / "measure" / f"{reference}.parquet",
             batch_size=cfg.measure.batch_size,
             device=cfg.run.device,
             verify_generate=cfg.measure.verify_generate,
@@ -262,7 +264,7 @@ def _measure(cfg: ExperimentConfig, role: str, reference: str | None, pair: bool
 
         n, r = rate(out)
         metrics: dict[str, Any] = {"memorized": n, "rate": r}
-        if pair:
+        if reference is not None:
             n, r = rate(ctx.run_dir / "measure" / f"{reference}.parquet")
             metrics[reference] = {"memorized": n, "rate": r}
         return metrics
@@ -473,7 +475,7 @@ def build_stages(cfg: ExperimentConfig, before: list[Stage] | None = None) -> li
         stages.append(
             Stage(
                 f"measure_{role}",
-                _measure(c, role, ref if paired else None, pair=paired),
+                _measure(c, role, ref if paired else None),
                 window,
                 (stage, ref) if paired else (stage,),
                 (f"measure/{role}.parquet",) + ((f"measure/{ref}.parquet",) if paired else ()),

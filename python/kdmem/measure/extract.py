@@ -264,7 +264,7 @@ def measure(
             batch_sizes = sorted({b for mt in metas for b in mt.get("batch_sizes", [])})
 
             def meta_of(
-                t: Any, who: Any, name: str, its_hash: str, its_rows: int, check: str
+                t: Any, lm: Any, who: Any, name: str, its_hash: str, its_rows: int, check: str
             ) -> dict[str, Any]:
                 return {
                     "format": "kdmem-measure",
@@ -277,7 +277,7 @@ def measure(
                     "dtype": dtype,
                     "batch_size": batch_sizes[-1] if batch_sizes else None,
                     "batch_sizes": batch_sizes,
-                    "attn_implementation": str(m.config._attn_implementation),
+                    "attn_implementation": str(lm.config._attn_implementation),
                     "prefix": prefix,
                     "suffix": suffix,
                     "mink_frac": MINK_FRAC,
@@ -309,7 +309,7 @@ def measure(
                     batch_size=batch_size,
                 )
 
-            meta = meta_of(table, model, role or out_p.stem, m_hash, rows, tok_check)
+            meta = meta_of(table, m, model, role or out_p.stem, m_hash, rows, tok_check)
             if reference is not None:
                 meta.update(reference=str(reference), reference_hash=ref_hash, aligned_vocab=vocab)
             if verify_generate > 0:
@@ -318,6 +318,7 @@ def measure(
                 # Written first: a finished --out (parts removed) implies a finished pair.
                 r_meta = meta_of(
                     ref_table,
+                    ref,
                     reference,
                     ref_out.stem,
                     ref_hash,
