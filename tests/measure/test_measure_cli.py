@@ -283,8 +283,16 @@ def test_nan_logits(trained, study_set, tmp_path) -> None:
         ref = build_model(tiny_config("qwen3", 96, hidden_size=32, num_layers=1), seed=2)
         with torch.no_grad():
             ref.get_output_embeddings().weight[3, :] = bad
-        with pytest.raises(NonFiniteLogitsError, match="from the reference model"):
-            measure_tokens(good, study_set.tokens, PREFIX, reference=ref, example_ids=study_set.ids)
+        for pair in (False, True):  # pair mode checks the reference's own logits too
+            with pytest.raises(NonFiniteLogitsError, match="from the reference model"):
+                measure_tokens(
+                    good,
+                    study_set.tokens,
+                    PREFIX,
+                    reference=ref,
+                    reference_scores=pair,
+                    example_ids=study_set.ids,
+                )
     d = save_model(m, tmp_path / "nan")
     data = tmp_path / "d.parquet"
     write_examples(Examples(study_set.ids, study_set.tokens), data)
