@@ -317,8 +317,10 @@ def forward_scores(
                 else:
                     f, r = kl_from_logprobs(logp, lq, p, reverse=True)
                 # The model's logits are finite here, so a NaN or +-inf reference logit makes
-                # that position's KL non-finite (NaN row, +inf normalizer, or p * inf).
-                _check_finite(f[..., None], reference, first_id, "reference ")
+                # that position's KL non-finite (NaN row, +inf normalizer, or p * inf). In
+                # pair mode the reference's logits were already checked above.
+                if other is None:
+                    _check_finite(f[..., None], reference, first_id, "reference ")
                 kl_f[:, t0:t1] = f
                 if kl_r is not None and r is not None:
                     kl_r[:, t0:t1] = r
