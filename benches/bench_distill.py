@@ -83,7 +83,8 @@ def build(work: Path, a: argparse.Namespace) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from kdmem.models import build_model, save_model, tiny_config
+    from kdmem.models.load import save_model
+    from kdmem.models.tiny import build_model, tiny_config
 
     vocab = {"<|endoftext|>": 0} | {f"t{i}": i for i in range(1, a.vocab)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
@@ -106,7 +107,7 @@ def build(work: Path, a: argparse.Namespace) -> None:
 def child_kdmem(work: Path, a: argparse.Namespace) -> dict[str, float]:
     import torch
 
-    from kdmem.train import DistillConfig
+    from kdmem.config import DistillConfig
     from kdmem.train.distill import distill
 
     torch.set_num_threads(a.threads)

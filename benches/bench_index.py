@@ -287,7 +287,7 @@ def featurize_scaling(args, work, kd, tokens, offsets, rng) -> None:  # type: ig
         for th in counts:
             out = work / f"features-{th}.parquet"
             t = time.perf_counter()
-            featurize(path, kd, out, prefix=50, suffix=50, ngram=(8,), threads=th, progress=False)
+            featurize(path, kd, out, prefix=50, suffix=50, ngram=(8,), threads=th)
             secs[th] = min(secs[th], time.perf_counter() - t)
     outs = {th: pq.read_table(work / f"features-{th}.parquet") for th in counts}
     for th in counts:

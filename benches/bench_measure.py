@@ -40,8 +40,8 @@ from kdmem.measure import (
     naive_kl,
     teacher_forced_labels,
 )
-from kdmem.measure._memory import TensorMeter
-from kdmem.models import build_model, tiny_config
+from kdmem.measure.memory import TensorMeter
+from kdmem.models.tiny import build_model, tiny_config
 
 
 def side_by_side(

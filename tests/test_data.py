@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kdmem.data import load_examples, write_examples
+from kdmem.corpus.examples import load_examples, write_examples
 from kdmem.errors import MalformedRecordError
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kdmem._io import write_atomic, write_json_atomic
+from kdmem.atomic import write_atomic, write_json_atomic
 from kdmem.errors import DiskFullError, KdmemIOError
 
 

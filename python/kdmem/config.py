@@ -1,20 +1,35 @@
-"""Experiment configs: TOML -> typed, frozen, validated objects, plus ``key=value`` overrides.
+"""Every typed config of kdmem, one loader, and TOML in and out.
 
-``kdmem run EXP.toml [section.key=value ...]`` reads an :class:`ExperimentConfig`. Unknown
-sections or keys are an error naming the valid ones; values are type-checked (ints are
-accepted where floats are expected, nothing else is coerced). The resolved config is written
-into the run directory as ``config.toml``; each pipeline stage hashes only the sections it
-depends on, so changing one key re-runs only the stages downstream of it.
+Two kinds of config share one set of field definitions:
+
+* the **recipes** (:class:`FinetuneConfig` for ``kdmem train``, :class:`DistillConfig` for
+  ``kdmem distill``): one run of one training loop;
+* the **experiment** (:class:`ExperimentConfig`, ``kdmem run EXP.toml``): the whole study, whose
+  ``[teacher]``, ``[baseline]``, ``[soft]`` and ``[hard]`` sections are the same
+  :class:`Optim` settings the recipes take (the study turns each into a recipe config).
+
+Every field carries its help text (``field(metadata={"help": ...})``, read by :func:`help_of`);
+the ``kdmem train`` / ``kdmem distill`` options are generated from the recipe fields, and
+``tests/test_config.py`` checks the other commands' shared options against them. :func:`from_dict`
+is the one loader: unknown keys are an error naming the valid ones, values are type-checked
+(ints are accepted where floats are expected, nothing else is coerced), then ``validate()``
+runs. ``key=value`` overrides (:func:`apply_overrides`) are parsed as TOML values. The resolved
+experiment config is written into the run directory with ``tomli-w`` (:func:`to_toml`).
 
 Defaults are the paper's (Borkar et al. 2026) where it states one: prefix 50, suffix 50,
-256-token sequences, lr 5e-5 with cosine decay, teacher 3 epochs, soft distillation with
-forward KL at T = 2 and no CE term, hard distillation on 206-token greedy continuations,
-3 seeds, negatives sampled 1:3 with 100 resamples for the predictor.
+256-token sequences, lr 5e-5 with cosine decay, teacher 3 epochs, baseline 4 (Pythia), soft
+distillation with forward KL at T = 2 and no CE term, hard distillation on 206-token greedy
+continuations, 3 seeds, negatives sampled 1:3 with 100 resamples for the predictor.
+
+This file holds every config class on purpose (about 500 lines): a newcomer looking for a
+field, its default or its help finds it here and nowhere else.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import tomllib
 import types
 import typing
@@ -22,128 +37,326 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from kdmem.errors import ConfigError
+import tomli_w
+
+from kdmem.errors import ConfigError, KdmemIOError
 
 __all__ = [
+    "DistillConfig",
     "ExperimentConfig",
+    "FinetuneConfig",
+    "Optim",
+    "OptimConfig",
     "apply_overrides",
+    "config_from_dict",
+    "config_hash",
     "from_dict",
+    "help_of",
     "load_config",
+    "load_recipe",
     "to_toml",
 ]
 
 T = TypeVar("T")
+
+Precision = Literal["fp32", "bf16"]
+Schedule = Literal["cosine", "linear", "constant"]
+Distributed = Literal["ddp", "fsdp"]
+Divergence = Literal["fkl", "rkl", "jsd"]
+
+
+def opt(default: T, help: str) -> T:
+    """A field with a default and its help text."""
+    return field(default=default, metadata={"help": help})  # type: ignore[no-any-return]
+
+
+def opt_list(factory: typing.Callable[[], T], help: str) -> T:
+    """A field with a mutable default (a list) and its help text."""
+    return field(default_factory=factory, metadata={"help": help})  # type: ignore[no-any-return]
+
+
+def required(help: str) -> Any:
+    """A field without a default (the loader names it when missing)."""
+    return field(metadata={"help": help})
+
+
+def help_of(cls: type, name: str) -> str:
+    """The help text of field ``name`` of config class ``cls`` ("" when it has none)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return str(f.metadata.get("help", ""))
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
+
+
+# ---- shared: optimisation settings -----------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Optim:
+    """How one model is optimised: the experiment's ``[teacher]``, ``[baseline]``, ``[soft]`` and
+    ``[hard]`` sections and the optimisation fields of every recipe. Batch sizes are in
+    sequences and per process: the global batch is ``batch_size * grad_accum * processes``."""
+
+    epochs: int = opt(3, "Passes over the data.")
+    lr: float = opt(5e-5, "Peak learning rate (paper: 5e-5).")
+    schedule: Schedule = opt("cosine", "Decay after warmup.")
+    warmup_steps: int = opt(0, "Linear warmup steps.")
+    min_lr_ratio: float = opt(0.0, "Final lr as a fraction of --lr.")
+    weight_decay: float = opt(0.0, "AdamW weight decay (matrices only).")
+    adam_beta1: float = opt(0.9, "AdamW beta1.")
+    adam_beta2: float = opt(0.999, "AdamW beta2.")
+    adam_eps: float = opt(1e-8, "AdamW epsilon.")
+    batch_size: int = opt(8, "Sequences per micro-batch per process.")
+    grad_accum: int = opt(1, "Micro-batches per optimizer step.")
+    max_grad_norm: float = opt(1.0, "Gradient clipping norm (0 = off).")
+    checkpoint_every: int = opt(0, "Checkpoint every N optimizer steps (0 = end of each epoch).")
+    chunk_size: int = opt(128, "Sequence positions per fp32 logits block in the loss.")
+
+    def validate(self) -> None:
+        """Raise :class:`~kdmem.errors.ConfigError` naming the first out-of-domain value."""
+        for name in ("epochs", "batch_size", "grad_accum", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"invalid {name} = {getattr(self, name)}: must be >= 1")
+        for name in ("warmup_steps", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"invalid {name} = {getattr(self, name)}: must be >= 0")
+        if not self.lr > 0:
+            raise ConfigError(f"invalid lr = {self.lr}: must be > 0")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"invalid min_lr_ratio = {self.min_lr_ratio}: use [0, 1]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SoftKD:
+    """The soft-distillation loss: ``(1 - alpha) * T^2 * D(teacher || student) + alpha * CE``."""
+
+    loss: Divergence = opt(
+        "fkl", "Soft-mode divergence: forward KL, reverse KL or generalized JSD."
+    )
+    temperature: float = opt(2.0, "Softmax temperature of the soft loss (paper: 2).")
+    alpha: float = opt(0.0, "Weight of ground-truth CE mixed into the soft loss (paper: 0).")
+
+    def validate(self) -> None:
+        if not self.temperature > 0:
+            raise ConfigError(f"invalid temperature = {self.temperature}: must be > 0")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"invalid alpha = {self.alpha}: use [0, 1]")
+
+
+# ---- recipes ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig(Optim):
+    """Fields of every recipe: data, output, precision, seed, processes, plus :class:`Optim`."""
+
+    data: str = required("Training set D: shard dir, .parquet or 2-D .npy of token ids.")
+    out: str = required("Output directory: model, metrics.json, kdmem.json, checkpoint/.")
+    val_data: str | None = opt(None, "Held-out set for validation loss / perplexity per epoch.")
+    seq_len: int | None = opt(None, "Tokens per sequence (default: the data's length).")
+    precision: Precision = opt("fp32", "fp32, or bf16 autocast with fp32 master weights.")
+    seed: int = opt(0, "Seed of the data order (and of init with --init random).")
+    init: Literal["pretrained", "random"] = opt(
+        "pretrained",
+        "Start from the pretrained weights or a seeded random init of the same config.",
+    )
+    keep_checkpoint: bool = opt(False, "Keep OUT/checkpoint after the final model is written.")
+    distributed: Distributed = opt(
+        "ddp", "Multi-process strategy under torchrun / accelerate launch."
+    )
+    device: str | None = opt(None, "cpu, cuda, cuda:1 (default: cuda:LOCAL_RANK if available).")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.seq_len is not None and self.seq_len < 2:
+            raise ConfigError(f"invalid seq_len = {self.seq_len}: must be >= 2")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuneConfig(OptimConfig):
+    """Cross-entropy fine-tuning of ``model`` (hub id or local dir) on ``data``; ``role``
+    (teacher or baseline) is recorded in ``OUT/kdmem.json``."""
+
+    role: Literal["teacher", "baseline"] = required(
+        "Which study role this fine-tune produces (recorded in OUT/kdmem.json)."
+    )
+    model: str = required("Base model: hub id or local directory (safetensors).")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillConfig(OptimConfig, SoftKD):
+    """Distil ``teacher`` (a fine-tuned model dir) into ``student`` (hub id or dir).
+
+    ``mode``: soft = ``(1 - alpha) * T^2 * D(teacher, student) + alpha * CE`` at every token
+    (paper: fkl, T = 2, alpha = 0); hard = CE on the teacher's greedy continuations of
+    ``prefix_len``-token prefixes to ``gen_len`` tokens; argmax = CE on the teacher's argmax
+    next token at every position of the original text."""
+
+    teacher: str = required("Fine-tuned teacher directory (or hub id).")
+    student: str = required("Student base model: hub id or local directory.")
+    mode: Literal["soft", "hard", "argmax"] = opt(
+        "soft",
+        "soft: T^2*KL at every token; hard: CE on teacher continuations; argmax: CE on teacher argmax.",
+    )
+    beta: float = opt(0.5, "Generalized JSD mixing weight.")
+    prefix_len: int = opt(50, "Hard mode: prefix tokens given to the teacher (paper: 50).")
+    gen_len: int = opt(256, "Hard mode: total tokens per synthetic sequence (paper: 256).")
+    gen_batch_size: int = opt(32, "Hard mode: sequences per generation batch.")
+    generations_dir: str | None = opt(
+        None, "Hard mode: continuation cache (default OUT/../generations)."
+    )
+    teacher_precision: Precision | None = opt(None, "Teacher dtype (default: --precision).")
+    teacher_shard: Literal["none", "fsdp", "fsdp_offload"] = opt(
+        "none",
+        "Shard the teacher with FSDP2 (optionally CPU-offloaded); needs --distributed fsdp.",
+    )
+
+    def validate(self) -> None:
+        OptimConfig.validate(self)
+        SoftKD.validate(self)
+        if self.loss == "jsd" and not 0.0 < self.beta < 1.0:
+            raise ConfigError(
+                f"invalid beta = {self.beta}: jsd needs 0 < beta < 1 (beta -> 0 is fkl)"
+            )
+        if self.mode == "hard" and not 0 < self.prefix_len < self.gen_len:
+            raise ConfigError(
+                f"invalid prefix_len = {self.prefix_len} / gen_len = {self.gen_len}: "
+                "need 0 < prefix_len < gen_len"
+            )
+        if self.teacher_shard != "none" and self.distributed != "fsdp":
+            raise ConfigError(f"teacher_shard = {self.teacher_shard!r} needs distributed = 'fsdp'")
+
+
+C = TypeVar("C", bound=OptimConfig)
+
+# Recipe fields that do not change the trained weights (excluded from the hash).
+_NOT_HASHED = {"out", "keep_checkpoint", "device", "generations_dir", "gen_batch_size"}
+
+
+def config_hash(cfg: OptimConfig) -> str:
+    """SHA-256 hex of the recipe fields that determine the trained weights (sorted JSON); a
+    checkpoint only resumes under the same hash."""
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_HASHED}
+    d["__recipe__"] = type(cfg).__name__
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+# ---- the experiment --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, kw_only=True)
 class RunSection:
     """Where the run lives and the seeds of baseline and student runs (data order + init)."""
 
-    name: str
-    dir: str = ""  # default: runs/<name>
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    threads: int | None = None  # Rust corpus work; default KDMEM_NUM_THREADS or every core
-    device: str | None = None  # default: cuda when available, else cpu
-    precision: Literal["fp32", "bf16"] = "fp32"
+    name: str = required("Run name; the run directory defaults to runs/<name>.")
+    dir: str = opt("", "Run directory (default: runs/<name>).")
+    seeds: list[int] = opt_list(lambda: [0, 1, 2], "Seeds of baseline and student runs.")
+    threads: int | None = opt(
+        None, "Rust corpus threads (default: KDMEM_NUM_THREADS or every core)."
+    )
+    device: str | None = opt(None, "cpu, cuda, cuda:1 (default: cuda when available).")
+    precision: Precision = opt("fp32", "fp32, or bf16 autocast with fp32 master weights.")
 
 
 @dataclass(frozen=True, kw_only=True)
 class DataSection:
     """The corpus, its tokenizer and the study set D drawn from it."""
 
-    corpus: list[str]  # files, a local HF datasets dir, or a hub dataset name
-    tokenizer: str  # hub id or directory (usually the student's)
-    text_field: str = "text"
-    subset: str | None = None  # hub dataset config name (e.g. a crawl or "wikitext-103-raw-v1")
-    split: str = "train"
-    max_documents: int | None = None  # read at most this many corpus records (streamed sources)
-    n_examples: int = 1_000_000
-    n_validation: int = 1_000
-    seq_len: int = 256
-    prefix: int = 50
-    suffix: int = 50
-    sample_seed: int = 0
-    dtype: Literal["auto", "u16", "u32"] = "auto"
+    corpus: list[str] = required("Files, a local HF datasets dir, or a hub dataset name.")
+    tokenizer: str = required("Hub id or directory (usually the student's).")
+    text_field: str = opt("text", "JSON key / column of the text.")
+    subset: str | None = opt(
+        None, 'Hub dataset config name (e.g. a crawl or "wikitext-103-raw-v1").'
+    )
+    split: str = opt("train", "Split of datasets inputs.")
+    max_documents: int | None = opt(None, "Read at most N corpus records (streamed sources).")
+    n_examples: int = opt(1_000_000, "Size of the study set D (paper: 1M).")
+    n_validation: int = opt(1_000, "Held-out examples for validation loss.")
+    seq_len: int = opt(256, "Tokens per example (paper: 256).")
+    prefix: int = opt(50, "Prefix tokens (paper: 50).")
+    suffix: int = opt(50, "Suffix tokens (paper: 50).")
+    sample_seed: int = opt(0, "Seed of the study-set sample.")
+    dtype: Literal["auto", "u16", "u32"] = opt("auto", "Token dtype of the shards.")
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelsSection:
     """Base checkpoints: a large teacher and the student-size model (hub ids or dirs)."""
 
-    teacher: str
-    student: str
+    teacher: str = required("Teacher base model: hub id or directory.")
+    student: str = required("Student-size base model: hub id or directory.")
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainSection:
-    """Cross-entropy fine-tuning (teacher, baseline) or distillation optimisation settings."""
-
-    epochs: int = 3
-    lr: float = 5e-5
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_steps: int = 0
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0
-
-
-@dataclass(frozen=True, kw_only=True)
-class SoftSection(TrainSection):
+class SoftSection(Optim, SoftKD):
     """Soft distillation: ``T^2 * KL(teacher_T || student_T)`` (``alpha`` mixes in CE)."""
 
-    enabled: bool = True
-    loss: Literal["fkl", "rkl", "jsd"] = "fkl"
-    temperature: float = 2.0
-    alpha: float = 0.0
-    temperatures: list[float] = field(default_factory=list)  # optional sweep (seed 0 only)
+    enabled: bool = opt(True, "Train soft students.")
+    temperatures: list[float] = opt_list(list, "Extra temperatures to sweep (first seed only).")
+
+    def validate(self) -> None:
+        Optim.validate(self)
+        SoftKD.validate(self)
 
 
 @dataclass(frozen=True, kw_only=True)
-class HardSection(TrainSection):
+class HardSection(Optim):
     """Hard distillation: CE on the teacher's greedy continuations of D's prefixes."""
 
-    enabled: bool = True
-    gen_len: int = 256  # prefix (data.prefix tokens) + continuation
+    enabled: bool = opt(True, "Train hard students.")
+    gen_len: int = opt(256, "Prefix (data.prefix tokens) + continuation, in tokens.")
 
 
 @dataclass(frozen=True, kw_only=True)
 class MeasureSection:
     """One teacher-forced pass per model over D."""
 
-    batch_size: int | None = None  # None = automatic
-    verify_generate: int = 0  # re-decode K random examples + near-ties with generate()
-    entropy_last_k: int = 50
+    batch_size: int | None = opt(None, "'auto' (None) or N; halved on CUDA OOM.")
+    verify_generate: int = opt(
+        0, "Re-decode K random examples plus every near-tie; flip rate goes in the metadata."
+    )
+    entropy_last_k: int = opt(50, "Positions at the end whose next-token entropy is averaged.")
 
 
 @dataclass(frozen=True, kw_only=True)
 class FeaturizeSection:
     """Corpus features of D against the suffix-array index of the whole corpus."""
 
-    enabled: bool = True
-    ngram: list[int] = field(default_factory=lambda: [8])
+    enabled: bool = opt(True, "Compute corpus features.")
+    ngram: list[int] = opt_list(lambda: [8], "n for ngram_overlap_<n>.")
 
 
 @dataclass(frozen=True, kw_only=True)
 class PredictSection:
     """Logistic-regression predictor of student memorization."""
 
-    features: list[str] = field(
-        default_factory=lambda: ["zlib_bytes", "ppl_teacher", "ppl_baseline", "kl_teacher_baseline"]
+    features: list[str] = opt_list(
+        lambda: ["zlib_bytes", "ppl_teacher", "ppl_baseline", "kl_teacher_baseline"],
+        "Feature names (docs/run_dir.md).",
     )
-    corpus_features: bool = False
-    target: str = "student_soft"
-    resamples: int = 100
-    negatives_per_positive: int = 3
-    test_fraction: float = 0.3
-    seed: int = 0
+    corpus_features: bool = opt(
+        False, "Add log1p duplicate counts and longest-match features from features.parquet."
+    )
+    target: str = opt("student_soft", "Student role to predict.")
+    resamples: int = opt(100, "Resamples of the paper protocol.")
+    negatives_per_positive: int = opt(3, "Negatives sampled per positive (paper: 3).")
+    test_fraction: float = opt(0.3, "Held-out fraction per resample (paper: 0.3).")
+    seed: int = opt(0, "Seed of the resamples.")
 
 
 @dataclass(frozen=True, kw_only=True)
 class FilterSection:
     """Pre-filtering: drop the examples the predictor flags, re-distill, measure again."""
 
-    enabled: bool = True
-    threshold: float = 0.5
+    enabled: bool = opt(True, "Run the pre-filtering experiment.")
+    threshold: float = opt(0.5, "Flag examples with predicted probability >= this.")
+
+
+def _optim(epochs: int) -> Any:
+    return field(
+        default_factory=lambda: Optim(epochs=epochs),
+        metadata={"help": f"Cross-entropy fine-tuning ({epochs} epochs by default)."},
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,8 +366,8 @@ class ExperimentConfig:
     run: RunSection
     data: DataSection
     models: ModelsSection
-    teacher: TrainSection = field(default_factory=lambda: TrainSection(epochs=3))
-    baseline: TrainSection = field(default_factory=lambda: TrainSection(epochs=4))
+    teacher: Optim = _optim(3)
+    baseline: Optim = _optim(4)
     soft: SoftSection = field(default_factory=SoftSection)
     hard: HardSection = field(default_factory=HardSection)
     measure: MeasureSection = field(default_factory=MeasureSection)
@@ -181,6 +394,9 @@ class ExperimentConfig:
         for t in self.soft.temperatures:
             if t <= 0:
                 raise ConfigError(f"invalid soft.temperatures entry {t}: temperatures are > 0")
+
+
+# ---- the loader -------------------------------------------------------------------------------
 
 
 def _check(name: str, value: Any, tp: Any) -> Any:
@@ -214,7 +430,7 @@ def _check(name: str, value: Any, tp: Any) -> Any:
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is int and isinstance(value, bool):
-        raise ConfigError(f"invalid {name} = {value!r}: expected an integer")
+        raise ConfigError(f"invalid {name} = {value!r}: expected int, got bool")
     if isinstance(tp, type) and not isinstance(value, tp):
         raise ConfigError(
             f"invalid {name} = {value!r}: expected {tp.__name__}, got {type(value).__name__}"
@@ -222,34 +438,45 @@ def _check(name: str, value: Any, tp: Any) -> Any:
     return value
 
 
-def from_dict(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise
-    :class:`~kdmem.errors.ConfigError` naming the valid keys."""
+def from_dict(cls: type[T], values: dict[str, Any], prefix: str = "", *, flags: bool = False) -> T:
+    """Build config class ``cls`` from a mapping (a TOML table, CLI options), then validate.
+
+    Unknown keys and wrong types raise :class:`~kdmem.errors.ConfigError` naming the valid
+    keys; ``flags`` names missing required fields as CLI options (``--model``)."""
     assert dataclasses.is_dataclass(cls)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
-        raise ConfigError(
-            f"unknown key(s) {', '.join(prefix + u for u in unknown)} in {where}; "
-            f"valid keys: {', '.join(names)}"
-        )
+        bad = ", ".join(prefix + u for u in unknown)
+        if flags:
+            what = f"unknown {cls.__name__} key(s) {bad}"
+        else:
+            where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
+            what = f"unknown key(s) {bad} in {where}"
+        raise ConfigError(f"{what}; valid keys: {', '.join(names)}")
     checked = {k: _check(prefix + k, v, hints[k]) for k, v in values.items()}
-    required = [
+    missing = [
         f.name
         for f in dataclasses.fields(cls)
         if f.default is dataclasses.MISSING
         and f.default_factory is dataclasses.MISSING
         and f.name not in checked
     ]
-    if required:
-        raise ConfigError(f"missing required key(s) {', '.join(prefix + r for r in required)}")
+    if missing:
+        shown = ["--" + m.replace("_", "-") if flags else prefix + m for m in missing]
+        what = f"{cls.__name__} " if flags else ""
+        raise ConfigError(f"missing required {what}key(s): {', '.join(shown)}")
     obj = cls(**checked)
     validate = getattr(obj, "validate", None)
     if callable(validate):
         validate()
     return obj
+
+
+def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
+    """A recipe config from a mapping (:func:`from_dict` with CLI-style names)."""
+    return from_dict(cls, values, flags=True)
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -275,39 +502,39 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return out
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read, override, type-check and validate an experiment TOML file."""
+def read_toml(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """A TOML file as a dict; one-line errors for a missing or invalid file."""
     p = Path(path)
     try:
-        values = tomllib.loads(p.read_text("utf-8"))
+        return tomllib.loads(p.read_text("utf-8"))
     except FileNotFoundError:
-        raise ConfigError(
-            f"config {p} not found; pass the path of an experiment TOML file"
-        ) from None
+        raise ConfigError(f"{what} {p} not found; pass the path of a TOML file") from None
+    except OSError as e:
+        raise KdmemIOError(f"cannot read {what} {p}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: invalid TOML ({e}); fix the file") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override, type-check and validate an experiment TOML file."""
+    values = read_toml(path, "experiment config")
     return from_dict(ExperimentConfig, apply_overrides(values, overrides or []))
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(v)
+def load_recipe(cls: type[C], path: str | Path | None, options: dict[str, Any]) -> C:
+    """A recipe config from ``--config FILE.toml`` (optional) and command-line ``options``
+    (``None`` = not given; those win over the file)."""
+    values = read_toml(path, "--config") if path else {}
+    values.update({k: v for k, v in options.items() if v is not None})
+    return config_from_dict(cls, values)
+
+
+def _drop_none(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _drop_none(x) for k, x in v.items() if x is not None}
+    return v
 
 
 def to_toml(cfg: ExperimentConfig) -> str:
     """The resolved config as TOML (``None`` values are omitted: they mean the default)."""
-    lines: list[str] = []
-    for section in dataclasses.fields(cfg):
-        lines.append(f"[{section.name}]")
-        for k, v in dataclasses.asdict(getattr(cfg, section.name)).items():
-            if v is not None:
-                lines.append(f"{k} = {_toml_value(v)}")
-        lines.append("")
-    return "\n".join(lines)
+    return tomli_w.dumps(_drop_none(dataclasses.asdict(cfg)))

@@ -24,9 +24,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomli_w
+from tokenizers import Tokenizer
 
-from kdmem.analysis.rundir import write_bytes_atomic, write_json_atomic
+from kdmem.atomic import write_bytes_atomic, write_json_atomic
+from kdmem.config import FinetuneConfig, config_from_dict, load_config
+from kdmem.corpus.examples import Examples, write_examples
+from kdmem.corpus.shard import shard_corpus
+from kdmem.corpus.shards import open_shards
+from kdmem.models.load import save_model
+from kdmem.models.tiny import build_model, tiny_config
+from kdmem.models.tokenizer import load_tokenizer, train_tokenizer
 from kdmem.pipeline import Stage, StageContext
+from kdmem.rundir import REL, Layout
+from kdmem.stdlib_corpus import stdlib_documents
+from kdmem.study import run_experiment
+from kdmem.train import finetune
 
 PLANTED_COUNTS = (2, 4, 8, 16)
 
@@ -60,21 +73,18 @@ class DemoSize:
 
 def _docs_stage(size: DemoSize) -> Any:
     def run(ctx: StageContext) -> dict[str, Any]:
-        from kdmem.stdlib_corpus import stdlib_documents
-
         docs = [d for d in stdlib_documents("prose", chunk_chars=1200) if len(d) >= 300]
         rng = np.random.default_rng(size.seed)
         order = rng.permutation(len(docs))
         n_ft = size.n_examples + 200  # spare documents: some are shorter than seq_len tokens
         ft = [docs[i] for i in order[:n_ft]]
         pre = [docs[i] for i in order[n_ft : n_ft + size.pretrain_docs]]
-        out = ctx.run_dir / "corpus"
-        out.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(
-            out / "pretrain.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in pre).encode()
+            ctx.layout.corpus("pretrain.jsonl"),
+            "".join(json.dumps({"text": t}) + "\n" for t in pre).encode(),
         )
         write_bytes_atomic(
-            out / "finetune_unplanted.jsonl",
+            ctx.layout.corpus("finetune_unplanted.jsonl"),
             "".join(json.dumps({"text": t}) + "\n" for t in ft).encode(),
         )
         return {"finetune_docs": len(ft), "pretrain_docs": len(pre)}
@@ -84,13 +94,11 @@ def _docs_stage(size: DemoSize) -> Any:
 
 def _tokenizer_stage(size: DemoSize) -> Any:
     def run(ctx: StageContext) -> dict[str, Any]:
-        from kdmem.models import train_tokenizer
-
         texts = []
         for name in ("pretrain.jsonl", "finetune_unplanted.jsonl"):
-            with open(ctx.run_dir / "corpus" / name, encoding="utf-8") as f:
+            with open(ctx.layout.corpus(name), encoding="utf-8") as f:
                 texts += [json.loads(line)["text"] for line in f]
-        train_tokenizer(texts, size.vocab_size, ctx.run_dir / "bases" / "tokenizer")
+        train_tokenizer(texts, size.vocab_size, ctx.layout.bases("tokenizer"))
         return {}
 
     return run
@@ -101,10 +109,8 @@ def _plant_stage(size: DemoSize) -> Any:
     2..16 times). ``corpus/planted.json`` records which texts and how often."""
 
     def run(ctx: StageContext) -> dict[str, Any]:
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(ctx.run_dir / "bases" / "tokenizer" / "tokenizer.json"))
-        with open(ctx.run_dir / "corpus" / "finetune_unplanted.jsonl", encoding="utf-8") as f:
+        tok = Tokenizer.from_file(str(ctx.layout.bases("tokenizer") / "tokenizer.json"))
+        with open(ctx.layout.corpus("finetune_unplanted.jsonl"), encoding="utf-8") as f:
             texts = [json.loads(line)["text"] for line in f]
         lens = [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
         long = [t for t, n in zip(texts, lens, strict=True) if n >= size.seq_len]
@@ -122,10 +128,10 @@ def _plant_stage(size: DemoSize) -> Any:
         rng = np.random.default_rng(size.seed + 1)
         docs = [docs[i] for i in rng.permutation(len(docs))]
         write_bytes_atomic(
-            ctx.run_dir / "corpus" / "finetune.jsonl",
+            ctx.layout.corpus("finetune.jsonl"),
             "".join(json.dumps({"text": t}) + "\n" for t in docs).encode(),
         )
-        write_json_atomic(ctx.run_dir / "corpus" / "planted.json", planted)
+        write_json_atomic(ctx.layout.corpus("planted.json"), planted)
         return {"documents": len(docs), "planted": n_planted}
 
     return run
@@ -133,23 +139,16 @@ def _plant_stage(size: DemoSize) -> Any:
 
 def _base_stage(size: DemoSize, which: str) -> Any:
     def run(ctx: StageContext) -> dict[str, Any]:
-        from kdmem.corpus import shard_corpus
-        from kdmem.data import Examples, write_examples
-        from kdmem.models import build_model, load_tokenizer, save_model, tiny_config
-        from kdmem.train.config import FinetuneConfig, config_from_dict
-        from kdmem.train.finetune import finetune
-
-        tok = load_tokenizer(ctx.run_dir / "bases" / "tokenizer")
-        pre = ctx.run_dir / "bases" / "pretrain"
+        lay = ctx.layout
+        tok = load_tokenizer(lay.bases("tokenizer"))
+        pre = lay.bases("pretrain")
         if not (pre / "train.parquet").exists():
-            res = shard_corpus(
-                [ctx.run_dir / "corpus" / "pretrain.jsonl"],
-                ctx.run_dir / "bases" / "tokenizer" / "tokenizer.json",
+            shard_corpus(
+                [lay.corpus("pretrain.jsonl")],
+                lay.bases("tokenizer") / "tokenizer.json",
                 pre / "shards",
                 overwrite=True,
             )
-            from kdmem.corpus import open_shards
-
             ss = open_shards(pre / "shards")
             flat = np.concatenate([np.asarray(s.tokens, dtype=np.int64) for s in ss.shards])
             n = len(flat) // size.seq_len
@@ -158,10 +157,9 @@ def _base_stage(size: DemoSize, which: str) -> Any:
                 Examples(np.arange(n, dtype=np.int64), rows, ss.tokenizer_hash),
                 pre / "train.parquet",
             )
-            del res
         width = size.teacher_width if which == "teacher" else size.student_width
         layers = size.teacher_layers if which == "teacher" else size.student_layers
-        init = ctx.run_dir / "bases" / f"{which}_init"
+        init = lay.bases(f"{which}_init")
         cfg = tiny_config(
             "gpt_neox",
             len(tok),
@@ -179,7 +177,7 @@ def _base_stage(size: DemoSize, which: str) -> Any:
                     "role": "baseline" if which == "student" else "teacher",
                     "model": str(init),
                     "data": str(pre / "train.parquet"),
-                    "out": str(ctx.run_dir / "bases" / which),
+                    "out": str(lay.bases(which)),
                     "epochs": size.pretrain_epochs,
                     "lr": size.pretrain_lr,
                     "warmup_steps": 20,
@@ -194,59 +192,46 @@ def _base_stage(size: DemoSize, which: str) -> Any:
     return run
 
 
-def demo_config_toml(run_dir: Path, size: DemoSize) -> str:
+def demo_config(run_dir: Path, size: DemoSize) -> dict[str, Any]:
     """The experiment config the demo runs (written to ``RUN/demo.toml``)."""
-    b = run_dir / "bases"
-    return f"""# kdmem run {run_dir}/demo.toml   (written by `kdmem demo`)
-[run]
-name = "demo"
-dir = "{run_dir}"
-seeds = [{", ".join(str(k) for k in size.seeds)}]
-threads = 2
-device = "cpu"
+    lay = Layout(run_dir)
+    optim = {"epochs": size.student_epochs, "lr": size.lr, "batch_size": size.batch_size}
+    return {
+        "run": {
+            "name": "demo",
+            "dir": str(run_dir),
+            "seeds": list(size.seeds),
+            "threads": 2,
+            "device": "cpu",
+        },
+        "data": {
+            "corpus": [str(lay.corpus("finetune.jsonl"))],
+            "tokenizer": str(lay.bases("tokenizer")),
+            "n_examples": size.n_examples,
+            "n_validation": 60,
+            "seq_len": size.seq_len,
+            "prefix": size.prefix,
+            "suffix": size.suffix,
+        },
+        "models": {"teacher": str(lay.bases("teacher")), "student": str(lay.bases("student"))},
+        "teacher": {**optim, "epochs": size.teacher_epochs},
+        "baseline": optim,
+        "soft": {
+            **optim,
+            "temperature": 2.0,
+            "temperatures": [float(t) for t in size.temperatures],
+        },
+        "hard": {**optim, "gen_len": size.seq_len},
+        "featurize": {"ngram": [8]},
+        "predict": {"resamples": 100},
+    }
 
-[data]
-corpus = ["{run_dir / "corpus" / "finetune.jsonl"}"]
-tokenizer = "{b / "tokenizer"}"
-n_examples = {size.n_examples}
-n_validation = 60
-seq_len = {size.seq_len}
-prefix = {size.prefix}
-suffix = {size.suffix}
 
-[models]
-teacher = "{b / "teacher"}"
-student = "{b / "student"}"
-
-[teacher]
-epochs = {size.teacher_epochs}
-lr = {size.lr}
-batch_size = {size.batch_size}
-
-[baseline]
-epochs = {size.student_epochs}
-lr = {size.lr}
-batch_size = {size.batch_size}
-
-[soft]
-epochs = {size.student_epochs}
-lr = {size.lr}
-batch_size = {size.batch_size}
-temperature = 2.0
-temperatures = [{", ".join(repr(float(t)) for t in size.temperatures)}]
-
-[hard]
-epochs = {size.student_epochs}
-lr = {size.lr}
-batch_size = {size.batch_size}
-gen_len = {size.seq_len}
-
-[featurize]
-ngram = [8]
-
-[predict]
-resamples = 100
-"""
+def demo_config_toml(run_dir: Path, size: DemoSize) -> str:
+    """:func:`demo_config` as TOML, headed by the command that runs it."""
+    return f"# kdmem run {run_dir}/demo.toml   (written by `kdmem demo`)\n" + tomli_w.dumps(
+        demo_config(run_dir, size)
+    )
 
 
 _PRETRAIN = ("pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "seq_len", "seed")
@@ -265,14 +250,14 @@ def demo_stages(size: DemoSize) -> list[Stage]:
             _docs_stage(size),
             _slice(size, "n_examples", "pretrain_docs", "seed"),
             (),
-            ("corpus/pretrain.jsonl", "corpus/finetune_unplanted.jsonl"),
+            (str(REL.corpus("pretrain.jsonl")), str(REL.corpus("finetune_unplanted.jsonl"))),
         ),
         Stage(
             "demo_tokenizer",
             _tokenizer_stage(size),
             _slice(size, "vocab_size"),
             ("demo_corpus",),
-            ("bases/tokenizer",),
+            (str(REL.bases("tokenizer")),),
         ),
         Stage(
             "demo_plant",
@@ -282,21 +267,21 @@ def demo_stages(size: DemoSize) -> list[Stage]:
                 "counts": PLANTED_COUNTS,
             },
             ("demo_tokenizer",),
-            ("corpus/finetune.jsonl", "corpus/planted.json"),
+            (str(REL.corpus("finetune.jsonl")), str(REL.corpus("planted.json"))),
         ),
         Stage(
             "demo_base_student",
             _base_stage(size, "student"),
             _slice(size, "student_width", "student_layers", *_PRETRAIN),
             ("demo_tokenizer",),
-            ("bases/student",),
+            (str(REL.bases("student")),),
         ),
         Stage(
             "demo_base_teacher",
             _base_stage(size, "teacher"),
             _slice(size, "teacher_width", "teacher_layers", *_PRETRAIN),
             ("demo_tokenizer",),
-            ("bases/teacher",),
+            (str(REL.bases("teacher")),),
         ),
     ]
 
@@ -305,9 +290,6 @@ def run_demo(
     run_dir: str | Path = "runs/demo", size: DemoSize | None = None, log: Any = print
 ) -> dict[str, Any]:
     """Build the demo inputs, run the study, print the headline numbers; returns the summary."""
-    from kdmem.config import load_config
-    from kdmem.study import run_experiment
-
     size = size or DemoSize()
     rd = Path(run_dir)
     t0 = time.perf_counter()
@@ -316,7 +298,7 @@ def run_demo(
     toml = rd / "demo.toml"
     write_bytes_atomic(toml, demo_config_toml(rd, size).encode())
     run_experiment(load_config(toml), rd, before=prep, log=log)
-    summary = json.loads((rd / "report" / "summary.json").read_text())
+    summary = json.loads(Layout(rd).report_summary.read_text())
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
     return summary
 
@@ -342,7 +324,7 @@ def format_headline(summary: dict[str, Any], run_dir: Path) -> str:
     else:
         note = summary.get("notes", {}).get("predictor")
         lines.append(f"  predictor: {note or 'not run'}")
-    filt = run_dir / "filter" / "filter.json"
+    filt = Layout(run_dir).filter_result
     if filt.exists():
         f = json.loads(filt.read_text())
         if "skipped" in f:
@@ -352,5 +334,5 @@ def format_headline(summary: dict[str, Any], run_dir: Path) -> str:
                 f"  filtering: {f['n_flagged']} flagged; memorized before {f['memorized_before']}, "
                 f"after {f['memorized_after']} ({f['n_new']} new)"
             )
-    lines.append(f"report: {run_dir / 'report' / 'index.html'}")
+    lines.append(f"report: {Layout(run_dir).report_index}")
     return "\n".join(lines)

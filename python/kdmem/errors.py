@@ -60,12 +60,12 @@ class TokenizerLoadError(KdmemError, ValueError):
     """A tokenizer file could not be loaded."""
 
 
-class ConfigError(KdmemError, ValueError):
-    """An experiment config has an unknown key, a wrong type or an invalid value."""
-
-
 class InvalidArgumentError(KdmemError, ValueError):
     """An argument is outside its domain."""
+
+
+class ConfigError(InvalidArgumentError):
+    """A config (experiment or recipe) has an unknown key, a wrong type or an invalid value."""
 
 
 class StaleIndexError(KdmemError, ValueError):
@@ -100,6 +100,10 @@ class NonFiniteLogitsError(KdmemError, ArithmeticError):
     """A model produced NaN logits while being measured; the message names the example and dtype."""
 
 
+class MissingDependencyError(KdmemError, ImportError):
+    """An optional dependency is not installed; the message names the ``kdmem[extra]`` to install."""
+
+
 __all__ = [
     "ConfigError",
     "CorruptFileError",
@@ -111,6 +115,7 @@ __all__ = [
     "KdmemError",
     "KdmemIOError",
     "MalformedRecordError",
+    "MissingDependencyError",
     "MissingFieldError",
     "MissingStageInputError",
     "NoPositiveExamplesError",

@@ -10,7 +10,11 @@ writes under the run directory. :class:`Pipeline` runs stages in dependency orde
   internally (training checkpoints, measurement chunks, shard files) pick up where they
   stopped;
 * a stage whose hash changed has its outputs removed first, then reruns, and so does every
-  stage downstream of it (their hashes include it), and nothing else.
+  stage downstream of it (their hashes include it), and nothing else;
+* a stage that cannot do its work because an input does not exist (e.g. no memorized example
+  to train a predictor on) returns ``{"skipped": reason}``: it is recorded as ``skipped``
+  (outputs not required, up to date like ``done``), and the stages that need it ask
+  :meth:`StageContext.skipped` and skip in turn.
 
 The manifest is rewritten atomically after every transition.
 """
@@ -27,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdmem.analysis.rundir import RUN_FORMAT, RUN_FORMAT_VERSION, write_json_atomic
-from kdmem.errors import CorruptFileError, FormatVersionError, InvalidArgumentError
+from kdmem.errors import CorruptFileError, InvalidArgumentError
+from kdmem.rundir import Layout, read_manifest, write_manifest
 
-__all__ = ["Pipeline", "Stage", "StageContext", "stable_hash"]
+__all__ = ["Pipeline", "Stage", "StageContext", "StagePlan", "stable_hash"]
 
 
 def stable_hash(obj: Any) -> str:
@@ -41,12 +45,25 @@ def stable_hash(obj: Any) -> str:
 
 @dataclass(frozen=True)
 class StageContext:
-    """What a stage function receives: the run directory and its own resolved config."""
+    """What a stage function receives: the run directory (and its :class:`Layout`), its own
+    resolved config, its name, a logger and the manifest as of its start."""
 
     run_dir: Path
     config: Any
     stage: str
     log: Callable[[str], None]
+    manifest: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.run_dir)
+
+    def skipped(self, stage: str) -> str | None:
+        """Why ``stage`` (upstream of this one) skipped its work, or None if it did it."""
+        rec = self.manifest.get("stages", {}).get(stage, {})
+        if rec.get("status") != "skipped":
+            return None
+        return str(rec.get("metrics", {}).get("skipped") or f"stage {stage} was skipped")
 
 
 @dataclass(frozen=True)
@@ -72,7 +89,9 @@ class Stage:
 
 
 @dataclass
-class _Plan:
+class StagePlan:
+    """What :meth:`Pipeline.run` would do with one stage, and why."""
+
     stage: Stage
     hash: str
     action: str  # "skip" | "resume" | "run" | "rerun"
@@ -104,50 +123,20 @@ class Pipeline:
 
     # -- manifest
 
-    @property
-    def manifest_path(self) -> Path:
-        return self.run_dir / "manifest.json"
-
     def read_manifest(self) -> dict[str, Any]:
-        """The manifest, or a fresh one; rejects other formats and newer versions."""
-        from kdmem import __version__
-
-        p = self.manifest_path
-        if not p.exists():
-            return {
-                "format": RUN_FORMAT,
-                "version": RUN_FORMAT_VERSION,
-                "kdmem_version": __version__,
-                "stages": {},
-            }
-        try:
-            m = json.loads(p.read_text("utf-8"))
-        except ValueError as e:
-            raise CorruptFileError(
-                f"{p} is not valid JSON ({e}); delete it to rerun every stage"
-            ) from None
-        if m.get("format") != RUN_FORMAT or m.get("version") != RUN_FORMAT_VERSION:
-            raise FormatVersionError(
-                f"{self.run_dir} was written by kdmem {m.get('kdmem_version', '?')} as "
-                f"{m.get('format')!r} version {m.get('version')}; this kdmem writes "
-                f"{RUN_FORMAT!r} version {RUN_FORMAT_VERSION}: use a new run directory"
-            )
-        m.setdefault("stages", {})
-        return m
+        """The manifest (a fresh one when absent), under the run directory's version rule."""
+        return read_manifest(self.run_dir, for_update=True)
 
     def _write(self, manifest: dict[str, Any]) -> None:
-        from kdmem import __version__
-
-        manifest["kdmem_version"] = __version__
-        write_json_atomic(self.manifest_path, manifest)
+        write_manifest(self.run_dir, manifest)
 
     # -- planning
 
-    def plan(self) -> list[_Plan]:
+    def plan(self) -> list[StagePlan]:
         """What :meth:`run` would do for each stage, and why."""
         manifest = self.read_manifest()
         hashes: dict[str, str] = {}
-        out: list[_Plan] = []
+        out: list[StagePlan] = []
         for s in self.stages:
             h = stable_hash(
                 {
@@ -162,16 +151,20 @@ class Pipeline:
             rec = manifest["stages"].get(s.name)
             missing = [o for o in s.outputs if not (self.run_dir / o).exists()]
             if rec is None:
-                out.append(_Plan(s, h, "run", "never run"))
+                out.append(StagePlan(s, h, "run", "never run"))
             elif rec.get("hash") != h:
-                out.append(_Plan(s, h, "rerun", "its config or an upstream stage changed"))
+                out.append(StagePlan(s, h, "rerun", "its config or an upstream stage changed"))
             elif rec.get("status") == "running":
-                out.append(_Plan(s, h, "resume", "interrupted while running"))
+                out.append(StagePlan(s, h, "resume", "interrupted while running"))
+            elif rec.get("status") == "skipped":
+                out.append(
+                    StagePlan(s, h, "skip", "up to date (skipped: its input does not exist)")
+                )
             elif rec.get("status") != "done" or missing:
                 why = f"outputs missing: {missing}" if missing else f"status {rec.get('status')}"
-                out.append(_Plan(s, h, "resume", why))
+                out.append(StagePlan(s, h, "resume", why))
             else:
-                out.append(_Plan(s, h, "skip", "up to date"))
+                out.append(StagePlan(s, h, "skip", "up to date"))
         return out
 
     # -- running
@@ -204,23 +197,30 @@ class Pipeline:
                 }
                 self._write(manifest)
                 t0 = time.perf_counter()
-                metrics = s.run(StageContext(self.run_dir, s.config, s.name, self.log)) or {}
+                ctx = StageContext(self.run_dir, s.config, s.name, self.log, manifest)
+                metrics = dict(s.run(ctx) or {})
                 wall = time.perf_counter() - t0
+                skipped = "skipped" in metrics
                 missing = [o for o in s.outputs if not (self.run_dir / o).exists()]
+                if skipped:
+                    missing = []
                 if missing:
                     raise CorruptFileError(
                         f"stage {s.name} finished without writing {missing}; this is a kdmem "
                         "bug: please report it with the run directory's manifest.json"
                     )
                 manifest["stages"][s.name].update(
-                    status="done",
+                    status="skipped" if skipped else "done",
                     wall_s=round(wall, 3),
                     metrics=dict(metrics),
                     outputs=list(s.outputs),
                     versions={"python": platform.python_version(), **self.versions},
                 )
                 self._write(manifest)
-                self.log(f"[{s.name}] done in {wall:.1f}s")
+                if skipped:
+                    self.log(f"[{s.name}] skipped: {metrics['skipped']}")
+                else:
+                    self.log(f"[{s.name}] done in {wall:.1f}s")
             if until is not None and s.name == until:
                 break
         return manifest

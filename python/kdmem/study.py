@@ -1,37 +1,65 @@
 """``kdmem run EXP.toml``: the whole study as a stage graph over one run directory.
 
-Stages (each a thin call into a library function; see :mod:`kdmem.pipeline` for resume and
-change detection), in order::
+Stages (each a thin call into a library function; :mod:`kdmem.pipeline` does resume and
+change detection; paths come from :class:`kdmem.rundir.Layout`), in dependency order::
 
-    tokenizer -> shard -> index -> study
+    tokenizer -> shard -> index ; shard -> study
     teacher, baseline_seed<k>, student_soft_seed<k>, student_soft_T<t>_seed<k0>,
-    student_hard_seed<k>                                  (kdmem.train)
+    student_hard_seed<k>                                   (kdmem.train)
     measure_<role> for every model; measure_teacher runs in pair mode with the first
         baseline (KL(teacher || baseline) plus both tables from two forward passes)
-    featurize -> predict -> sets -> filter -> report
+    featurize -> predict -> sets
+    filter_flag -> student_soft_filtered_seed<k0> -> measure_student_soft_filtered_seed<k0>
+        -> filter                                          (pre-filtering, resumable inside)
+    report
 
-Run directory layout: docs/run_dir.md. Models go to ``models/<role>/``; their held-out
-metrics to ``validation/<role>.json``.
+A stage whose input does not exist (no positives to train the predictor on, so nothing to
+filter with) returns ``{"skipped": reason}``; the stages that need its output skip in turn,
+and the report says why. Models go to ``models/<role>/``, their held-out metrics to
+``validation/<role>.json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import pyarrow.parquet as pq
 
-from kdmem.analysis.rundir import write_json_atomic
-from kdmem.config import ExperimentConfig, to_toml
-from kdmem.pipeline import Pipeline, Stage, StageContext
+from kdmem.analysis.filter import run_filter_compare, run_filter_flag
+from kdmem.analysis.predictor import CORPUS_FEATURES, run_predict
+from kdmem.analysis.report import build_report
+from kdmem.analysis.sets import analyze_sets, write_sets
+from kdmem.analysis.tables import RunDir
+from kdmem.atomic import write_bytes_atomic, write_json_atomic
+from kdmem.config import (
+    DistillConfig,
+    ExperimentConfig,
+    FinetuneConfig,
+    Optim,
+    config_from_dict,
+    to_toml,
+)
+from kdmem.corpus.examples import sample_study_set, write_example_texts, write_examples
+from kdmem.corpus.featurize import featurize
+from kdmem.corpus.index import build_index
+from kdmem.corpus.shard import shard_corpus
+from kdmem.errors import NoPositiveExamplesError
+from kdmem.identity import tokenizer_hash
+from kdmem.measure import measure
+from kdmem.models.tokenizer import load_tokenizer
+from kdmem.pipeline import Pipeline, Stage, StageContext, StagePlan
+from kdmem.rundir import REL, Layout
+from kdmem.train import distill, finetune
 
-STUDY = "data/study.parquet"
-VALIDATION = "data/validation.parquet"
-EXAMPLES = "data/examples.parquet"
-FILTERED = "data/filtered.parquet"
-FILTERED_ROLE = "student_soft_filtered_seed"
+__all__ = ["build_stages", "plan_experiment", "run_experiment"]
+
+FILTERED_KIND = "student_soft_filtered"
+
+StageFn = Callable[[StageContext], Mapping[str, Any] | None]
 
 
 def _asdict(x: Any) -> Any:
@@ -41,38 +69,31 @@ def _asdict(x: Any) -> Any:
 def _corpus_inputs(cfg: ExperimentConfig) -> list[str]:
     out = []
     for c in cfg.data.corpus:
-        p = Path(c)
-        if p.exists() or c.startswith("hf:"):
+        if Path(c).exists() or c.startswith("hf:"):
             out.append(c)
         else:  # a hub dataset name
             out.append(f"hf:{c}" + (f":{cfg.data.subset}" if cfg.data.subset else ""))
     return out
 
 
-# ---- stage functions -----------------------------------------------------------------------
+# ---- corpus and study set ------------------------------------------------------------------
 
 
-def _tokenizer(cfg: ExperimentConfig) -> Any:
+def _tokenizer(cfg: ExperimentConfig) -> StageFn:
     def run(ctx: StageContext) -> dict[str, Any]:
-        from kdmem.corpus import tokenizer_hash
-        from kdmem.models import load_tokenizer
-
         tok = load_tokenizer(cfg.data.tokenizer)
-        out = ctx.run_dir / "tokenizer"
-        tok.save_pretrained(str(out))
+        tok.save_pretrained(str(ctx.layout.tokenizer_dir))
         return {"vocab_size": len(tok), "tokenizer_hash": tokenizer_hash(tok)}
 
     return run
 
 
-def _shard(cfg: ExperimentConfig) -> Any:
+def _shard(cfg: ExperimentConfig) -> StageFn:
     def run(ctx: StageContext) -> dict[str, Any]:
-        from kdmem.corpus import shard_corpus
-
         res = shard_corpus(
             _corpus_inputs(cfg),
-            ctx.run_dir / "tokenizer" / "tokenizer.json",
-            ctx.run_dir / "shards",
+            ctx.layout.tokenizer_json,
+            ctx.layout.shards,
             threads=cfg.run.threads,
             dtype=cfg.data.dtype,
             text_field=cfg.data.text_field,
@@ -84,67 +105,41 @@ def _shard(cfg: ExperimentConfig) -> Any:
     return run
 
 
-def _index(cfg: ExperimentConfig) -> Any:
+def _index(cfg: ExperimentConfig) -> StageFn:
     def run(ctx: StageContext) -> dict[str, Any]:
-        from kdmem.corpus.index import build_index
-
-        rep = build_index(ctx.run_dir / "shards", threads=cfg.run.threads)
-        write_json_atomic(ctx.run_dir / "index" / "build.json", rep)
+        rep = build_index(ctx.layout.shards, threads=cfg.run.threads)
+        write_json_atomic(ctx.layout.index_report, rep)
         return {k: rep[k] for k in ("shards", "tokens_built", "seconds") if k in rep}
 
     return run
 
 
-def _study(cfg: ExperimentConfig) -> Any:
-    """Sample D (n_examples documents of >= seq_len tokens, truncated to seq_len) and a
-    disjoint validation set; example_id = global document id of the shards."""
+def _study(cfg: ExperimentConfig) -> StageFn:
+    """Sample D and a disjoint validation set (:func:`kdmem.corpus.examples.sample_study_set`);
+    example_id = global document id of the shards."""
 
     def run(ctx: StageContext) -> dict[str, Any]:
-        import pyarrow as pa
-        from tokenizers import Tokenizer
-
-        from kdmem.analysis.rundir import write_parquet_atomic
-        from kdmem.corpus import open_shards
-        from kdmem.data import Examples, write_examples
-        from kdmem.errors import EmptyCorpusError
-
         d = cfg.data
-        ss = open_shards(ctx.run_dir / "shards")
-        lengths = np.concatenate([np.diff(np.asarray(s.offsets)) for s in ss.shards])
-        eligible = np.flatnonzero(lengths >= d.seq_len)
-        if len(eligible) == 0:
-            raise EmptyCorpusError(
-                f"no document of the corpus has data.seq_len = {d.seq_len} tokens; "
-                "lower data.seq_len or use longer documents"
-            )
-        order = np.random.default_rng(d.sample_seed).permutation(eligible)
-        n_val = min(d.n_validation, max(len(order) // 10, 1))
-        val_ids = np.sort(order[:n_val])
-        ids = np.sort(order[n_val : n_val + d.n_examples])
-
-        def take(sel: np.ndarray) -> Examples:
-            tok = np.stack([np.asarray(ss[int(i)][: d.seq_len], dtype=np.int64) for i in sel])
-            return Examples(sel.astype(np.int64), tok, ss.tokenizer_hash)
-
-        study = take(ids)
-        write_examples(study, ctx.run_dir / STUDY)
-        write_examples(take(val_ids), ctx.run_dir / VALIDATION)
-        tok = Tokenizer.from_file(str(ctx.run_dir / "tokenizer" / "tokenizer.json"))
-        texts = tok.decode_batch(study.tokens.tolist(), skip_special_tokens=False)
-        write_parquet_atomic(
-            ctx.run_dir / EXAMPLES,
-            pa.table({"example_id": pa.array(study.example_ids, pa.int64()), "text": texts}),
+        lay = ctx.layout
+        study, val, n_eligible = sample_study_set(
+            lay.shards, d.n_examples, d.n_validation, d.seq_len, d.sample_seed
         )
-        return {"n_examples": len(study), "n_validation": len(val_ids), "n_eligible": len(eligible)}
+        write_examples(study, lay.study)
+        write_examples(val, lay.validation_set)
+        write_example_texts(study, lay.tokenizer_json, lay.examples)
+        return {"n_examples": len(study), "n_validation": len(val), "n_eligible": n_eligible}
 
     return run
 
 
-def _validation_json(run_dir: Path, role: str) -> None:
-    rows = json.loads((run_dir / "models" / role / "metrics.json").read_text("utf-8"))
+# ---- training ----------------------------------------------------------------------------------
+
+
+def _validation_json(lay: Layout, role: str) -> None:
+    rows = json.loads(lay.model_metrics(role).read_text("utf-8"))
     last = rows[-1] if rows else {}
     write_json_atomic(
-        run_dir / "validation" / f"{role}.json",
+        lay.validation(role),
         {
             "role": role,
             "loss": last.get("val_loss"),
@@ -155,15 +150,12 @@ def _validation_json(run_dir: Path, role: str) -> None:
     )
 
 
-def _common_train(cfg: ExperimentConfig, section: Any, seed: int) -> dict[str, Any]:
+def _recipe_fields(cfg: ExperimentConfig, section: Optim, seed: int) -> dict[str, Any]:
+    """The recipe config fields a study section sets: every :class:`Optim` field, plus the
+    run's precision and device, the seed and the study's sequence length."""
+    optim = {f.name: getattr(section, f.name) for f in dataclasses.fields(Optim)}
     return {
-        "epochs": section.epochs,
-        "lr": section.lr,
-        "schedule": section.schedule,
-        "warmup_steps": section.warmup_steps,
-        "batch_size": section.batch_size,
-        "grad_accum": section.grad_accum,
-        "max_grad_norm": section.max_grad_norm,
+        **optim,
         "precision": cfg.run.precision,
         "seed": seed,
         "device": cfg.run.device,
@@ -171,214 +163,192 @@ def _common_train(cfg: ExperimentConfig, section: Any, seed: int) -> dict[str, A
     }
 
 
-def _finetune(cfg: ExperimentConfig, role: str, kind: str, seed: int, data: str = STUDY) -> Any:
+def _finetune(cfg: ExperimentConfig, role: str, kind: str, seed: int) -> StageFn:
     def run(ctx: StageContext) -> dict[str, Any]:
-        from kdmem.train.config import FinetuneConfig, config_from_dict
-        from kdmem.train.finetune import finetune
-
+        lay = ctx.layout
         section = cfg.teacher if kind == "teacher" else cfg.baseline
-        model = cfg.models.teacher if kind == "teacher" else cfg.models.student
         tcfg = config_from_dict(
             FinetuneConfig,
             {
                 "role": kind,
-                "model": model,
-                "data": str(ctx.run_dir / data),
-                "val_data": str(ctx.run_dir / VALIDATION),
-                "out": str(ctx.run_dir / "models" / role),
-                **_common_train(cfg, section, seed),
+                "model": cfg.models.teacher if kind == "teacher" else cfg.models.student,
+                "data": str(lay.study),
+                "val_data": str(lay.validation_set),
+                "out": str(lay.model(role)),
+                **_recipe_fields(cfg, section, seed),
             },
         )
         info = finetune(tcfg, log=ctx.log)
-        _validation_json(ctx.run_dir, role)
+        _validation_json(lay, role)
         return {"model_hash": info.get("model_hash", "")}
 
     return run
 
 
 def _distill(
-    cfg: ExperimentConfig, role: str, mode: str, seed: int, temperature: float, data: str = STUDY
-) -> Any:
+    cfg: ExperimentConfig,
+    role: str,
+    mode: str,
+    seed: int,
+    temperature: float,
+    filtered: bool = False,
+) -> StageFn:
     def run(ctx: StageContext) -> dict[str, Any]:
-        from kdmem.train.config import DistillConfig, config_from_dict
-        from kdmem.train.distill import distill
-
-        section = cfg.soft if mode == "soft" else cfg.hard
-        extra: dict[str, Any] = {}
+        lay = ctx.layout
+        if filtered and (why := ctx.skipped("filter_flag")):
+            return {"skipped": why}
+        section: Optim = cfg.soft if mode == "soft" else cfg.hard
+        extra: dict[str, Any]
         if mode == "soft":
             extra = {"loss": cfg.soft.loss, "temperature": temperature, "alpha": cfg.soft.alpha}
         else:
             extra = {
                 "prefix_len": cfg.data.prefix,
                 "gen_len": cfg.hard.gen_len,
-                "generations_dir": str(ctx.run_dir / "generations"),
+                "generations_dir": str(lay.generations),
             }
         dcfg = config_from_dict(
             DistillConfig,
             {
-                "teacher": str(ctx.run_dir / "models" / "teacher"),
+                "teacher": str(lay.model("teacher")),
                 "student": cfg.models.student,
                 "mode": mode,
-                "data": str(ctx.run_dir / data),
-                "val_data": str(ctx.run_dir / VALIDATION),
-                "out": str(ctx.run_dir / "models" / role),
+                "data": str(lay.filtered if filtered else lay.study),
+                "val_data": str(lay.validation_set),
+                "out": str(lay.model(role)),
                 **extra,
-                **_common_train(cfg, section, seed),
+                **_recipe_fields(cfg, section, seed),
             },
         )
         info = distill(dcfg, log=ctx.log)
-        _validation_json(ctx.run_dir, role)
+        _validation_json(lay, role)
         return {"model_hash": info.get("model_hash", "")}
 
     return run
 
 
-def _measure(cfg: ExperimentConfig, role: str, reference: str | None) -> Any:
+# ---- measurement and analyses ------------------------------------------------------------------
+
+
+def _rate(path: Path) -> dict[str, Any]:
+    mem = pq.read_table(path, columns=["memorized"]).column("memorized").to_numpy()
+    return {"memorized": int(mem.sum()), "rate": float(mem.mean()) if len(mem) else 0.0}
+
+
+def _measure(cfg: ExperimentConfig, role: str, reference: str | None, after: str = "") -> StageFn:
     """Stage ``measure_<role>``; with a ``reference`` in pair mode: KL(role || reference)
-    and the reference's own table from the same pass (``kdmem measure --reference-out``)."""
+    and the reference's own table from the same pass (``kdmem measure --reference-out``).
+    ``after``: the training stage whose skip skips this one."""
 
     def run(ctx: StageContext) -> dict[str, Any]:
-        from kdmem.measure import measure
-
+        lay = ctx.layout
+        if after and (why := ctx.skipped(after)):
+            return {"skipped": why}
         out = measure(
-            ctx.run_dir / "models" / role,
-            ctx.run_dir / STUDY,
-            ctx.run_dir / "measure" / f"{role}.parquet",
+            lay.model(role),
+            lay.study,
+            lay.measure(role),
             prefix=cfg.data.prefix,
             suffix=cfg.data.suffix,
-            reference=None if reference is None else ctx.run_dir / "models" / reference,
-            reference_out=None
-            if reference is None
-            else ctx.run_dir / "measure" / f"{reference}.parquet",
+            reference=None if reference is None else lay.model(reference),
+            reference_out=None if reference is None else lay.measure(reference),
             batch_size=cfg.measure.batch_size,
             device=cfg.run.device,
             verify_generate=cfg.measure.verify_generate,
             role=role,
-            progress=False,
         )
-        import pyarrow.parquet as pq
-
-        def rate(path: Any) -> tuple[int, float]:
-            mem = pq.read_table(path, columns=["memorized"]).column("memorized").to_numpy()
-            return int(mem.sum()), float(mem.mean()) if len(mem) else 0.0
-
-        n, r = rate(out)
-        metrics: dict[str, Any] = {"memorized": n, "rate": r}
+        metrics = _rate(out)
         if reference is not None:
-            n, r = rate(ctx.run_dir / "measure" / f"{reference}.parquet")
-            metrics[reference] = {"memorized": n, "rate": r}
+            metrics[reference] = _rate(lay.measure(reference))
         return metrics
 
     return run
 
 
-def _featurize(cfg: ExperimentConfig) -> Any:
+def _featurize(cfg: ExperimentConfig) -> StageFn:
     def run(ctx: StageContext) -> dict[str, Any]:
-        from kdmem.corpus.featurize import featurize
-
+        lay = ctx.layout
         featurize(
-            ctx.run_dir / STUDY,
-            ctx.run_dir / "shards",
-            ctx.run_dir / "features.parquet",
+            lay.study,
+            lay.shards,
+            lay.features,
             prefix=cfg.data.prefix,
             suffix=cfg.data.suffix,
             ngram=tuple(cfg.featurize.ngram),
             exclude_self=True,
-            tokenizer=str(ctx.run_dir / "tokenizer" / "tokenizer.json"),
+            tokenizer=str(lay.tokenizer_json),
             threads=cfg.run.threads,
-            progress=False,
         )
         return {}
 
     return run
 
 
-def _predict(cfg: ExperimentConfig) -> Any:
+def _predict(cfg: ExperimentConfig) -> StageFn:
     def run(ctx: StageContext) -> dict[str, Any]:
-        from kdmem.analysis import RunDir
-        from kdmem.analysis.predictor import CORPUS_FEATURES, run_predict
-        from kdmem.errors import NoPositiveExamplesError
-
         p = cfg.predict
+        lay = ctx.layout
         features = list(p.features) + (list(CORPUS_FEATURES) if p.corpus_features else [])
-        target = None if p.target == "student_soft" else p.target
         try:
             res = run_predict(
                 RunDir(ctx.run_dir),
                 features=features,
-                target=target,
+                target=None if p.target == "student_soft" else p.target,
                 resamples=p.resamples,
                 neg_ratio=float(p.negatives_per_positive),
                 test_size=p.test_fraction,
                 seed=p.seed,
             )
         except NoPositiveExamplesError as e:
-            # Nothing to learn from: record why, so filter and report can say so.
-            write_json_atomic(
-                ctx.run_dir / "predictor" / "skipped.json", {"reason": str(e), "stage": "predict"}
-            )
+            # Nothing to learn from: record why, so filtering and the report can say so.
+            write_json_atomic(lay.predictor_skipped, {"reason": str(e), "stage": "predict"})
             ctx.log(f"[predict] skipped: {e}")
             return {"skipped": str(e)}
-        (ctx.run_dir / "predictor" / "skipped.json").unlink(missing_ok=True)
+        lay.predictor_skipped.unlink(missing_ok=True)
         auc = res["metrics"]["paper_protocol"].get("roc_auc", {})
         return {"n_positive": res["n_positive"], "paper_roc_auc": auc.get("mean")}
 
     return run
 
 
-def _sets(cfg: ExperimentConfig) -> Any:
+def _sets(cfg: ExperimentConfig) -> StageFn:
     def run(ctx: StageContext) -> dict[str, Any]:
-        from kdmem.analysis import RunDir
-        from kdmem.analysis.sets import analyze_sets, write_sets
-
-        res = analyze_sets([RunDir(ctx.run_dir)])
-        write_sets(res, ctx.run_dir / "sets" / "sets.json")
+        write_sets(analyze_sets([RunDir(ctx.run_dir)]), ctx.layout.sets)
         return {}
 
     return run
 
 
-def _filter(cfg: ExperimentConfig, seed: int) -> Any:
-    role = f"{FILTERED_ROLE}{seed}"
-
+def _filter_flag(cfg: ExperimentConfig) -> StageFn:
     def run(ctx: StageContext) -> dict[str, Any]:
-        from kdmem.analysis import RunDir
-        from kdmem.analysis.filter import compare_filtered, flag_examples, write_filtered
+        if why := ctx.skipped("predict"):
+            return {"skipped": f"no predictor: {why}"}
+        res = run_filter_flag(ctx.run_dir, threshold=cfg.filter.threshold)
+        return {"n_flagged": res["n_flagged"], "n_kept": res["n_kept"]}
 
-        out = ctx.run_dir / "filter" / "filter.json"
-        if (ctx.run_dir / "predictor" / "skipped.json").exists():
-            reason = json.loads((ctx.run_dir / "predictor" / "skipped.json").read_text())
-            write_json_atomic(out, {"skipped": f"no predictor: {reason['reason']}"})
-            return {"skipped": True}
-        run_dir = RunDir(ctx.run_dir)
-        flags = flag_examples(run_dir, threshold=cfg.filter.threshold)
-        write_filtered(
-            ctx.run_dir / STUDY,
-            flags,
-            ctx.run_dir / FILTERED,
-            ctx.run_dir / "filter" / "flagged.json",
-        )
-        _distill(cfg, role, "soft", seed, cfg.soft.temperature, data=FILTERED)(ctx)
-        _measure(cfg, role, None)(ctx)
-        flagged = json.loads((ctx.run_dir / "filter" / "flagged.json").read_text())["flagged"]
-        res = compare_filtered(RunDir(ctx.run_dir), f"student_soft_seed{seed}", role, flagged)
-        write_json_atomic(out, res)
+    return run
+
+
+def _filter_compare(cfg: ExperimentConfig, before: str, after: str) -> StageFn:
+    def run(ctx: StageContext) -> dict[str, Any]:
+        if why := ctx.skipped(f"measure_{after}"):
+            write_json_atomic(ctx.layout.filter_result, {"skipped": why})
+            return {"skipped": why}
+        res = run_filter_compare(ctx.run_dir, before, after)
         return {k: res[k] for k in ("memorized_before", "memorized_after", "n_new", "n_flagged")}
 
     return run
 
 
-def _report(cfg: ExperimentConfig) -> Any:
+def _report(cfg: ExperimentConfig) -> StageFn:
     def run(ctx: StageContext) -> dict[str, Any]:
-        from kdmem.analysis.report import build_report
-
         build_report(ctx.run_dir)
         return {}
 
     return run
 
 
-# ---- the graph -----------------------------------------------------------------------------
+# ---- the graph -------------------------------------------------------------------------------
 
 
 def build_stages(cfg: ExperimentConfig, before: list[Stage] | None = None) -> list[Stage]:
@@ -393,7 +363,13 @@ def build_stages(cfg: ExperimentConfig, before: list[Stage] | None = None) -> li
     roots = tuple(st.name for st in before)
     stages = [
         *before,
-        Stage("tokenizer", _tokenizer(c), {"tokenizer": c.data.tokenizer}, roots, ("tokenizer",)),
+        Stage(
+            "tokenizer",
+            _tokenizer(c),
+            {"tokenizer": c.data.tokenizer},
+            roots,
+            (str(REL.tokenizer_dir),),
+        ),
         Stage(
             "shard",
             _shard(c),
@@ -403,41 +379,39 @@ def build_stages(cfg: ExperimentConfig, before: list[Stage] | None = None) -> li
                 **({"max_documents": c.data.max_documents} if c.data.max_documents else {}),
             },
             ("tokenizer",),
-            ("shards",),
+            (str(REL.shards),),
         ),
-        Stage("index", _index(c), {}, ("shard",), ("index/build.json",)),
+        Stage("index", _index(c), {}, ("shard",), (str(REL.index_report),)),
         Stage(
             "study",
             _study(c),
             {k: data[k] for k in ("n_examples", "n_validation", "seq_len", "sample_seed")},
             ("shard",),
-            (STUDY, VALIDATION, EXAMPLES),
+            (str(REL.study), str(REL.validation_set), str(REL.examples)),
         ),
     ]
-    models: list[tuple[str, str]] = []  # (role, training stage)
+    models: list[str] = []  # roles, each trained by the stage of the same name
 
-    def train_stage(role: str, fn: Any, section: Any, deps: tuple[str, ...], seed: int) -> None:
+    def model_outputs(role: str) -> tuple[str, ...]:
+        return (str(REL.model(role)), str(REL.validation(role)))
+
+    def train_stage(role: str, fn: StageFn, section: Any, deps: tuple[str, ...], seed: int) -> None:
         stages.append(
             Stage(
                 role,
                 fn,
                 {"section": _asdict(section), "models": _asdict(c.models), **train_env},
                 deps,
-                (f"models/{role}", f"validation/{role}.json"),
+                model_outputs(role),
                 seed=seed,
             )
         )
-        models.append((role, role))
+        models.append(role)
 
     train_stage("teacher", _finetune(c, "teacher", "teacher", 0), c.teacher, ("study",), 0)
     for k in seeds:
-        train_stage(
-            f"baseline_seed{k}",
-            _finetune(c, f"baseline_seed{k}", "baseline", k),
-            c.baseline,
-            ("study",),
-            k,
-        )
+        role = f"baseline_seed{k}"
+        train_stage(role, _finetune(c, role, "baseline", k), c.baseline, ("study",), k)
     if c.soft.enabled:
         for k in seeds:
             role = f"student_soft_seed{k}"
@@ -468,7 +442,7 @@ def build_stages(cfg: ExperimentConfig, before: list[Stage] | None = None) -> li
     window = {"prefix": c.data.prefix, "suffix": c.data.suffix, "measure": _asdict(c.measure)}
     measured = []
     ref = f"baseline_seed{s0}"  # measured together with the teacher (pair mode)
-    for role, stage in models:
+    for role in models:
         if role == ref:
             continue
         paired = role == "teacher"
@@ -477,12 +451,13 @@ def build_stages(cfg: ExperimentConfig, before: list[Stage] | None = None) -> li
                 f"measure_{role}",
                 _measure(c, role, ref if paired else None),
                 window,
-                (stage, ref) if paired else (stage,),
-                (f"measure/{role}.parquet",) + ((f"measure/{ref}.parquet",) if paired else ()),
+                (role, ref) if paired else (role,),
+                (str(REL.measure(role)),) + ((str(REL.measure(ref)),) if paired else ()),
                 version=2 if paired else 1,
             )
         )
         measured.append(f"measure_{role}")
+    analyses = []
     if c.featurize.enabled:
         stages.append(
             Stage(
@@ -490,39 +465,72 @@ def build_stages(cfg: ExperimentConfig, before: list[Stage] | None = None) -> li
                 _featurize(c),
                 {"ngram": c.featurize.ngram, **window},
                 ("index", "study"),
-                ("features.parquet",),
+                (str(REL.features),),
             )
         )
+        analyses.append("featurize")
     feats = ("featurize",) if c.featurize.enabled else ()
     stages.append(
-        Stage("predict", _predict(c), _asdict(c.predict), (*measured, *feats), ("predictor",))
+        Stage(
+            "predict",
+            _predict(c),
+            _asdict(c.predict),
+            (*measured, *feats),
+            (str(REL.predictor_dir),),
+        )
     )
-    stages.append(Stage("sets", _sets(c), {}, tuple(measured), ("sets/sets.json",)))
+    stages.append(Stage("sets", _sets(c), {}, tuple(measured), (str(REL.sets),)))
+    analyses += ["predict", "sets"]
     if c.filter.enabled and c.soft.enabled:
+        before_role = f"student_soft_seed{s0}"
+        role = f"{FILTERED_KIND}_seed{s0}"
+        stages.append(
+            Stage(
+                "filter_flag",
+                _filter_flag(c),
+                _asdict(c.filter),
+                ("predict", f"measure_{before_role}"),
+                (str(REL.flagged), str(REL.filtered)),
+                version=2,
+            )
+        )
+        stages.append(
+            Stage(
+                role,
+                _distill(c, role, "soft", s0, c.soft.temperature, filtered=True),
+                {"section": _asdict(c.soft), "models": _asdict(c.models), **train_env},
+                ("filter_flag", "teacher"),
+                model_outputs(role),
+                seed=s0,
+            )
+        )
+        stages.append(
+            Stage(
+                f"measure_{role}",
+                _measure(c, role, None, after=role),
+                window,
+                (role,),
+                (str(REL.measure(role)),),
+            )
+        )
         stages.append(
             Stage(
                 "filter",
-                _filter(c, s0),
-                {"filter": _asdict(c.filter), "soft": _asdict(c.soft), **window},
-                ("predict", f"student_soft_seed{s0}", f"measure_student_soft_seed{s0}"),
-                ("filter/filter.json",),
-                seed=s0,
-                scratch=(
-                    "filter",
-                    FILTERED,
-                    f"models/{FILTERED_ROLE}{s0}",
-                    f"measure/{FILTERED_ROLE}{s0}.parquet",
-                    f"validation/{FILTERED_ROLE}{s0}.json",
-                ),
+                _filter_compare(c, before_role, role),
+                {},
+                (f"measure_{role}", "filter_flag", f"measure_{before_role}"),
+                (str(REL.filter_result),),
+                version=2,
             )
         )
+        analyses.append("filter")
     stages.append(
         Stage(
             "report",
             _report(c),
             {},
-            tuple(st.name for st in stages[len(before) + 4 :]),
-            ("report/index.html", "report/summary.json"),
+            (*models, *measured, *analyses),
+            (str(REL.report_index), str(REL.report_summary)),
         )
     )
     return stages
@@ -534,12 +542,16 @@ def run_experiment(
     *,
     until: str | None = None,
     before: list[Stage] | None = None,
-    log: Any = print,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run (or resume) every stage of ``cfg`` (after ``before``); returns the manifest."""
-    from kdmem.analysis.rundir import write_bytes_atomic
-
     rd = Path(run_dir) if run_dir is not None else cfg.run_dir()
     rd.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(rd / "config.toml", to_toml(cfg).encode("utf-8"))
+    write_bytes_atomic(Layout(rd).config, to_toml(cfg).encode("utf-8"))
     return Pipeline(rd, build_stages(cfg, before), log=log).run(until=until)
+
+
+def plan_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> list[StagePlan]:
+    """What :func:`run_experiment` would do for each stage of ``cfg``, and why."""
+    rd = Path(run_dir) if run_dir is not None else cfg.run_dir()
+    return Pipeline(rd, build_stages(cfg), log=lambda _m: None).plan()

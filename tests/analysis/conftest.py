@@ -6,8 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from kdmem.analysis.synthetic import SyntheticSpec, write_synthetic_run
+from tests.analysis.synthetic import SyntheticSpec, write_synthetic_run
 
 SPEC = SyntheticSpec(n=1500, seeds=3, rate_teacher=0.06, rate_baseline=0.04)
 
@@ -30,7 +29,7 @@ def predicted_run(tmp_path_factory: pytest.TempPathFactory, synthetic_run: Path)
     # The filter experiment as the study writes it; seed 1's soft student stands in for the
     # student re-distilled without the flagged examples.
     from kdmem.analysis.filter import compare_filtered, flag_examples
-    from kdmem.analysis.rundir import write_json_atomic
+    from kdmem.atomic import write_json_atomic
 
     flags = flag_examples(RunDir(dst), threshold=0.5)
     flagged = sorted(int(i) for i in flags["example_id"][flags["flagged"]])

@@ -15,7 +15,7 @@ import pytest
 from kdmem.analysis import RunDir
 from kdmem.analysis.filter import compare_filtered, flag_examples, write_filtered
 from kdmem.analysis.predictor import Predictor
-from kdmem.data import Examples, load_examples, write_examples
+from kdmem.corpus.examples import Examples, load_examples, write_examples
 from kdmem.errors import InvalidArgumentError
 
 

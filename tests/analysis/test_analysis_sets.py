@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from scipy import stats
+from tests.analysis.synthetic import SyntheticSpec, write_synthetic_run
 
 from kdmem.analysis import RunDir, parse_role
 from kdmem.analysis.sets import MAX_IDS, analyze_sets, family_sets, format_sets
-from kdmem.analysis.synthetic import SyntheticSpec, write_synthetic_run
 from kdmem.cli import main
 from kdmem.errors import (
     FormatVersionError,

@@ -14,6 +14,7 @@ import pytest
 from shard_helpers import CORPUS, bpe_tokenizer, tree, write_jsonl
 
 from kdmem.corpus import open_shards, shard_corpus
+from kdmem.progress import Tick
 
 
 def test_threads_and_reruns_give_identical_bytes(tmp_path: Path) -> None:
@@ -94,9 +95,10 @@ def test_kill_9_then_rerun_resumes_to_identical_bytes(tmp_path: Path) -> None:
 
 def test_progress_counters_end_at_the_totals(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "c.jsonl", CORPUS * 5)
-    calls: list[tuple[int, int, int, int]] = []
-    res = shard_corpus([src], bpe_tokenizer(), tmp_path / "o", progress=lambda *a: calls.append(a))
-    assert calls[-1] == (res.n_docs, res.n_tokens, src.stat().st_size, src.stat().st_size)
+    calls: list[Tick] = []
+    res = shard_corpus([src], bpe_tokenizer(), tmp_path / "o", progress=calls.append)
+    size = src.stat().st_size
+    assert calls[-1] == Tick("shard", size, size, "B", {"docs": res.n_docs, "tokens": res.n_tokens})
 
 
 def test_cli_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:

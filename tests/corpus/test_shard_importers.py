@@ -10,9 +10,10 @@ import pytest
 from shard_helpers import bpe_tokenizer, docs
 
 from kdmem import cli
-from kdmem.corpus import open_shards, tokenizer_hash
+from kdmem.corpus import open_shards
 from kdmem.corpus.importers import import_datatrove, import_megatron, import_npy
 from kdmem.errors import CorruptFileError, TokenRangeError
+from kdmem.identity import tokenizer_hash
 
 RNG = np.random.default_rng(0)
 DOCS = [RNG.integers(0, 50_000, size=int(n)).tolist() for n in RNG.integers(0, 40, size=60)]

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from shard_helpers import CORPUS, EOS, bpe_tokenizer, docs, encode, write_jsonl
 
 from kdmem import _core
-from kdmem.corpus import shard_corpus, tokenizer_hash
+from kdmem.corpus import shard_corpus
 from kdmem.errors import InvalidArgumentError, TokenizerLoadError
+from kdmem.identity import tokenizer_hash
 
 settings_ = settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -21,7 +21,7 @@ def trained(study_set: StudySet, tmp_path_factory: pytest.TempPathFactory) -> di
     """arch -> (model, saved directory, final loss)."""
     import torch
 
-    from kdmem.models import save_model
+    from kdmem.models.load import save_model
 
     root = tmp_path_factory.mktemp("models")
     out = {}
@@ -40,7 +40,7 @@ def trained(study_set: StudySet, tmp_path_factory: pytest.TempPathFactory) -> di
 @pytest.fixture(scope="session")
 def data_npy(study_set: StudySet, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The study set as Parquet (example ids kept)."""
-    from kdmem.data import Examples, write_examples
+    from kdmem.corpus.examples import Examples, write_examples
 
     p = tmp_path_factory.mktemp("data") / "study.parquet"
     write_examples(Examples(study_set.ids, study_set.tokens), p)

@@ -11,11 +11,14 @@ import pytest
 from click.testing import CliRunner
 from tiny_memorizers import PREFIX, SUFFIX
 
+from kdmem.atomic import write_parquet_atomic
 from kdmem.cli import main
-from kdmem.data import Examples, load_examples, write_examples
-from kdmem.measure import _runtime as rt
+from kdmem.corpus.examples import Examples, load_examples, write_examples
+from kdmem.identity import tokenizer_hash
+from kdmem.measure import chunks as measure_chunks
+from kdmem.measure import extract as measure_extract
 from kdmem.measure import greedy_continuations, measure_tokens
-from kdmem.models import model_hash
+from kdmem.models.load import model_hash
 
 SCHEMA = {
     "example_id": "int64",
@@ -29,6 +32,13 @@ SCHEMA = {
     "entropy_last_k": "double",
     "tie_gap": "double",
 }
+
+
+def _patch_writes(monkeypatch, write) -> None:
+    """Route every Parquet write of a measure run (chunks, reference table, final table)
+    through ``write(path, table)``."""
+    for mod in (measure_chunks, measure_extract):
+        monkeypatch.setattr(mod, "write_parquet_atomic", write)
 
 
 def _measure(*args: str) -> tuple[int, str]:
@@ -91,19 +101,19 @@ def test_pair_mode_writes_the_reference_table_a_separate_run_writes(
     out, ref_out = tmp_path / "teacher.parquet", tmp_path / "baseline_seed0.parquet"
     pair = ["--model", str(tdir), "--reference", str(bdir), "--out", str(out)]
     pair += ["--reference-out", str(ref_out), *data]
-    real = rt.write_table_atomic
+    real = write_parquet_atomic
     calls = {"n": 0}
 
-    def dying(table, path):  # killed after two chunks: the rerun resumes the pair
+    def dying(path, table):  # killed after two chunks: the rerun resumes the pair
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        real(table, path)
+        real(path, table)
 
-    monkeypatch.setattr(rt, "write_table_atomic", dying)
+    _patch_writes(monkeypatch, dying)
     assert _measure(*pair)[0] == 130
     assert not out.exists() and not ref_out.exists()
-    monkeypatch.setattr(rt, "write_table_atomic", real)
+    _patch_writes(monkeypatch, real)
     code, msg = _measure(*pair)
     assert code == 0, msg
     assert f"{ref_out}: 24 of 48 memorized" in msg
@@ -144,23 +154,23 @@ def test_measure_resumes_after_a_kill(trained, data_npy, tmp_path, monkeypatch) 
         == 0
     )
     out = tmp_path / "resumed.parquet"
-    real = rt.write_table_atomic
+    real = write_parquet_atomic
     calls = {"n": 0}
 
-    def dying(table, path):
+    def dying(path, table):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        real(table, path)
+        real(path, table)
 
-    monkeypatch.setattr(rt, "write_table_atomic", dying)
+    _patch_writes(monkeypatch, dying)
     code, msg = _measure(
         "--model", str(mdir), "--data", str(data_npy), "--out", str(out), "--chunk-size", "10"
     )
     assert code == 130 and "resume" in msg
     assert not out.exists()
     assert len(list((tmp_path / ".resumed.parquet.parts").glob("chunk-*.parquet"))) == 2
-    monkeypatch.setattr(rt, "write_table_atomic", real)
+    _patch_writes(monkeypatch, real)
     done = []
     import kdmem.measure.extract as ex
 
@@ -229,11 +239,12 @@ def test_bad_inputs_give_one_line_errors(trained, study_set, data_npy, tmp_path)
 
 
 def test_tokenizer_mismatch(trained, study_set, tmp_path) -> None:
-    from kdmem.models import save_model, train_tokenizer
+    from kdmem.models.load import save_model
+    from kdmem.models.tokenizer import train_tokenizer
 
     model, _, _ = trained["gpt_neox"]
     tokdir = train_tokenizer(["hello world"] * 10, 300, tmp_path / "tok")
-    from kdmem.models import load_tokenizer
+    from kdmem.models.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tokdir)
     mdir = save_model(model, tmp_path / "with_tok", tokenizer=tok)
@@ -244,7 +255,7 @@ def test_tokenizer_mismatch(trained, study_set, tmp_path) -> None:
     )
     assert code == 2 and "tokenizer mismatch" in msg and "abababababab" in msg, msg
     # Same tokenizer hash: accepted.
-    write_examples(Examples(study_set.ids, study_set.tokens, rt.tokenizer_hash_of(tok)), data)
+    write_examples(Examples(study_set.ids, study_set.tokens, tokenizer_hash(tok)), data)
     code, msg = _measure(
         "--model", str(mdir), "--data", str(data), "--out", str(tmp_path / "m.parquet")
     )
@@ -255,19 +266,20 @@ def test_tokenizer_mismatch(trained, study_set, tmp_path) -> None:
 def test_tokenizer_hash_follows_formats_doc(tmp_path) -> None:
     import hashlib
 
-    from kdmem.models import load_tokenizer, train_tokenizer
+    from kdmem.models.tokenizer import load_tokenizer, train_tokenizer
 
     tok = load_tokenizer(train_tokenizer(["abc abd"] * 5, 260, tmp_path / "t"))
     vocab = tok.get_vocab()
     text = "".join(f"{i}\t{t}\n" for t, i in sorted(vocab.items(), key=lambda kv: kv[1]))
-    assert rt.tokenizer_hash_of(tok) == hashlib.sha256(text.encode()).hexdigest()
+    assert tokenizer_hash(tok) == hashlib.sha256(text.encode()).hexdigest()
 
 
 def test_nan_logits(trained, study_set, tmp_path) -> None:
     import torch
 
     from kdmem.errors import NonFiniteLogitsError
-    from kdmem.models import build_model, save_model, tiny_config
+    from kdmem.models.load import save_model
+    from kdmem.models.tiny import build_model, tiny_config
 
     m = build_model(tiny_config("qwen3", 96, hidden_size=32, num_layers=1))
     with torch.no_grad():
@@ -352,7 +364,8 @@ def test_measure_reads_shard_directories_and_checks_their_tokenizer(
     trained, study_set, tmp_path
 ) -> None:
     import_npy = pytest.importorskip("kdmem.corpus.importers").import_npy
-    from kdmem.models import load_tokenizer, save_model, train_tokenizer
+    from kdmem.models.load import save_model
+    from kdmem.models.tokenizer import load_tokenizer, train_tokenizer
 
     model, _, _ = trained["qwen3"]
     tok = load_tokenizer(train_tokenizer(["hello world"] * 10, 300, tmp_path / "tok"))
@@ -363,7 +376,7 @@ def test_measure_reads_shard_directories_and_checks_their_tokenizer(
     np.save(flat, study_set.tokens.reshape(-1))
     np.save(offs, np.arange(0, study_set.tokens.size + 1, w, dtype=np.int64))
     good, bad = tmp_path / "good", tmp_path / "bad"
-    import_npy([flat], good, offsets=offs, tokenizer_hash=rt.tokenizer_hash_of(tok), vocab_size=96)
+    import_npy([flat], good, offsets=offs, tokenizer_hash=tokenizer_hash(tok), vocab_size=96)
     import_npy([flat], bad, offsets=offs, tokenizer_hash="cd" * 32, vocab_size=96)
     out = tmp_path / "m.parquet"
     code, msg = _measure("--model", str(mdir), "--data", str(good), "--out", str(out))

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from tiny_memorizers import PREFIX, SUFFIX
 
-from kdmem._dist import Dist
-from kdmem.measure._runtime import ChunkedRun
+from kdmem.distributed import Dist
+from kdmem.measure.chunks import ChunkedRun
 
 RUN = "import sys; from kdmem.cli import main; main(sys.argv[1:])"
 

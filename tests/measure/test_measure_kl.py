@@ -8,9 +8,10 @@ import torch
 
 from kdmem.errors import InvalidArgumentError, TokenizerMismatchError
 from kdmem.measure import forward_scores, kl_per_token, naive_kl
-from kdmem.measure._memory import TensorMeter
+from kdmem.measure.memory import TensorMeter
 from kdmem.measure.scores import REFERENCE_PREFIX, Workspace
-from kdmem.models import aligned_vocab, build_model, tiny_config
+from kdmem.models.tiny import build_model, tiny_config
+from kdmem.models.vocab import aligned_vocab
 
 
 def test_kl_per_token_matches_formula() -> None:

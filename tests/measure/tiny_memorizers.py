@@ -42,7 +42,7 @@ def make_study_set(seed: int = 0) -> StudySet:
 def train_memorizer(arch: str, planted: np.ndarray, steps: int = 300, seed: int = 0):
     import torch
 
-    from kdmem.models import build_model, tiny_config
+    from kdmem.models.tiny import build_model, tiny_config
 
     torch.manual_seed(seed)
     model = build_model(tiny_config(arch, VOCAB, hidden_size=64, num_layers=2), seed=seed)

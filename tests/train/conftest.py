@@ -61,7 +61,9 @@ def make_model(
 ) -> Path:
     """Save a seeded tiny model of ``arch`` with the tokenizer at ``tokenizer``; ``rows``
     lm-head rows (default: the tokenizer size)."""
-    from kdmem.models import build_model, load_tokenizer, save_model, tiny_config
+    from kdmem.models.load import save_model
+    from kdmem.models.tiny import build_model, tiny_config
+    from kdmem.models.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tokenizer)
     cfg = tiny_config(arch, rows or len(tok), hidden_size=hidden, num_layers=2, num_heads=2)
@@ -73,7 +75,7 @@ def make_model(
 def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
     from transformers.utils import logging as hf_logging
 
-    from kdmem.models import load_tokenizer, train_tokenizer
+    from kdmem.models.tokenizer import load_tokenizer, train_tokenizer
 
     hf_logging.disable_progress_bar()
     root = tmp_path_factory.mktemp("train")

@@ -11,9 +11,9 @@ from conftest import ARCHS, make_model, safetensors_equal
 
 torch = pytest.importorskip("torch")
 
-from kdmem.data import load_examples  # noqa: E402
-from kdmem.models import load_model  # noqa: E402
-from kdmem.train import DistillConfig  # noqa: E402
+from kdmem.config import DistillConfig  # noqa: E402
+from kdmem.corpus.examples import load_examples  # noqa: E402
+from kdmem.models.load import load_model  # noqa: E402
 from kdmem.train.distill import distill, teacher_argmax  # noqa: E402
 
 QUIET = {"log": lambda _m: None}
@@ -101,7 +101,7 @@ def test_argmax_mode_targets_are_the_teachers_argmax(env, teachers, tmp_path) ->
     ids = torch.from_numpy(np.load(env.train)[:4])
     with torch.no_grad():
         want = teacher(ids).logits[:, :-1].argmax(-1)
-    from kdmem.train.common import TeacherTrunk
+    from kdmem.train.student import TeacherTrunk
 
     got = teacher_argmax(*TeacherTrunk(teacher, env.vocab)(ids), chunk_size=5)
     torch.testing.assert_close(got, want)

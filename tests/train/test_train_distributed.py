@@ -14,7 +14,7 @@ from conftest import make_model, safetensors_equal
 
 torch = pytest.importorskip("torch")
 
-from kdmem.train import DistillConfig, FinetuneConfig  # noqa: E402
+from kdmem.config import DistillConfig, FinetuneConfig  # noqa: E402
 from kdmem.train.distill import distill  # noqa: E402
 from kdmem.train.finetune import finetune  # noqa: E402
 

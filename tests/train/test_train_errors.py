@@ -15,13 +15,13 @@ from conftest import _texts, make_model
 torch = pytest.importorskip("torch")
 
 from kdmem.cli import main  # noqa: E402
+from kdmem.config import DistillConfig, FinetuneConfig, config_from_dict  # noqa: E402
 from kdmem.errors import (  # noqa: E402
     InvalidArgumentError,
     NonFiniteLossError,
     TokenizerMismatchError,
     TrainingOutOfMemoryError,
 )
-from kdmem.train import DistillConfig, FinetuneConfig, config_from_dict  # noqa: E402
 from kdmem.train import losses as L  # noqa: E402
 from kdmem.train.distill import distill  # noqa: E402
 from kdmem.train.finetune import finetune  # noqa: E402
@@ -42,7 +42,7 @@ def _one_line(e: pytest.ExceptionInfo[BaseException]) -> str:
 
 
 def test_teacher_student_tokenizer_mismatch(env, tmp_path) -> None:
-    from kdmem.models import train_tokenizer
+    from kdmem.models.tokenizer import train_tokenizer
 
     other = train_tokenizer(_texts(1)[:50], 280, tmp_path / "tok2")
     student = make_model(tmp_path, "s-other", "gpt_neox", other)

@@ -13,8 +13,8 @@ from conftest import ARCHS, safetensors_equal
 
 torch = pytest.importorskip("torch")
 
+from kdmem.config import FinetuneConfig  # noqa: E402
 from kdmem.errors import InvalidArgumentError  # noqa: E402
-from kdmem.train import FinetuneConfig  # noqa: E402
 from kdmem.train.finetune import finetune  # noqa: E402
 
 PREFIX = 8
@@ -39,7 +39,7 @@ def _cfg(env, out, arch="gpt_neox", **kw):
 
 def _greedy_suffix(model_dir, prefix: np.ndarray, n: int) -> np.ndarray:
     from kdmem.measure.generate import greedy_continuations
-    from kdmem.models import load_model
+    from kdmem.models.load import load_model
 
     model = load_model(model_dir, dtype="float32")
     return greedy_continuations(model, prefix[None, :], n, batch_size=1)[0]

@@ -7,6 +7,8 @@ Two halves, both plain functions:
   (``predictor/predictor.json``; features are pre-distillation ones) and flags those with
   probability >= ``threshold``; :func:`write_filtered` writes the kept examples as a study set
   (Parquet, docs/formats.md) plus ``filter/flagged.json``.
+* :func:`run_filter_flag` / :func:`run_filter_compare` are the two steps as ``kdmem filter``
+  and the study's stages run them, with the run directory's paths.
 * :func:`compare_filtered` reads the before/after measure tables (both measured on the *full*
   study set, as the paper measures against the original D) and reports before/after counts,
   the reduction, and which memorized examples are new (memorized after filtering but not
@@ -15,15 +17,19 @@ Two halves, both plain functions:
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kdmem.analysis.predictor import Predictor
-from kdmem.analysis.rundir import RunDir, check_same_ids, write_json_atomic
-from kdmem.data import Examples, load_examples, write_examples
+from kdmem.analysis.tables import RunDir, check_same_ids
+from kdmem.atomic import write_json_atomic
+from kdmem.corpus.examples import Examples, load_examples, write_examples
 from kdmem.errors import InvalidArgumentError
+from kdmem.rundir import Layout
 
 FILTER_FORMAT = "kdmem-filter"
 
@@ -39,7 +45,7 @@ def flag_examples(
     """
     if not 0.0 < threshold < 1.0:
         raise InvalidArgumentError(f"invalid threshold = {threshold}: use a probability in (0, 1)")
-    model = Predictor.load(predictor_path or run.path / "predictor" / "predictor.json")
+    model = Predictor.load(predictor_path or run.layout.predictor)
     ids, X = model.features_of(run)
     score = model.predict_proba(X)
     all_ids = run.primary("teacher").example_id
@@ -110,3 +116,37 @@ def compare_filtered(
         "removed_and_memorized": len(mb & flagged_set),
         "memorized_after_but_flagged": len(ma & flagged_set),
     }
+
+
+def run_filter_flag(
+    run_dir: str | os.PathLike[str],
+    *,
+    threshold: float = 0.5,
+    predictor: str | os.PathLike[str] | None = None,
+    data: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Flag with the run's saved predictor and write the filtered study set (``kdmem filter``,
+    the study's ``filter_flag`` stage). Defaults: ``predictor/predictor.json``,
+    ``data/study.parquet`` -> ``data/filtered.parquet``; ``filter/flagged.json`` lists the
+    flagged ids. Returns the counts (``n_flagged``, ``n_kept``) and the output path."""
+    lay = Layout(run_dir)
+    flags = flag_examples(RunDir(run_dir), predictor, threshold)
+    target = Path(out) if out is not None else lay.filtered
+    kept = write_filtered(data or lay.study, flags, target, lay.flagged)
+    return {
+        "n_flagged": int(np.asarray(flags["flagged"]).sum()),
+        "n_kept": len(kept),
+        "out": target,
+    }
+
+
+def run_filter_compare(run_dir: str | os.PathLike[str], before: str, after: str) -> dict[str, Any]:
+    """Compare the measured roles ``before`` and ``after`` filtering (:func:`compare_filtered`,
+    with the flagged ids of ``filter/flagged.json`` when present) and write
+    ``filter/filter.json`` (``kdmem filter --compare``, the study's ``filter`` stage)."""
+    lay = Layout(run_dir)
+    flagged = json.loads(lay.flagged.read_text())["flagged"] if lay.flagged.exists() else []
+    res = compare_filtered(RunDir(run_dir), before, after, flagged)
+    write_json_atomic(lay.filter_result, res)
+    return res

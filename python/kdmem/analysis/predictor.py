@@ -45,15 +45,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from kdmem.analysis.rundir import (
-    KINDS,
-    STAGE_MEASURE,
-    STAGE_PREDICT,
-    RunDir,
-    parse_role,
-    write_json_atomic,
-    write_parquet_atomic,
-)
+from kdmem.analysis.tables import KINDS, STAGE_MEASURE, STAGE_PREDICT, RunDir, parse_role
+from kdmem.atomic import write_json_atomic, write_parquet_atomic
 from kdmem.errors import (
     FormatVersionError,
     InvalidArgumentError,

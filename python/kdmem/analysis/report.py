@@ -25,16 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from kdmem.analysis.rundir import (
+from kdmem.analysis.sets import family_sets
+from kdmem.analysis.tables import (
     STAGE_FEATURIZE,
     STAGE_MEASURE,
     STAGE_PREDICT,
     MeasureTable,
     RunDir,
-    write_bytes_atomic,
-    write_json_atomic,
 )
-from kdmem.analysis.sets import family_sets
+from kdmem.atomic import write_bytes_atomic, write_json_atomic
 from kdmem.errors import MissingStageInputError, NoPositiveExamplesError, TableSchemaError
 
 REPORT_FORMAT = "kdmem-report"

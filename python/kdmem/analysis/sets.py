@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from kdmem.analysis.rundir import MeasureTable, RunDir, write_json_atomic
+from kdmem.analysis.tables import MeasureTable, RunDir
+from kdmem.atomic import write_json_atomic
 from kdmem.errors import StudySetMismatchError
 
 SETS_FORMAT = "kdmem-sets"

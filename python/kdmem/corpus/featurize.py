@@ -26,7 +26,7 @@ subset of the index's shards (counts and matching statistics of each window, a s
 table), :func:`featurize_merge` adds the counts, takes the elementwise max of the matching
 statistics (a match never crosses a document, hence never a shard) and derives the features.
 The local path is one partial over all shards, so ``--ray`` and Slurm-array runs
-(docs/scaleout.md) write the same table.
+(docs/scaleout.md) write the same table; :func:`run_featurize` picks the mode the CLI asks for.
 """
 
 from __future__ import annotations
@@ -35,16 +35,23 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tokenizers import Tokenizer
 
-from kdmem.data import token_lists
+from kdmem.atomic import write_parquet_atomic
+from kdmem.corpus.examples import token_lists
+from kdmem.corpus.fanout import map_shards, read_parts, write_part
+from kdmem.corpus.index import Index, n_shard_files
+from kdmem.corpus.shards import open_shards
 from kdmem.errors import InvalidArgumentError, KdmemIOError, MalformedRecordError
-
-if TYPE_CHECKING:
-    import pyarrow as pa
+from kdmem.progress import Meter, Progress
+from kdmem.rundir import table_meta, with_table_meta
+from kdmem.zlib import zlib_bytes
 
 FEATURES_FORMAT = "kdmem-features"
 PARTIAL_FORMAT = "kdmem-featurize-partial"
@@ -63,8 +70,6 @@ def load_token_examples(
     if not p.exists():
         raise KdmemIOError(f"cannot read {p}: no such file or directory; check EXAMPLES")
     if p.is_dir():
-        from kdmem.corpus import open_shards
-
         ss = open_shards(p)
         ids = np.arange(len(ss), dtype=np.int64)
         return (
@@ -84,8 +89,6 @@ def load_token_examples(
     rows: dict[str, list[Any]]
     tok_hash = ""
     if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
         table = pq.read_table(p)
         rows = {
             c: (
@@ -93,8 +96,7 @@ def load_token_examples(
             )
             for c in table.column_names
         }
-        meta = table.schema.metadata or {}
-        tok_hash = json.loads(meta.get(b"kdmem", b"{}")).get("tokenizer_hash", "")
+        tok_hash = str(table_meta(table).get("tokenizer_hash", ""))
     elif p.name.endswith(".jsonl"):
         rows = {}
         with open(p, encoding="utf-8") as f:
@@ -125,8 +127,6 @@ def load_token_examples(
             raise InvalidArgumentError(
                 f"{p} has text but no input_ids; pass --tokenizer (the index's tokenizer.json)"
             )
-        from tokenizers import Tokenizer
-
         tok = Tokenizer.from_file(str(tokenizer))
         tokens = [
             np.asarray(e.ids, dtype=np.int64)
@@ -190,7 +190,7 @@ def featurize_partial(
     text_field: str = "text",
     threads: int | None = None,
     chunk: int = 4096,
-    progress: bool | None = None,
+    progress: Progress | None = None,
 ) -> pa.Table:
     """The index part of featurize for the shards ``shards`` (default: all of them).
 
@@ -215,14 +215,9 @@ def _partial(
     suffix: int,
     threads: int | None,
     chunk: int,
-    progress: bool | None,
+    progress: Progress | None,
 ) -> pa.Table:
     """:func:`featurize_partial` on examples already loaded."""
-    import pyarrow as pa
-    from tqdm import tqdm
-
-    from kdmem.corpus.index import Index, n_shard_files
-
     w = prefix + suffix
     ids, tokens, tok_hash = win.ids, win.tokens, win.tok_hash
     idx = Index(index, threads=threads, shards=shards)
@@ -232,9 +227,7 @@ def _partial(
     suffix_count = np.zeros(n, np.int64)
     window_count = np.zeros(n, np.int64)
     lm = np.zeros((n, w), np.int32)
-    bar = tqdm(
-        total=n, desc="featurize", unit="ex", disable=None if progress is None else not progress
-    )
+    meter = Meter(progress, "featurize", n, "examples")
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)
         windows = np.stack([t[:w] for t in tokens[lo:hi]])
@@ -242,8 +235,7 @@ def _partial(
         window_count[lo:hi] = idx.count_many(windows)
         for j, m in enumerate(idx.longest_match_many(windows)):
             lm[lo + j] = m
-        bar.update(hi - lo)
-    bar.close()
+        meter.advance(hi - lo)
     table = pa.table(
         {
             "example_id": pa.array(ids, pa.int64()),
@@ -263,13 +255,12 @@ def _partial(
         "suffix": suffix,
         "index_tokenizer_hash": idx.tokenizer_hash,
     }
-    return table.replace_schema_metadata({"kdmem": json.dumps(meta)})
+    return with_table_meta(table, meta)
 
 
 def partial_meta(table: pa.Table, fmt: str) -> dict[str, Any]:
     """The ``kdmem`` metadata of a partial table; error unless its format is ``fmt``."""
-    raw = (table.schema.metadata or {}).get(b"kdmem")
-    meta: dict[str, Any] = json.loads(raw) if raw else {}
+    meta = table_meta(table)
     if meta.get("format") != fmt:
         raise MalformedRecordError(
             f"not a {fmt} table (format {meta.get('format')!r}); pass the files the "
@@ -306,8 +297,6 @@ def merge_longest_match(tables: Sequence[pa.Table]) -> tuple[npt.NDArray[np.int6
     """``(example_id, longest_match)`` merged over partial tables of one partition of the
     shards: the elementwise max (a verbatim match lies inside one document, so inside one
     shard). ``longest_match`` is a list<int32> ChunkedArray."""
-    import pyarrow as pa
-
     first = tables[0]
     ids = first.column("example_id").to_numpy()
     col = first.column("longest_match").combine_chunks()
@@ -363,11 +352,6 @@ def _merge(
     threads: int | None,
 ) -> Path:
     """:func:`featurize_merge` on examples already loaded (as windows of the partials' P+S)."""
-    import pyarrow as pa
-
-    from kdmem.analysis.rundir import write_parquet_atomic
-    from kdmem.zlib import zlib_bytes
-
     metas = [partial_meta(t, PARTIAL_FORMAT) for t in partials]
     order = check_partition(metas, ("prefix", "suffix", "index_tokenizer_hash"))
     partials = [partials[i] for i in order]
@@ -385,8 +369,6 @@ def _merge(
                 "the examples are token ids without text; pass --tokenizer so kdmem can decode "
                 "them for zlib_bytes (the tokenizer.json the shards were made with)"
             )
-        from tokenizers import Tokenizer
-
         tok_path = Path(tokenizer)
         tok_file = tok_path / "tokenizer.json" if tok_path.is_dir() else tok_path
         tok = Tokenizer.from_file(str(tok_file))
@@ -432,9 +414,8 @@ def _merge(
         "exclude_self": exclude_self,
         "n_short": n_short,
     }
-    table = table.replace_schema_metadata({"kdmem": json.dumps(meta)})
     out_p = Path(out)
-    write_parquet_atomic(out_p, table)
+    write_parquet_atomic(out_p, with_table_meta(table, meta))
     return out_p
 
 
@@ -451,7 +432,7 @@ def featurize(
     text_field: str = "text",
     threads: int | None = None,
     chunk: int = 4096,
-    progress: bool | None = None,
+    progress: Progress | None = None,
     ray: bool = False,
 ) -> Path:
     """Write ``out`` (Parquet, one row per example of at least ``prefix + suffix`` tokens).
@@ -470,9 +451,78 @@ def featurize(
     # EXAMPLES are read (and text tokenized) once here; Ray tasks read their own copy.
     win = _windows(examples, tokenizer, text_field, prefix + suffix)
     if ray:
-        from kdmem.corpus.distributed import map_shards
-
         partials = map_shards(featurize_partial, examples, index, chunk=chunk, **kw)
     else:
         partials = [_partial(win, index, None, prefix, suffix, threads, chunk, progress)]
     return _merge(win, partials, out, index, ngram, exclude_self, tokenizer, threads)
+
+
+def run_featurize(
+    examples: str | os.PathLike[str],
+    index: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None,
+    *,
+    shards: Sequence[int] = (),
+    partial_out: str | os.PathLike[str] | None = None,
+    merge_dir: str | os.PathLike[str] | None = None,
+    ray: bool = False,
+    prefix: int = 50,
+    suffix: int = 50,
+    ngram: Sequence[int] = (8,),
+    exclude_self: bool = False,
+    tokenizer: str | None = None,
+    text_field: str = "text",
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """``kdmem featurize`` in any of its three modes; returns the file written.
+
+    * one Slurm array element: ``shards`` + ``partial_out`` -> this shard's partial table;
+    * the merge: ``merge_dir`` (every shard's partial) + ``out``;
+    * locally (or ``ray``, one task per shard): ``out``.
+    """
+    if bool(shards) != bool(partial_out):
+        raise InvalidArgumentError("--shard and --partial-out go together (one per-shard task)")
+    if partial_out:
+        if merge_dir or ray:
+            raise InvalidArgumentError("--partial-out runs one shard: drop --merge / --ray")
+        table = featurize_partial(
+            examples,
+            index,
+            shards=shards,
+            prefix=prefix,
+            suffix=suffix,
+            tokenizer=tokenizer,
+            text_field=text_field,
+            threads=threads,
+            progress=progress,
+        )
+        return write_part(table, partial_out, shards)
+    if out is None:
+        raise InvalidArgumentError("missing --out (or --shard K --partial-out DIR for one shard)")
+    if merge_dir:
+        return featurize_merge(
+            examples,
+            read_parts(merge_dir),
+            out,
+            index=index,
+            ngram=ngram,
+            exclude_self=exclude_self,
+            tokenizer=tokenizer,
+            text_field=text_field,
+            threads=threads,
+        )
+    return featurize(
+        examples,
+        index,
+        out,
+        prefix=prefix,
+        suffix=suffix,
+        ngram=ngram,
+        exclude_self=exclude_self,
+        tokenizer=tokenizer,
+        text_field=text_field,
+        threads=threads,
+        progress=progress,
+        ray=ray,
+    )

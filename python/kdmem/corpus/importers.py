@@ -34,6 +34,7 @@ import numpy.typing as npt
 
 from kdmem.corpus.shard import DEFAULT_SHARD_TOKENS, ShardResult, _result
 from kdmem.errors import CorruptFileError, InvalidArgumentError, KdmemIOError, TokenRangeError
+from kdmem.identity import tokenizer_hash as tokenizer_hash_of
 
 _MEGATRON_MAGIC = b"MMIDIDX\x00\x00"
 _MEGATRON_DTYPES: dict[int, type[np.generic]] = {
@@ -53,9 +54,7 @@ Docs = Iterator[tuple[npt.NDArray[Any], npt.NDArray[np.int64]]]
 
 def _resolve_hash(tokenizer_hash: str | None, tokenizer: Any) -> str | None:
     if tokenizer is not None:
-        from kdmem.corpus.tokenizer import tokenizer_hash as th
-
-        return th(tokenizer)
+        return tokenizer_hash_of(tokenizer)
     return tokenizer_hash
 
 

@@ -18,7 +18,8 @@ exact and do not depend on the thread count. Costs and the on-disk format are do
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -27,7 +28,9 @@ import numpy as np
 import numpy.typing as npt
 
 from kdmem import _core
+from kdmem.corpus.fanout import map_shards
 from kdmem.errors import InvalidArgumentError, TokenRangeError
+from kdmem.progress import Progress, Tick
 
 TokenArray = npt.ArrayLike
 """Any 1-D integer numpy array or sequence of non-negative token ids."""
@@ -135,7 +138,7 @@ def _limit(limit: int | None) -> int:
 def build_index(
     shards_dir: str | PathLike[str],
     threads: int | None = None,
-    progress: Callable[[int, int, int, int], Any] | None = None,
+    progress: Progress | None = None,
     *,
     shards: Sequence[int] | None = None,
     ray: bool = False,
@@ -150,11 +153,12 @@ def build_index(
         shards_dir: a ``kdmem shard`` output directory.
         threads: worker threads (shards built at once); default ``KDMEM_NUM_THREADS`` or every
             core. The files written do not depend on it.
-        progress: called as ``progress(shards_done, tokens_done, 0, 0)`` about ten times a second.
+        progress: receives ``Tick("index", shards_done, shards, "shards", {"tokens": ...})``
+            about ten times a second (:mod:`kdmem.progress`).
         shards: build only these shard numbers (positions of ``shard-NNNNN.kdt`` in name
             order): one stateless task of a distributed build (``kdmem index DIR --shard K``,
             e.g. one Slurm array element). Default: every shard.
-        ray: one Ray task per shard (``kdmem.corpus.distributed``); the files written are
+        ray: one Ray task per shard (:mod:`kdmem.corpus.fanout`); the files written are
             the same as a local build's.
 
     Returns:
@@ -162,11 +166,30 @@ def build_index(
         considered by this call).
     """
     if ray:
-        from kdmem.corpus.distributed import build_index_ray
-
-        return build_index_ray(Path(shards_dir), threads, shards)
+        t0 = time.perf_counter()
+        reports = map_shards(
+            _build_task, Path(shards_dir), Path(shards_dir), threads, shards=shards
+        )
+        out = {
+            k: sum(r[k] for r in reports) for k in ("shards", "built", "skipped", "tokens_built")
+        }
+        return {**out, "seconds": time.perf_counter() - t0}
     sel = None if shards is None else [int(k) for k in shards]
-    return dict(_core.build_index(Path(shards_dir), threads, progress, sel))
+    tick = None
+    if progress is not None:
+        n = len(sel) if sel is not None else n_shard_files(shards_dir)
+
+        def tick(done: int, tokens: int, _b: int, _t: int) -> None:
+            progress(Tick("index", done, n, "shards", {"tokens": f"{tokens / 1e6:.1f}M"}))
+
+    return dict(_core.build_index(Path(shards_dir), threads, tick, sel))
+
+
+def _build_task(
+    shards_dir: Path, _index: Path, threads: int | None, *, shards: Sequence[int]
+) -> dict[str, Any]:
+    """One shard's build as a :func:`kdmem.corpus.fanout.map_shards` task."""
+    return build_index(shards_dir, threads, shards=shards)
 
 
 def n_shard_files(shards_dir: str | PathLike[str]) -> int:

@@ -15,25 +15,33 @@ matching statistics of every generation (:func:`scan_lm_partial`); then per shar
 merged statistics (elementwise max) fixing the spans, each span's count and first locations
 in that shard (:func:`scan_hits_partial`); finally :func:`scan_merge` adds the counts and
 concatenates the locations in shard order before truncating. The local path runs the same
-three steps with one partial over all shards.
+three steps with one partial over all shards; :func:`run_scan` picks the mode the CLI asks for.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
+from kdmem.atomic import write_parquet_atomic
+from kdmem.corpus.fanout import map_shards, read_parts, write_part
+from kdmem.corpus.featurize import (
+    check_partition,
+    load_token_examples,
+    merge_longest_match,
+    partial_meta,
+)
+from kdmem.corpus.index import Index, n_shard_files
 from kdmem.errors import InvalidArgumentError
-
-if TYPE_CHECKING:
-    import pyarrow as pa
+from kdmem.progress import Meter, Progress
+from kdmem.rundir import with_table_meta
 
 SPANS_FORMAT = "kdmem-spans"
 LM_PARTIAL_FORMAT = "kdmem-scan-lm-partial"
@@ -54,10 +62,7 @@ def _open(
     tokenizer: str | None,
     text_field: str,
     threads: int | None,
-) -> tuple[npt.NDArray[np.int64], list[npt.NDArray[np.int64]], Any]:
-    from kdmem.corpus.featurize import load_token_examples
-    from kdmem.corpus.index import Index
-
+) -> tuple[npt.NDArray[np.int64], list[npt.NDArray[np.int64]], Index]:
     ids, tokens, _texts, tok_hash = load_token_examples(generations, tokenizer, text_field)
     idx = Index(index, threads=threads, shards=shards)
     if tok_hash and set(tok_hash) != {"0"} and set(idx.tokenizer_hash) != {"0"}:
@@ -65,12 +70,11 @@ def _open(
     return ids, tokens, idx
 
 
-def _meta(fmt: str, idx: Any, index: str | os.PathLike[str], shards: object, **kw: Any) -> bytes:
-    from kdmem.corpus.index import n_shard_files
-
+def _meta(
+    fmt: str, idx: Index, index: str | os.PathLike[str], shards: object, **kw: Any
+) -> dict[str, Any]:
     n = n_shard_files(index) if shards is not None else idx.n_shards
-    meta = {"format": fmt, "version": 1, "shards": idx.shard_ids, "n_shards": n, **kw}
-    return json.dumps(meta).encode()
+    return {"format": fmt, "version": 1, "shards": idx.shard_ids, "n_shards": n, **kw}
 
 
 def scan_lm_partial(
@@ -82,23 +86,17 @@ def scan_lm_partial(
     text_field: str = "text",
     threads: int | None = None,
     chunk: int = 1024,
-    progress: bool | None = None,
+    progress: Progress | None = None,
 ) -> pa.Table:
     """Round 1: ``example_id``, ``longest_match`` (list<int32>) of every generation against
     the shards ``shards`` (default all). Stateless; ``kdmem scan --shard K --partial-out``."""
-    import pyarrow as pa
-    from tqdm import tqdm
-
     ids, tokens, idx = _open(generations, index, shards, tokenizer, text_field, threads)
     lms: list[npt.NDArray[np.int64]] = []
-    bar = tqdm(
-        total=len(ids), desc="scan", unit="seq", disable=None if progress is None else not progress
-    )
+    meter = Meter(progress, "scan", len(ids), "seq")
     for lo in range(0, len(ids), chunk):
         batch = tokens[lo : lo + chunk]
         lms += idx.longest_match_many(batch)
-        bar.update(len(batch))
-    bar.close()
+        meter.advance(len(batch))
     lengths = np.fromiter((len(t) for t in tokens), np.int64, count=len(tokens))
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     values = np.concatenate(lms).astype(np.int32) if lms else np.zeros(0, np.int32)
@@ -108,12 +106,9 @@ def scan_lm_partial(
             "longest_match": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
         }
     )
-    return table.replace_schema_metadata(
-        {
-            "kdmem": _meta(
-                LM_PARTIAL_FORMAT, idx, index, shards, index_tokenizer_hash=idx.tokenizer_hash
-            )
-        }
+    return with_table_meta(
+        table,
+        _meta(LM_PARTIAL_FORMAT, idx, index, shards, index_tokenizer_hash=idx.tokenizer_hash),
     )
 
 
@@ -122,8 +117,6 @@ def merged_spans(
 ) -> tuple[npt.NDArray[np.int64], list[tuple[int, int, int]]]:
     """``(example_ids, spans)`` from round-1 tables covering every shard once: ``spans`` are
     ``(row, start, length)`` of the maximal spans of the merged matching statistics."""
-    from kdmem.corpus.featurize import check_partition, merge_longest_match, partial_meta
-
     metas = [partial_meta(t, LM_PARTIAL_FORMAT) for t in lm_partials]
     order = check_partition(metas, ("index_tokenizer_hash",))
     ids, lm = merge_longest_match([lm_partials[i] for i in order])
@@ -152,8 +145,6 @@ def scan_hits_partial(
     """Round 2: one row per maximal span (fixed by the merged ``lm_partials``) with its
     ``count`` in the shards ``shards`` and its first ``max_locations`` locations there.
     Stateless; ``kdmem scan --shard K --lm LM_DIR --partial-out``."""
-    import pyarrow as pa
-
     _check_options(min_len, max_locations)
     ids, tokens, idx = _open(generations, index, shards, tokenizer, text_field, threads)
     span_ids, spans = merged_spans(lm_partials, min_len)
@@ -182,18 +173,17 @@ def scan_hits_partial(
             "offset": pa.array(cols["offset"], pa.list_(pa.int64())),
         }
     )
-    return table.replace_schema_metadata(
-        {
-            "kdmem": _meta(
-                HITS_PARTIAL_FORMAT,
-                idx,
-                index,
-                shards,
-                min_len=min_len,
-                max_locations=max_locations,
-                n_generations=len(ids),
-            )
-        }
+    return with_table_meta(
+        table,
+        _meta(
+            HITS_PARTIAL_FORMAT,
+            idx,
+            index,
+            shards,
+            min_len=min_len,
+            max_locations=max_locations,
+            n_generations=len(ids),
+        ),
     )
 
 
@@ -202,11 +192,6 @@ def scan_merge(
 ) -> Path:
     """Write ``out`` from round-2 tables covering every shard once: counts add, locations
     concatenate in shard order and are truncated to ``max_locations``."""
-    import pyarrow as pa
-
-    from kdmem.analysis.rundir import write_parquet_atomic
-    from kdmem.corpus.featurize import check_partition, partial_meta
-
     metas = [partial_meta(t, HITS_PARTIAL_FORMAT) for t in hits_partials]
     order = check_partition(metas, ("min_len", "max_locations", "n_generations"))
     parts = [hits_partials[i] for i in order]
@@ -247,9 +232,8 @@ def scan_merge(
         "max_locations": max_locations,
         "n_generations": int(metas[0]["n_generations"]),
     }
-    table = table.replace_schema_metadata({"kdmem": json.dumps(meta)})
     out_p = Path(out)
-    write_parquet_atomic(out_p, table)
+    write_parquet_atomic(out_p, with_table_meta(table, meta))
     return out_p
 
 
@@ -271,7 +255,7 @@ def scan(
     text_field: str = "text",
     threads: int | None = None,
     chunk: int = 1024,
-    progress: bool | None = None,
+    progress: Progress | None = None,
     ray: bool = False,
 ) -> Path:
     """Write ``out`` (Parquet): one row per maximal span, sorted by (example_id, start).
@@ -286,11 +270,68 @@ def scan(
     kw: dict[str, Any] = dict(tokenizer=tokenizer, text_field=text_field, threads=threads)
     hits_kw: dict[str, Any] = dict(min_len=min_len, max_locations=max_locations, **kw)
     if ray:
-        from kdmem.corpus.distributed import map_shards
-
         lm = map_shards(scan_lm_partial, generations, index, chunk=chunk, **kw)
         hits = map_shards(scan_hits_partial, generations, index, lm, **hits_kw)
     else:
         lm = [scan_lm_partial(generations, index, chunk=chunk, progress=progress, **kw)]
         hits = [scan_hits_partial(generations, index, lm, **hits_kw)]
     return scan_merge(hits, out, index=index)
+
+
+def run_scan(
+    generations: str | os.PathLike[str],
+    index: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None,
+    *,
+    shards: Sequence[int] = (),
+    lm_dir: str | os.PathLike[str] | None = None,
+    partial_out: str | os.PathLike[str] | None = None,
+    merge_dir: str | os.PathLike[str] | None = None,
+    ray: bool = False,
+    min_len: int = 50,
+    max_locations: int = 16,
+    tokenizer: str | None = None,
+    text_field: str = "text",
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """``kdmem scan`` in any of its modes; returns the file written.
+
+    * Slurm round 1 (one array element): ``shards`` + ``partial_out``;
+    * Slurm round 2: ``shards`` + ``lm_dir`` (every shard's round 1) + ``partial_out``;
+    * the merge: ``merge_dir`` (every shard's round 2) + ``out``;
+    * locally (or ``ray``, one task per shard per round): ``out``.
+    """
+    common: dict[str, Any] = dict(tokenizer=tokenizer, text_field=text_field, threads=threads)
+    if bool(shards) != bool(partial_out):
+        raise InvalidArgumentError("--shard and --partial-out go together (one per-shard task)")
+    if partial_out:
+        if merge_dir or ray:
+            raise InvalidArgumentError("--partial-out runs one shard: drop --merge / --ray")
+        if lm_dir is None:
+            table = scan_lm_partial(generations, index, shards=shards, progress=progress, **common)
+        else:
+            table = scan_hits_partial(
+                generations,
+                index,
+                read_parts(lm_dir),
+                shards=shards,
+                min_len=min_len,
+                max_locations=max_locations,
+                **common,
+            )
+        return write_part(table, partial_out, shards)
+    if out is None:
+        raise InvalidArgumentError("missing --out (or --shard K --partial-out DIR for one shard)")
+    if merge_dir:
+        return scan_merge(read_parts(merge_dir), out, index=index)
+    return scan(
+        generations,
+        index,
+        out,
+        min_len=min_len,
+        max_locations=max_locations,
+        progress=progress,
+        ray=ray,
+        **common,
+    )

@@ -29,12 +29,26 @@ from pathlib import Path
 from typing import Any
 
 from kdmem.corpus.sources import Source, classify_source, describe
-from kdmem.errors import InvalidArgumentError, KdmemIOError
+from kdmem.errors import InvalidArgumentError, KdmemIOError, MissingFieldError
+from kdmem.progress import Progress, Tick
 
 DEFAULT_SHARD_TOKENS = 1 << 30
 
-Progress = Callable[[int, int, int, int], Any]
-"""``progress(docs, tokens, bytes, total_bytes)``; bytes are on-disk input bytes (0 = unknown)."""
+Counters = Callable[[int, int, int, int], Any]
+"""What the Rust pipeline reports: ``(docs, tokens, bytes, total_bytes)``; bytes are on-disk
+input bytes (``total_bytes`` 0 = unknown)."""
+
+
+def _counters(progress: Progress | None) -> Counters | None:
+    """The Rust pipeline's counters as :class:`~kdmem.progress.Tick` s of unit ``B`` (input
+    bytes), with ``docs`` and ``tokens`` beside them."""
+    if progress is None:
+        return None
+
+    def tick(docs: int, tokens: int, nbytes: int, total: int) -> None:
+        progress(Tick("shard", nbytes, total or None, "B", {"docs": docs, "tokens": tokens}))
+
+    return tick
 
 
 @dataclass(frozen=True)
@@ -108,7 +122,8 @@ def shard_corpus(
             streamed sources (``hf:NAME``, Parquet, ``datasets`` directories): a cap for
             sampling a prefix of a hub corpus. Part of the run's identity (a rerun with
             another cap does not resume this one). Natively read files reject it.
-        progress: called about ten times a second with the counters.
+        progress: receives ``Tick("shard", input_bytes, total_bytes, "B", {docs, tokens})``
+            about ten times a second (:mod:`kdmem.progress`).
     """
     from kdmem import _core
 
@@ -144,7 +159,7 @@ def shard_corpus(
             skip_bad=skip_bad,
             shard_tokens=shard_tokens,
             overwrite=overwrite,
-            progress=progress,
+            progress=_counters(progress),
         )
         return _result(outp, manifest, resumed)
     if any(s is None for s in sources):
@@ -175,7 +190,7 @@ def shard_corpus(
     )
     resumed = w.resumed_shards
     if not w.is_complete:
-        _feed_texts(w, srcs, skip_bad, batch_size, progress, max_documents)
+        _feed_texts(w, srcs, skip_bad, batch_size, _counters(progress), max_documents)
     return _result(outp, w.finish(", ".join(specs[:3])), resumed)
 
 
@@ -184,11 +199,9 @@ def _feed_texts(
     sources: list[Source],
     skip_bad: bool,
     batch_size: int,
-    progress: Progress | None,
+    progress: Counters | None,
     max_documents: int | None = None,
 ) -> None:
-    from kdmem.errors import MissingFieldError
-
     skip = int(w.records_to_skip)
     docs = tokens = chars = 0
     seen = 0  # records of all sources so far, for max_documents

@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
+from kdmem import extras
 from kdmem.errors import InvalidArgumentError, KdmemIOError, MissingFieldError
 
 HF_PREFIX = "hf:"
@@ -61,6 +64,7 @@ class Source:
         if self.kind == "parquet":
             yield from _parquet_batches(Path(self.spec), self.text_field, batch_size)
             return
+        extras.require("datasets", why="hub and datasets-directory inputs")
         import datasets
 
         try:
@@ -101,8 +105,6 @@ def _pick_split(dd: Any, split: str, spec: str) -> Any:
 
 
 def _parquet_batches(path: Path, field: str, batch_size: int) -> Iterator[list[Any]]:
-    import pyarrow.parquet as pq
-
     try:
         pf = pq.ParquetFile(path)
     except OSError as e:

@@ -8,16 +8,22 @@ true next token) and per-example scores; greedy decoding only where decoding is 
 * :func:`greedy_continuations`: batched greedy decoding that neither stops at nor suppresses EOS.
 * :func:`kl_per_token` / :func:`naive_kl`: chunked exact KL and its full-logit oracle.
 
-Modules import torch at call time only through these functions' bodies' imports; importing
-``kdmem.measure`` itself pulls in numpy but not torch or transformers.
+Inside: ``scores`` (the per-batch computation), ``kl``, ``batches`` (batch size and OOM
+back-off), ``chunks`` (resumable, world-size-independent Parquet output), ``memory``
+(tensor-memory accounting for tests and benchmarks). Needs ``kdmem[torch]``.
 """
 
 from __future__ import annotations
 
-from kdmem.measure.extract import measure, measure_tokens
-from kdmem.measure.generate import generate, greedy_continuations, verify_labels
-from kdmem.measure.kl import kl_per_token, naive_kl
-from kdmem.measure.scores import COLUMNS, forward_scores, teacher_forced_labels
+from kdmem import extras
+
+extras.require("torch", "transformers", "safetensors", why="kdmem's measurement")
+
+# The guard above runs first so a missing torch is one line, not an ImportError.
+from kdmem.measure.extract import measure, measure_tokens  # noqa: E402
+from kdmem.measure.generate import generate, greedy_continuations, verify_labels  # noqa: E402
+from kdmem.measure.kl import kl_per_token, naive_kl  # noqa: E402
+from kdmem.measure.scores import COLUMNS, forward_scores, teacher_forced_labels  # noqa: E402
 
 __all__ = [
     "COLUMNS",

@@ -5,7 +5,7 @@ Output ``measure/<role>.parquet`` (docs/formats.md): one row per example, sorted
 ``example_id``; key-value metadata ``kdmem`` (JSON) with the model hash, dtype, batch
 size(s), attention implementation, prefix/suffix, reference hash and the
 ``--verify-generate`` report. Resumable per chunk and independent of the world size
-(:mod:`kdmem.measure._runtime`).
+(:mod:`kdmem.measure.chunks`).
 
 Pair mode (``--reference B --reference-out measure/B.parquet``): the reference's forward
 pass, which the KL needs anyway, also gives the reference's own labels and scores, written
@@ -23,10 +23,18 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import torch
+from transformers import PreTrainedModel
 
-from kdmem import _dist
-from kdmem.errors import InvalidArgumentError, TokenizerMismatchError
-from kdmem.measure import _runtime as rt
+from kdmem.atomic import write_parquet_atomic
+from kdmem.corpus.examples import load_examples
+from kdmem.distributed import MEASURE_TIMEOUT, close_distributed, init_distributed
+from kdmem.errors import InvalidArgumentError
+from kdmem.identity import check_same_tokenizer, tokenizer_hash
+from kdmem.measure.batches import auto_batch_size, run_batches
+from kdmem.measure.chunks import ChunkedRun, data_fingerprint, made_from
+from kdmem.measure.generate import verify_labels
 from kdmem.measure.scores import (
     COLUMNS,
     ENTROPY_K,
@@ -35,6 +43,11 @@ from kdmem.measure.scores import (
     Workspace,
     forward_scores,
 )
+from kdmem.models.load import lm_head_rows, load_model, weights_hash
+from kdmem.models.tokenizer import model_tokenizer
+from kdmem.models.vocab import aligned_vocab, check_token_range
+from kdmem.progress import Meter, Progress
+from kdmem.rundir import with_table_meta
 
 FORMAT_VERSION = 1
 # Default near-tie thresholds (logit units) for --verify-generate, by compute dtype.
@@ -42,9 +55,7 @@ TIE_THRESHOLD = {"float32": 0.01, "float16": 0.1, "bfloat16": 0.5}
 _INT_COLS = {"first_mismatch": "int32", "memorized": "bool"}
 
 
-def _table(ids: npt.NDArray[np.int64], cols: dict[str, npt.NDArray[Any]]) -> Any:
-    import pyarrow as pa
-
+def _table(ids: npt.NDArray[np.int64], cols: dict[str, npt.NDArray[Any]]) -> pa.Table:
     data: dict[str, Any] = {"example_id": pa.array(ids, type=pa.int64())}
     for name, arr in cols.items():
         typ = {"int32": pa.int32(), "bool": pa.bool_()}.get(
@@ -55,35 +66,35 @@ def _table(ids: npt.NDArray[np.int64], cols: dict[str, npt.NDArray[Any]]) -> Any
 
 
 def measure_tokens(
-    model: Any,
+    model: PreTrainedModel,
     tokens: npt.NDArray[np.int64],
     prefix: int,
     *,
-    reference: Any | None = None,
+    reference: PreTrainedModel | None = None,
     vocab: int | None = None,
     reverse_kl: bool = False,
     reference_scores: bool = False,
     batch_size: int | None = None,
     seq_chunk: int | None = None,
     example_ids: npt.NDArray[np.int64] | None = None,
-    progress: Any = False,
+    progress: Progress | Meter | None = None,
 ) -> tuple[dict[str, npt.NDArray[Any]], list[int]]:
     """Labels and scores for int64 ``tokens [N, W]`` (window = prefix + suffix) in batches.
 
     In-memory API (no files): returns ``({column: array [N]}, batch sizes used)``. Batches
     are halved on CUDA out-of-memory; every row's result depends only on that row. With
     ``reference_scores`` the reference's own columns come back too, under
-    ``"reference." + column`` (:func:`~kdmem.measure.scores.forward_scores`).
+    ``"reference." + column`` (:func:`~kdmem.measure.scores.forward_scores`). ``progress``
+    is a callback (:mod:`kdmem.progress`), or the :class:`~kdmem.progress.Meter` of a
+    caller that measures several blocks as one stage.
     """
-    import torch
-
     n, w = tokens.shape
     dev = next(model.parameters()).device
-    rows = rt.lm_head_rows(model)
+    rows = lm_head_rows(model)
     hidden = int(model.config.hidden_size)
     layers = int(getattr(model.config, "num_hidden_layers", 1))
     per_ex = w * hidden * 4 * 8 * layers + 6 * 4 * rows * min(w, 64)
-    bs = batch_size or rt.auto_batch_size(str(dev), per_ex)
+    bs = batch_size or auto_batch_size(str(dev), per_ex)
     parts: list[dict[str, npt.NDArray[Any]]] = []
     ids = example_ids if example_ids is not None else np.arange(n, dtype=np.int64)
     ws = Workspace() if str(dev) == "cpu" else None  # CUDA's allocator already reuses memory
@@ -105,8 +116,12 @@ def measure_tokens(
             )
         )
 
-    with rt.progress(n, "measure", progress) as bar:
-        used = rt.run_batches(step, n, bs, bar, w)
+    meter = (
+        progress
+        if isinstance(progress, Meter)
+        else Meter(progress, "measure", n, "seq", tokens_per=w)
+    )
+    used = run_batches(step, n, bs, meter)
     if not parts:
         return {}, used
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, used
@@ -132,7 +147,7 @@ def measure(
     chunk_size: int = 4096,
     strict: bool = False,
     role: str | None = None,
-    progress: bool | None = None,
+    progress: Progress | None = None,
 ) -> Path:
     """Measure ``model`` (hub id or local dir, safetensors) on study set ``data`` into
     ``out`` (Parquet; schema in docs/formats.md). See ``kdmem measure --help``.
@@ -149,10 +164,6 @@ def measure(
     A rerun with the same inputs and options resumes from finished chunks and returns
     immediately if ``out`` is complete. Returns ``out`` (on every rank).
     """
-    from kdmem.data import load_examples
-    from kdmem.measure.generate import verify_labels
-    from kdmem.models import aligned_vocab
-
     if prefix < 1 or suffix < 1:
         raise InvalidArgumentError(f"invalid prefix/suffix = {prefix}/{suffix}: both must be >= 1")
     if reverse_kl and reference is None:
@@ -167,42 +178,46 @@ def measure(
         )
     w = prefix + suffix
     ex = load_examples(data, w, strict=strict)
-    d = rt.init_distributed(device)
+    d = init_distributed(device, timeout=MEASURE_TIMEOUT)
     try:
-        dev = _dist.pick_device(device, d)
-        m = rt.load_causal_lm(
-            str(model), dtype=dtype, device=dev, attn_implementation=attn_implementation
-        )
-        rows = rt.lm_head_rows(m)
-        rt.check_token_range(ex.tokens, rows, str(model))
-        tok = rt.model_tokenizer(str(model))
-        tok_check = rt.check_tokenizer(ex.tokenizer_hash, tok, str(data), str(model))
-        m_hash = rt.weights_hash(str(model), m)
+        dev = d.device
+        m = load_model(model, dtype=dtype, device=dev, attn_implementation=attn_implementation)
+        rows = lm_head_rows(m)
+        check_token_range(ex.tokens, rows, f"{model} ({rows} lm-head rows)")
+        tok = model_tokenizer(model)
+        tok_hash = "" if tok is None else tokenizer_hash(tok)
+        tok_check = check_same_tokenizer(ex.tokenizer_hash, str(data), tok_hash, str(model))
+        m_hash = weights_hash(model, m)
         ref = None
         ref_hash = ""
         r_rows = 0
         r_tok_check = "skipped"
         vocab = None
         if reference is not None:
-            ref = rt.load_causal_lm(
-                str(reference), dtype=dtype, device=dev, attn_implementation=attn_implementation
+            ref = load_model(
+                reference,
+                dtype=dtype,
+                device=dev,
+                attn_implementation=attn_implementation,
+                what="--reference",
             )
-            r_rows = rt.lm_head_rows(ref)
-            rt.check_token_range(ex.tokens, r_rows, str(reference))
-            r_tok = rt.model_tokenizer(str(reference))
-            r_tok_check = rt.check_tokenizer(ex.tokenizer_hash, r_tok, str(data), str(reference))
-            if (
-                tok is not None
-                and r_tok is not None
-                and rt.tokenizer_hash_of(tok) != rt.tokenizer_hash_of(r_tok)
-            ):
-                raise TokenizerMismatchError(
-                    f"tokenizer mismatch: {model} and reference {reference} use different "
-                    "tokenizers; KL needs one shared vocabulary"
-                )
+            r_rows = lm_head_rows(ref)
+            check_token_range(ex.tokens, r_rows, f"{reference} ({r_rows} lm-head rows)")
+            r_tok = model_tokenizer(reference)
+            r_tok_hash = "" if r_tok is None else tokenizer_hash(r_tok)
+            r_tok_check = check_same_tokenizer(
+                ex.tokenizer_hash, str(data), r_tok_hash, str(reference)
+            )
+            check_same_tokenizer(
+                tok_hash,
+                str(model),
+                r_tok_hash,
+                f"reference {reference}",
+                fix="KL needs one shared vocabulary",
+            )
             t_size = len(tok) if tok is not None else min(rows, r_rows)
             vocab = aligned_vocab(t_size, rows, r_rows)
-            ref_hash = rt.weights_hash(str(reference), ref)
+            ref_hash = weights_hash(reference, ref)
         options = {
             "prefix": prefix,
             "suffix": suffix,
@@ -219,40 +234,36 @@ def measure(
         }
         fingerprint = hashlib.sha256(
             json.dumps(
-                [m_hash, rt.data_fingerprint(ex.example_ids, ex.tokens), options], sort_keys=True
+                [m_hash, data_fingerprint(ex.example_ids, ex.tokens), options], sort_keys=True
             ).encode()
         ).hexdigest()
-        run = rt.ChunkedRun(out_p, fingerprint, len(ex), chunk_size, d)
-        if run.done() and (ref_out is None or rt.made_from(ref_out, fingerprint)):
+        run = ChunkedRun(out_p, fingerprint, len(ex), chunk_size, d)
+        if run.done() and (ref_out is None or made_from(ref_out, fingerprint)):
             return out_p
         mine = run.prepare()
-        total = run.n_rows(mine)
-        with rt.progress(total, "measure", progress) as bar:
-            for k in mine:
-                sl = run.rows(k)
-                cols, used = measure_tokens(
-                    m,
-                    ex.tokens[sl],
-                    prefix,
-                    reference=ref,
-                    vocab=vocab,
-                    reverse_kl=reverse_kl,
-                    reference_scores=ref_out is not None,
-                    batch_size=batch_size,
-                    seq_chunk=seq_chunk,
-                    example_ids=ex.example_ids[sl],
-                    progress=bar,
-                )
-                table = (
-                    _table(ex.example_ids[sl], cols)
-                    if cols
-                    else _empty_table(reference, reverse_kl, ref_out is not None)
-                )
-                rt.write_table_atomic(
-                    rt.with_meta(table, {"chunk": k, "batch_sizes": used, "rank": d.rank}),
-                    run.chunk_path(k),
-                )
-        table, metas = run.merge({})
+        meter = Meter(progress, "measure", run.n_rows(mine), "seq", tokens_per=w)
+        for k in mine:
+            sl = run.rows(k)
+            cols, used = measure_tokens(
+                m,
+                ex.tokens[sl],
+                prefix,
+                reference=ref,
+                vocab=vocab,
+                reverse_kl=reverse_kl,
+                reference_scores=ref_out is not None,
+                batch_size=batch_size,
+                seq_chunk=seq_chunk,
+                example_ids=ex.example_ids[sl],
+                progress=meter,
+            )
+            table = (
+                _table(ex.example_ids[sl], cols)
+                if cols
+                else _empty_table(reference, reverse_kl, ref_out is not None)
+            )
+            run.write_chunk(k, table, {"chunk": k, "batch_sizes": used, "rank": d.rank})
+        table, metas = run.merge()
         if table is not None:
             ref_table = None
             if ref_out is not None:  # split off the reference's own columns
@@ -328,15 +339,15 @@ def measure(
                 r_meta.update(measured_with=str(model), fingerprint=fingerprint)
                 if verify_generate > 0:
                     r_meta["verify"] = verify_of(ref, ref_table)
-                rt.write_table_atomic(rt.with_meta(ref_table, r_meta), ref_out)
+                write_parquet_atomic(ref_out, with_table_meta(ref_table, r_meta))
             run.finish(table, meta)
         d.barrier()
     finally:
-        _dist.close_distributed(d)
+        close_distributed(d)
     return out_p
 
 
-def _empty_table(reference: object, reverse_kl: bool, pair: bool) -> Any:
+def _empty_table(reference: object, reverse_kl: bool, pair: bool) -> pa.Table:
     def empty(c: str) -> npt.NDArray[Any]:
         return np.empty(0, dtype={"memorized": bool, "first_mismatch": np.int32}.get(c, float))
 

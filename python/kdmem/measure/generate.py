@@ -12,21 +12,27 @@ and stopping at EOS truncates the continuation (see docs/measure.md).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import torch
+from transformers import GenerationConfig, PreTrainedModel
 
-from kdmem import _dist
+from kdmem.corpus.examples import Examples, load_examples
+from kdmem.distributed import MEASURE_TIMEOUT, close_distributed, init_distributed
 from kdmem.errors import InvalidArgumentError
-from kdmem.measure import _runtime as rt
-
-if TYPE_CHECKING:  # pragma: no cover
-    from transformers import PreTrainedModel
-
-    from kdmem.data import Examples
+from kdmem.identity import check_same_tokenizer
+from kdmem.measure.batches import auto_batch_size, run_batches
+from kdmem.measure.chunks import ChunkedRun, data_fingerprint
+from kdmem.models.load import lm_head_rows, load_model, weights_hash
+from kdmem.models.tokenizer import model_tokenizer_hash
+from kdmem.models.vocab import check_token_range
+from kdmem.progress import Meter, Progress
 
 GENERATIONS_FILE = "generations.parquet"
 
@@ -50,18 +56,16 @@ def greedy_continuations(
     *,
     batch_size: int | None = None,
     cache: str = "auto",
-    progress: Any = False,
+    progress: Progress | Meter | None = None,
 ) -> npt.NDArray[np.int64]:
     """Greedy continuations of equal-length prefixes.
 
     ``prefixes``: int ``[N, P]`` (numpy or torch); returns int64 ``[N, new_tokens]``. Exactly
     ``new_tokens`` tokens per row: EOS is neither a stop token nor suppressed. ``batch_size``
     (default: automatic) is halved on CUDA out-of-memory; ``cache`` = ``auto`` (static KV
-    cache on CUDA where the model supports it), ``static`` or ``dynamic``.
+    cache on CUDA where the model supports it), ``static`` or ``dynamic``. ``progress``: a
+    callback (:mod:`kdmem.progress`) or the :class:`~kdmem.progress.Meter` of a caller.
     """
-    import torch
-    from transformers import GenerationConfig
-
     if new_tokens < 1:
         raise InvalidArgumentError(f"invalid new_tokens = {new_tokens}: must be >= 1")
     x = torch.as_tensor(np.asarray(prefixes), dtype=torch.long)
@@ -85,7 +89,7 @@ def greedy_continuations(
     per_ex = 4 * (p + new_tokens) * int(model.config.hidden_size) * 4 * max(
         1, int(getattr(model.config, "num_hidden_layers", 1))
     ) + 4 * int(model.get_output_embeddings().weight.shape[0])
-    bs = batch_size or rt.auto_batch_size(str(dev), per_ex)
+    bs = batch_size or auto_batch_size(str(dev), per_ex)
 
     def step(i: int, j: int) -> None:
         ids = x[i:j].to(dev)
@@ -102,8 +106,12 @@ def greedy_continuations(
             raise RuntimeError(f"generate() returned {g.shape[1] - p} of {new_tokens} new tokens")
         out[i:j] = g[:, p:].cpu().numpy()
 
-    with rt.progress(n, "generate", progress) as bar:
-        rt.run_batches(step, n, bs, bar, new_tokens)
+    meter = (
+        progress
+        if isinstance(progress, Meter)
+        else Meter(progress, "generate", n, "seq", tokens_per=new_tokens)
+    )
+    run_batches(step, n, bs, meter)
     return out
 
 
@@ -167,71 +175,62 @@ def generate(
     cache: str = "auto",
     chunk_size: int = 4096,
     strict: bool = False,
-    progress: bool | None = None,
+    progress: Progress | None = None,
 ) -> Path:
     """Teacher continuations for hard distillation: ``out_dir/generations.parquet``.
 
-    For every example of ``data`` (a study set, see :func:`kdmem.data.load_examples`): its
+    For every example of ``data`` (a study set, see :func:`kdmem.corpus.examples.load_examples`): its
     first ``prefix`` tokens plus ``new_tokens`` greedy tokens of ``model`` (a hub id or a
     local directory). Columns ``example_id: int64`` (sorted) and ``input_ids: list<int64>``
     (``prefix + new_tokens`` ids); key-value metadata ``kdmem`` (JSON) holds the teacher's
     weights hash, the data's ``tokenizer_hash``, prefix, new_tokens, dtype and cache, so
-    :func:`kdmem.data.load_examples` reads the file back as a study set.
+    :func:`~kdmem.corpus.examples.load_examples` reads the file back as a study set.
 
     Resumable per chunk of ``chunk_size`` examples; under torchrun / accelerate each rank
     decodes the chunks ``k % world_size == rank`` and rank 0 merges, so the output does not
     depend on the world size. Returns the output path (on every rank).
     """
-    import pyarrow as pa
-
-    from kdmem.data import load_examples
-
     if prefix < 1 or new_tokens < 1:
         raise InvalidArgumentError(
             f"invalid prefix/new_tokens = {prefix}/{new_tokens}: both must be >= 1"
         )
     out = Path(out_dir) / GENERATIONS_FILE
     ex: Examples = load_examples(data, prefix, strict=strict)
-    d = rt.init_distributed(device)
+    d = init_distributed(device, timeout=MEASURE_TIMEOUT)
     try:
-        dev = _dist.pick_device(device, d)
-        m = rt.load_causal_lm(
-            str(model), dtype=dtype, device=dev, attn_implementation=attn_implementation
-        )
-        rt.check_token_range(ex.tokens, rt.lm_head_rows(m), str(model))
-        rt.check_tokenizer(ex.tokenizer_hash, rt.model_tokenizer(str(model)), str(data), str(model))
-        teacher_hash = rt.weights_hash(str(model), m)
-        fp = rt.data_fingerprint(ex.example_ids, ex.tokens[:, :prefix])
-        import hashlib
-
+        m = load_model(model, dtype=dtype, device=d.device, attn_implementation=attn_implementation)
+        rows = lm_head_rows(m)
+        check_token_range(ex.tokens, rows, f"{model} ({rows} lm-head rows)")
+        check_same_tokenizer(ex.tokenizer_hash, str(data), model_tokenizer_hash(model), str(model))
+        teacher_hash = weights_hash(model, m)
+        fp = data_fingerprint(ex.example_ids, ex.tokens[:, :prefix])
         fingerprint = hashlib.sha256(
             f"generate|{teacher_hash}|{fp}|{prefix}|{new_tokens}|{dtype}|{chunk_size}".encode()
         ).hexdigest()
-        run = rt.ChunkedRun(out, fingerprint, len(ex), chunk_size, d)
+        run = ChunkedRun(out, fingerprint, len(ex), chunk_size, d)
         if run.done():
             return out
         mine = run.prepare()
-        total = run.n_rows(mine)
-        with rt.progress(total, "generate", progress) as bar:
-            for k in mine:
-                rows = run.rows(k)
-                cont = greedy_continuations(
-                    m,
-                    ex.tokens[rows, :prefix],
-                    new_tokens,
-                    batch_size=batch_size,
-                    cache=cache,
-                    progress=bar,
-                )
-                seqs = np.concatenate([ex.tokens[rows, :prefix], cont], axis=1)
-                table = pa.table(
-                    {
-                        "example_id": pa.array(ex.example_ids[rows], type=pa.int64()),
-                        "input_ids": pa.array(list(seqs), type=pa.list_(pa.int64())),
-                    }
-                )
-                rt.write_table_atomic(rt.with_meta(table, {"chunk": k}), run.chunk_path(k))
-        table, _ = run.merge({})
+        meter = Meter(progress, "generate", run.n_rows(mine), "seq", tokens_per=new_tokens)
+        for k in mine:
+            sl = run.rows(k)
+            cont = greedy_continuations(
+                m,
+                ex.tokens[sl, :prefix],
+                new_tokens,
+                batch_size=batch_size,
+                cache=cache,
+                progress=meter,
+            )
+            seqs = np.concatenate([ex.tokens[sl, :prefix], cont], axis=1)
+            table = pa.table(
+                {
+                    "example_id": pa.array(ex.example_ids[sl], type=pa.int64()),
+                    "input_ids": pa.array(list(seqs), type=pa.list_(pa.int64())),
+                }
+            )
+            run.write_chunk(k, table, {"chunk": k})
+        table, _ = run.merge()
         if table is not None:
             meta = {
                 "format": "kdmem-generations",
@@ -251,5 +250,5 @@ def generate(
             run.finish(table, meta)
         d.barrier()
     finally:
-        _dist.close_distributed(d)
+        close_distributed(d)
     return out

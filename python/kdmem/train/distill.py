@@ -27,10 +27,45 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers import AutoConfig
 
-from kdmem.errors import NonFiniteLossError, TokenizerMismatchError
-from kdmem.train import common as C
-from kdmem.train.config import DistillConfig, config_hash
+from kdmem.config import DistillConfig, config_hash
+from kdmem.errors import NonFiniteLossError
+from kdmem.identity import check_same_tokenizer, tokenizer_hash
+from kdmem.measure.generate import generate
+from kdmem.models.load import check_model_arg, head_rows, load_model, model_hash
+from kdmem.models.tiny import build_model
+from kdmem.models.tokenizer import load_tokenizer
+from kdmem.models.vocab import aligned_vocab
+from kdmem.train.checkpoint import (
+    CHECKPOINT,
+    METRICS,
+    check_global_batch,
+    check_resume,
+    load_checkpoint,
+    save_checkpoint,
+    save_final,
+    write_json_atomic,
+)
+from kdmem.train.process import (
+    autocast,
+    check_path_writable,
+    no_sync,
+    setup_distributed,
+    shard_fsdp,
+    wrap_student,
+)
+from kdmem.train.schedule import (
+    epoch_order,
+    load_training_data,
+    lr_at,
+    make_optimizer,
+    micro_batches,
+    oom_error,
+    steps_per_epoch,
+)
+from kdmem.train.student import StudentLoss, TeacherTrunk
+from kdmem.train.student import validate as validate_model
 
 __all__ = ["distill", "hard_generations", "teacher_argmax"]
 
@@ -55,8 +90,6 @@ def hard_generations(cfg: DistillConfig, teacher_hash: str) -> Path:
     """Path of the teacher's cached continuations (``generations.parquet``), generating them
     when missing. The cache directory name carries the teacher's weights hash, so a new
     teacher never reuses old continuations."""
-    from kdmem.measure.generate import generate
-
     base = (
         Path(cfg.generations_dir) if cfg.generations_dir else Path(cfg.out).parent / "generations"
     )
@@ -70,7 +103,6 @@ def hard_generations(cfg: DistillConfig, teacher_hash: str) -> Path:
         batch_size=cfg.gen_batch_size,
         dtype="float32",
         device=cfg.device,
-        progress=False,
     )
 
 
@@ -84,15 +116,13 @@ def distill(
 
     Returns ``OUT/kdmem.json`` (config, teacher hash, per-epoch metrics).
     ``stop_after_step`` raises ``KeyboardInterrupt`` after that optimizer step (tests)."""
-    from kdmem.models import aligned_vocab, build_model, load_model, load_tokenizer, model_hash
-
     cfg.validate()
-    dist = C.setup_distributed(cfg.device)
+    dist = setup_distributed(cfg.device)
     out = Path(cfg.out)
-    C.check_path_writable(out)
-    C.check_model_arg(cfg.teacher, "--teacher")
-    C.check_model_arg(cfg.student, "--student")
-    finished, ckpt = C.check_resume(out, cfg)
+    check_path_writable(out)
+    check_model_arg(cfg.teacher, "--teacher")
+    check_model_arg(cfg.student, "--student")
+    finished, ckpt = check_resume(out, cfg)
     if finished is not None:
         log(f"{out} is already complete (config {finished['config_hash'][:12]}); nothing to do")
         return finished
@@ -102,25 +132,28 @@ def distill(
     # ---- tokenizers, teacher, data ---------------------------------------------------------
     tokenizer = load_tokenizer(cfg.student)
     t_tok = load_tokenizer(cfg.teacher)
-    if C.tokenizer_hash(tokenizer) != C.tokenizer_hash(t_tok):
-        raise TokenizerMismatchError(
-            f"tokenizer mismatch: teacher {cfg.teacher} ({C.tokenizer_hash(t_tok)[:12]}, "
-            f"{len(t_tok)} tokens) and student {cfg.student} ({C.tokenizer_hash(tokenizer)[:12]}, "
-            f"{len(tokenizer)} tokens) must share one tokenizer"
-        )
+    check_same_tokenizer(
+        tokenizer_hash(t_tok),
+        f"teacher {cfg.teacher} ({len(t_tok)} tokens)",
+        tokenizer_hash(tokenizer),
+        f"student {cfg.student} ({len(tokenizer)} tokens)",
+        fix="teacher and student must share one tokenizer",
+    )
     # vocabularies that differ beyond lm-head padding fail here, before any heavy work
-    vocab = aligned_vocab(len(tokenizer), C.head_rows(cfg.student), C.head_rows(cfg.teacher))
+    vocab = aligned_vocab(len(tokenizer), head_rows(cfg.student), head_rows(cfg.teacher))
     teacher_hash = model_hash(cfg.teacher) if Path(cfg.teacher).is_dir() else cfg.teacher
     t_prec = cfg.teacher_precision or cfg.precision
     if cfg.mode == "hard":
         gen_path = hard_generations(cfg, teacher_hash)
-        train = C.load_training_data(str(gen_path), cfg.seq_len, len(tokenizer), "generations")
+        train = load_training_data(str(gen_path), cfg.seq_len, len(tokenizer), "generations")
         log(f"hard mode: {len(train)} teacher continuations from {gen_path}")
     else:
-        train = C.load_training_data(cfg.data, cfg.seq_len, len(tokenizer), "--data")
-    C.check_data_tokenizer(train, tokenizer, "--data")
+        train = load_training_data(cfg.data, cfg.seq_len, len(tokenizer), "--data")
+    check_same_tokenizer(
+        train.tokenizer_hash, f"--data {train.source}", tokenizer_hash(tokenizer), "the model"
+    )
     val = (
-        C.load_training_data(cfg.val_data, train.length, len(tokenizer), "--val-data")
+        load_training_data(cfg.val_data, train.length, len(tokenizer), "--val-data")
         if cfg.val_data
         else None
     )
@@ -128,37 +161,33 @@ def distill(
     if cfg.mode != "hard":
         teacher = load_model(cfg.teacher, dtype="bfloat16" if t_prec == "bf16" else "float32")
         teacher.requires_grad_(False)
-        trunk = C.TeacherTrunk(teacher, vocab)
+        trunk = TeacherTrunk(teacher, vocab)
         if cfg.teacher_shard != "none" and dist.world_size > 1:
             # fully_shard moves one layer at a time to the device: the whole teacher never is
-            C.shard_fsdp(trunk, teacher, offload=cfg.teacher_shard == "fsdp_offload")
+            shard_fsdp(trunk, teacher, offload=cfg.teacher_shard == "fsdp_offload")
         else:
             trunk.to(dist.device)
 
     # ---- student ---------------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
     if cfg.init == "random":
-        from transformers import AutoConfig
-
         lm = build_model(AutoConfig.from_pretrained(cfg.student), seed=cfg.seed)
     else:
         lm = load_model(cfg.student)
     lm.to(dist.device).train()
-    student = C.StudentLoss(
-        lm, vocab, cfg.chunk_size, cfg.loss, cfg.temperature, cfg.alpha, cfg.beta
-    )
-    model = C.wrap_student(student, cfg, dist)
-    optimizer = C.make_optimizer(model, cfg)
+    student = StudentLoss(lm, vocab, cfg.chunk_size, cfg.loss, cfg.temperature, cfg.alpha, cfg.beta)
+    model = wrap_student(student, cfg, dist)
+    optimizer = make_optimizer(model, cfg)
 
-    per_epoch = C.steps_per_epoch(len(train), cfg, dist)
+    per_epoch = steps_per_epoch(len(train), cfg, dist)
     total = per_epoch * cfg.epochs
     global_batch = cfg.batch_size * cfg.grad_accum * dist.world_size
     tokens_per_step = global_batch * (train.length - 1)
     step, metrics = 0, []
     epoch_loss, epoch_kl, epoch_tokens, epoch_time = 0.0, 0.0, 0, 0.0
     if ckpt is not None:
-        C.check_global_batch(ckpt, global_batch)
-        C.load_checkpoint(ckpt, model, optimizer)
+        check_global_batch(ckpt, global_batch)
+        load_checkpoint(ckpt, model, optimizer)
         step, metrics = int(ckpt["step"]), list(ckpt["metrics"])
         epoch_loss, epoch_kl = float(ckpt["epoch_loss"]), float(ckpt["epoch_kl"])
         epoch_tokens, epoch_time = int(ckpt["epoch_tokens"]), float(ckpt["epoch_time"])
@@ -177,14 +206,14 @@ def distill(
     while step < total:
         epoch, in_epoch = divmod(step, per_epoch)
         if epoch != order_epoch:
-            order_epoch, order = epoch, C.epoch_order(len(train), cfg.seed, epoch)
+            order_epoch, order = epoch, epoch_order(len(train), cfg.seed, epoch)
         assert order is not None
-        lr = C.lr_at(step, total, cfg)
+        lr = lr_at(step, total, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
         sums = torch.zeros(2, dtype=torch.float64, device=dist.device)  # loss, kl
-        micro = C.micro_batches(order, in_epoch, cfg.batch_size, cfg.grad_accum, dist)
+        micro = micro_batches(order, in_epoch, cfg.batch_size, cfg.grad_accum, dist)
         try:
             for m, idx in enumerate(micro):
                 ids = torch.from_numpy(train.tokens[idx]).to(dist.device)
@@ -192,21 +221,21 @@ def distill(
                 targets: torch.Tensor | None = ids[:, 1:]
                 if cfg.mode == "soft":
                     assert trunk is not None
-                    with C.autocast(t_prec, dist.device):
+                    with autocast(t_prec, dist.device):
                         th, tw = trunk(ids)
                     targets = ids[:, 1:] if cfg.alpha > 0 else None
                 elif cfg.mode == "argmax":
                     assert trunk is not None
-                    with C.autocast(t_prec, dist.device):
+                    with autocast(t_prec, dist.device):
                         th_argmax, tw_argmax = trunk(ids)
                         targets = teacher_argmax(th_argmax, tw_argmax, cfg.chunk_size)
-                with C.no_sync(model, sync=m == len(micro) - 1):
-                    with C.autocast(cfg.precision, dist.device):
+                with no_sync(model, sync=m == len(micro) - 1):
+                    with autocast(cfg.precision, dist.device):
                         loss_sum, kl_sum, _, _ = model(ids, targets, th, tw)
                     (loss_sum * (dist.world_size / tokens_per_step)).backward()
                 sums += torch.stack([loss_sum.detach().double(), kl_sum.double()])
         except torch.OutOfMemoryError as e:
-            raise C.oom_error(step + 1, cfg, e) from None
+            raise oom_error(step + 1, cfg, e) from None
         sums = dist.all_reduce_sum(sums)
         grad_norm = (
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -214,7 +243,7 @@ def distill(
             else torch.zeros(())
         )
         if not (torch.isfinite(sums[0]) and torch.isfinite(torch.as_tensor(grad_norm))):
-            where = f"step {last_good} in {out / C.CHECKPOINT}" if last_good else "none yet"
+            where = f"step {last_good} in {out / CHECKPOINT}" if last_good else "none yet"
             raise NonFiniteLossError(
                 f"loss is {float(sums[0] / tokens_per_step):.4g} at step {step + 1} (epoch "
                 f"{epoch + 1}); stopped before applying it; last good checkpoint: {where}; "
@@ -243,12 +272,12 @@ def distill(
                 if cfg.mode == "soft":
                     row["train_kl"] = epoch_kl / epoch_tokens
                 if val is not None:
-                    row |= C.validate(model, val.tokens, cfg, dist, trunk)
+                    row |= validate_model(model, val.tokens, cfg, dist, trunk)
                 metrics.append(row)
                 log(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
                              for k, v in row.items()))  # fmt: skip
                 if dist.is_main:
-                    C.write_json_atomic(out / C.METRICS, metrics)
+                    write_json_atomic(out / METRICS, metrics)
                 epoch_loss, epoch_kl, epoch_tokens, epoch_time = 0.0, 0.0, 0, 0.0
             state = {
                 "step": step,
@@ -262,7 +291,7 @@ def distill(
                 "world_size": dist.world_size,
                 "global_batch": global_batch,
             }
-            C.save_checkpoint(out, model, optimizer, state, dist)
+            save_checkpoint(out, model, optimizer, state, dist)
             last_good = step
         if stop_after_step is not None and step == stop_after_step:
             raise KeyboardInterrupt(f"stopped after step {step}")
@@ -277,6 +306,6 @@ def distill(
         "world_size": dist.world_size,
         "vocab": vocab,
     }
-    result = C.save_final(out, lm, tokenizer, info, metrics, cfg, optimizer, model, dist)
+    result = save_final(out, lm, tokenizer, info, metrics, cfg, optimizer, model, dist)
     log(f"wrote {out} (model {result['model_hash'][:12]})")
     return result

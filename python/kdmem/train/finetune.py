@@ -18,10 +18,43 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoConfig
 
+from kdmem.config import FinetuneConfig, config_hash
 from kdmem.errors import NonFiniteLossError
-from kdmem.train import common as C
-from kdmem.train.config import FinetuneConfig, config_hash
+from kdmem.identity import check_same_tokenizer, tokenizer_hash
+from kdmem.models.load import check_model_arg, head_of, load_model
+from kdmem.models.tiny import build_model
+from kdmem.models.tokenizer import load_tokenizer
+from kdmem.models.vocab import aligned_vocab
+from kdmem.train.checkpoint import (
+    CHECKPOINT,
+    METRICS,
+    check_global_batch,
+    check_resume,
+    load_checkpoint,
+    save_checkpoint,
+    save_final,
+    write_json_atomic,
+)
+from kdmem.train.process import (
+    autocast,
+    check_path_writable,
+    no_sync,
+    setup_distributed,
+    wrap_student,
+)
+from kdmem.train.schedule import (
+    epoch_order,
+    load_training_data,
+    lr_at,
+    make_optimizer,
+    micro_batches,
+    oom_error,
+    steps_per_epoch,
+)
+from kdmem.train.student import StudentLoss
+from kdmem.train.student import validate as validate_model
 
 __all__ = ["finetune"]
 
@@ -41,14 +74,12 @@ def finetune(
     Returns the contents of ``OUT/kdmem.json`` (config, hashes, per-epoch metrics).
     ``stop_after_step`` raises ``KeyboardInterrupt`` after that optimizer step, as a kill
     would (tests use it to check resume)."""
-    from kdmem.models import aligned_vocab, build_model, load_model, load_tokenizer
-
     cfg.validate()
-    dist = C.setup_distributed(cfg.device)
+    dist = setup_distributed(cfg.device)
     out = Path(cfg.out)
-    C.check_path_writable(out)
-    C.check_model_arg(cfg.model, "--model")
-    finished, ckpt = C.check_resume(out, cfg)
+    check_path_writable(out)
+    check_model_arg(cfg.model, "--model")
+    finished, ckpt = check_resume(out, cfg)
     if finished is not None:
         log(f"{out} is already complete (config {finished['config_hash'][:12]}); nothing to do")
         return finished
@@ -57,35 +88,35 @@ def finetune(
 
     # ---- data and model ------------------------------------------------------------------
     tokenizer = load_tokenizer(cfg.model)
-    train = C.load_training_data(cfg.data, cfg.seq_len, len(tokenizer), "--data")
-    C.check_data_tokenizer(train, tokenizer, "--data")
+    train = load_training_data(cfg.data, cfg.seq_len, len(tokenizer), "--data")
+    check_same_tokenizer(
+        train.tokenizer_hash, f"--data {train.source}", tokenizer_hash(tokenizer), "the model"
+    )
     val = (
-        C.load_training_data(cfg.val_data, train.length, len(tokenizer), "--val-data")
+        load_training_data(cfg.val_data, train.length, len(tokenizer), "--val-data")
         if cfg.val_data
         else None
     )
     torch.manual_seed(cfg.seed)
     if cfg.init == "random":
-        from transformers import AutoConfig
-
         lm = build_model(AutoConfig.from_pretrained(cfg.model), seed=cfg.seed)
     else:
         lm = load_model(cfg.model)
     lm.to(dist.device).train()
-    vocab = aligned_vocab(len(tokenizer), C.head_of(lm).weight.shape[0])
-    student = C.StudentLoss(lm, vocab, cfg.chunk_size)
-    model = C.wrap_student(student, cfg, dist)
-    optimizer = C.make_optimizer(model, cfg)
+    vocab = aligned_vocab(len(tokenizer), head_of(lm).weight.shape[0])
+    student = StudentLoss(lm, vocab, cfg.chunk_size)
+    model = wrap_student(student, cfg, dist)
+    optimizer = make_optimizer(model, cfg)
 
-    per_epoch = C.steps_per_epoch(len(train), cfg, dist)
+    per_epoch = steps_per_epoch(len(train), cfg, dist)
     total = per_epoch * cfg.epochs
     global_batch = cfg.batch_size * cfg.grad_accum * dist.world_size
     tokens_per_step = global_batch * (train.length - 1)  # predicted positions per step
     step, metrics = 0, []
     epoch_loss, epoch_tokens, epoch_time = 0.0, 0, 0.0
     if ckpt is not None:
-        C.check_global_batch(ckpt, global_batch)
-        C.load_checkpoint(ckpt, model, optimizer)
+        check_global_batch(ckpt, global_batch)
+        load_checkpoint(ckpt, model, optimizer)
         step, metrics = int(ckpt["step"]), list(ckpt["metrics"])
         epoch_loss, epoch_tokens = float(ckpt["epoch_loss"]), int(ckpt["epoch_tokens"])
         epoch_time = float(ckpt["epoch_time"])
@@ -103,25 +134,25 @@ def finetune(
     while step < total:
         epoch, in_epoch = divmod(step, per_epoch)
         if epoch != order_epoch:
-            order_epoch, order = epoch, C.epoch_order(len(train), cfg.seed, epoch)
+            order_epoch, order = epoch, epoch_order(len(train), cfg.seed, epoch)
         assert order is not None
-        lr = C.lr_at(step, total, cfg)
+        lr = lr_at(step, total, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
         step_loss = torch.zeros((), dtype=torch.float64, device=dist.device)
-        micro = C.micro_batches(order, in_epoch, cfg.batch_size, cfg.grad_accum, dist)
+        micro = micro_batches(order, in_epoch, cfg.batch_size, cfg.grad_accum, dist)
         try:
             for m, rows in enumerate(micro):
                 ids = torch.from_numpy(train.tokens[rows]).to(dist.device)
-                with C.no_sync(model, sync=m == len(micro) - 1):
-                    with C.autocast(cfg.precision, dist.device):
+                with no_sync(model, sync=m == len(micro) - 1):
+                    with autocast(cfg.precision, dist.device):
                         loss_sum, _, _, _ = model(ids, ids[:, 1:])
                     # sum over tokens / tokens in the global batch; DDP averages over ranks
                     (loss_sum * (dist.world_size / tokens_per_step)).backward()
                 step_loss += loss_sum.detach().double()
         except torch.OutOfMemoryError as e:
-            raise C.oom_error(step + 1, cfg, e) from None
+            raise oom_error(step + 1, cfg, e) from None
         step_loss = dist.all_reduce_sum(step_loss)
         grad_norm = (
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -129,7 +160,7 @@ def finetune(
             else torch.zeros(())
         )
         if not (torch.isfinite(step_loss) and torch.isfinite(torch.as_tensor(grad_norm))):
-            where = f"step {last_good} in {out / C.CHECKPOINT}" if last_good else "none yet"
+            where = f"step {last_good} in {out / CHECKPOINT}" if last_good else "none yet"
             raise NonFiniteLossError(
                 f"loss is {float(step_loss / tokens_per_step):.4g} at step {step + 1} (epoch "
                 f"{epoch + 1}); stopped before applying it; last good checkpoint: {where}; "
@@ -155,12 +186,12 @@ def finetune(
                     "tokens_per_s": epoch_tokens / max(epoch_time, 1e-9),
                 }
                 if val is not None:
-                    row |= C.validate(model, val.tokens, cfg, dist)
+                    row |= validate_model(model, val.tokens, cfg, dist)
                 metrics.append(row)
                 log(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
                              for k, v in row.items()))  # fmt: skip
                 if dist.is_main:
-                    C.write_json_atomic(out / C.METRICS, metrics)
+                    write_json_atomic(out / METRICS, metrics)
                 epoch_loss, epoch_tokens, epoch_time = 0.0, 0, 0.0
             state = {
                 "step": step,
@@ -173,7 +204,7 @@ def finetune(
                 "world_size": dist.world_size,
                 "global_batch": global_batch,
             }
-            C.save_checkpoint(out, model, optimizer, state, dist)
+            save_checkpoint(out, model, optimizer, state, dist)
             last_good = step
         if stop_after_step is not None and step == stop_after_step:
             raise KeyboardInterrupt(f"stopped after step {step}")
@@ -186,6 +217,6 @@ def finetune(
         "world_size": dist.world_size,
         "vocab": vocab,
     }
-    result = C.save_final(out, lm, tokenizer, info, metrics, cfg, optimizer, model, dist)
+    result = save_final(out, lm, tokenizer, info, metrics, cfg, optimizer, model, dist)
     log(f"wrote {out} (model {result['model_hash'][:12]})")
     return result

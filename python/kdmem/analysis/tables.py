@@ -1,17 +1,16 @@
-"""Read the analysis inputs of a run directory (layout: docs/run_dir.md; tables: docs/formats.md).
+"""The analysis view of a run directory: per-example tables read, validated and cached.
 
-A run directory is the only state of an experiment. The analyses read
+The analyses read (paths: :class:`kdmem.rundir.Layout`; columns: docs/formats.md)
 
 * ``measure/<role>.parquet``: one row per example, key ``example_id`` (int64, sorted, unique),
   at least ``memorized: bool``; role names follow :func:`parse_role`;
 * ``features.parquet`` (optional): corpus features such as ``zlib_bytes``;
 * ``data/examples.parquet`` (optional): ``example_id`` and the decoded ``text``;
 * ``validation/<role>.json`` (optional): held-out ``loss`` and ``ppl`` per model;
-* ``manifest.json`` (optional): its ``format``/``version`` must be ones this kdmem reads.
+* ``manifest.json`` (optional): read under :func:`kdmem.rundir.read_manifest`'s version rule.
 
 Every table of one run must describe the same study set: identical example ids, checked on
-load (:class:`~kdmem.errors.StudySetMismatchError`). Writers here are atomic (temp file in the
-same directory, fsync, rename), as everywhere in kdmem.
+load (:class:`~kdmem.errors.StudySetMismatchError`).
 """
 
 from __future__ import annotations
@@ -29,20 +28,13 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# The writers live in kdmem._io; re-exported here for the analysis modules.
-from kdmem._io import write_bytes_atomic as write_bytes_atomic
-from kdmem._io import write_json_atomic as write_json_atomic
-from kdmem._io import write_parquet_atomic as write_parquet_atomic
 from kdmem.errors import (
     CorruptFileError,
-    FormatVersionError,
     MissingStageInputError,
     StudySetMismatchError,
     TableSchemaError,
 )
-
-RUN_FORMAT = "kdmem-run"
-RUN_FORMAT_VERSION = 1
+from kdmem.rundir import Layout, read_manifest, table_meta
 
 # Which command writes each input, for "missing input" messages.
 STAGE_MEASURE = "kdmem measure"
@@ -84,7 +76,7 @@ def parse_role(name: str) -> Role:
     if m is None:
         raise TableSchemaError(
             f"role name {name!r} does not follow <kind>[_T<temperature>][_seed<k>] "
-            "(e.g. baseline_seed0, student_soft_T4_seed1): rename measure/{name}.parquet"
+            f"(e.g. baseline_seed0, student_soft_T4_seed1): rename measure/{name}.parquet"
         )
     temp = m.group("temp")
     seed = m.group("seed")
@@ -95,8 +87,6 @@ def parse_role(name: str) -> Role:
         name=name,
     )
 
-
-# ---- atomic writers (shared: kdmem._io) ------------------------------------------------------
 
 # ---- tables ------------------------------------------------------------------------------------
 
@@ -200,13 +190,7 @@ def read_measure(path: Path, role: str | None = None) -> MeasureTable:
     mem = cols["memorized"]
     if mem.dtype != np.bool_:
         raise TableSchemaError(f"{path}: memorized has type {mem.dtype}, expected bool")
-    meta: dict[str, Any] = {}
-    raw = (table.schema.metadata or {}).get(b"kdmem")
-    if raw:
-        try:
-            meta = json.loads(raw)
-        except ValueError:
-            meta = {}
+    meta = table_meta(table)
     return MeasureTable(
         role=parse_role(role or path.stem),
         path=path,
@@ -277,12 +261,13 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self.layout = Layout(self.path)
         if not self.path.is_dir():
             raise MissingStageInputError(
                 f"run directory {self.path} does not exist; create it with `kdmem run` "
                 f"or point at a directory holding measure/<role>.parquet"
             )
-        self.manifest = self._read_manifest()
+        self.manifest = read_manifest(self.path)
         self._measure: dict[str, MeasureTable] = {}
         self._features: FeatureTable | None = None
         self._checked = False
@@ -291,37 +276,14 @@ class RunDir:
     def name(self) -> str:
         return self.path.resolve().name
 
-    def _read_manifest(self) -> dict[str, Any]:
-        path = self.path / "manifest.json"
-        if not path.exists():
-            return {}
-        try:
-            manifest = json.loads(path.read_text("utf-8"))
-        except ValueError as e:
-            raise CorruptFileError(
-                f"{path} is not valid JSON ({e}); restore or delete it"
-            ) from None
-        if not isinstance(manifest, dict):
-            raise CorruptFileError(f"{path} is not a JSON object; restore or delete it")
-        fmt = manifest.get("format", RUN_FORMAT)
-        version = manifest.get("version", RUN_FORMAT_VERSION)
-        if fmt != RUN_FORMAT or not isinstance(version, int) or version > RUN_FORMAT_VERSION:
-            written = manifest.get("kdmem_version", "an unknown kdmem")
-            raise FormatVersionError(
-                f"{self.path} is a {fmt!r} run directory version {version} written by kdmem "
-                f"{written}; this kdmem reads {RUN_FORMAT!r} version <= {RUN_FORMAT_VERSION}: "
-                "upgrade kdmem or start a new run directory"
-            )
-        return manifest
-
     # -- measure tables
 
     def measure_path(self, role: str) -> Path:
-        return self.path / "measure" / f"{role}.parquet"
+        return self.layout.measure(role)
 
     def roles(self) -> list[Role]:
         """Every role with a measure table, sorted (kind, temperature, seed)."""
-        d = self.path / "measure"
+        d = self.layout.measure_dir
         if not d.is_dir():
             return []
         roles = [parse_role(p.stem) for p in d.glob("*.parquet") if not p.name.startswith(".")]
@@ -378,7 +340,7 @@ class RunDir:
 
     @property
     def features_path(self) -> Path:
-        return self.path / "features.parquet"
+        return self.layout.features
 
     def has_features(self) -> bool:
         return self.features_path.exists()
@@ -410,7 +372,7 @@ class RunDir:
 
     @property
     def examples_path(self) -> Path:
-        return self.path / "data" / "examples.parquet"
+        return self.layout.examples
 
     def texts(self, ids: Iterable[int]) -> dict[int, str]:
         """Decoded texts of the given examples from ``data/examples.parquet`` ({} if absent)."""
@@ -436,7 +398,7 @@ class RunDir:
 
     def validation(self) -> dict[str, dict[str, Any]]:
         """``validation/<role>.json`` files as {role: {"loss": ..., "ppl": ..., ...}}."""
-        d = self.path / "validation"
+        d = self.layout.validation_dir
         out: dict[str, dict[str, Any]] = {}
         if not d.is_dir():
             return out

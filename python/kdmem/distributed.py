@@ -5,6 +5,9 @@ Rank, world size and local rank come from the launcher's environment (``WORLD_SI
 gloo on CPU. kdmem joins an existing group instead of creating a second one, and only
 destroys a group it created (:func:`close_distributed`) or, at the end of a CLI command,
 whatever group is left (:func:`shutdown`).
+
+torch is imported only when a group is needed, so single-process callers of this module
+(and ``import kdmem``) stay light.
 """
 
 from __future__ import annotations
@@ -17,16 +20,33 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+__all__ = [
+    "MEASURE_TIMEOUT",
+    "TRAIN_TIMEOUT",
+    "Dist",
+    "close_distributed",
+    "init_distributed",
+    "is_main_process",
+    "pick_device",
+    "shutdown",
+]
+
+# Every collective waits at most this long. Training: rank 0 alone writes checkpoints and
+# validates while the others wait at a barrier. Measurement: a long chunk on one rank.
+TRAIN_TIMEOUT = timedelta(hours=4)
+MEASURE_TIMEOUT = timedelta(hours=24)
+
 
 @dataclass(frozen=True)
 class Dist:
-    """This process's place in the job: ``rank`` of ``world_size``; ``initialized_here`` when
-    kdmem called ``init_process_group``."""
+    """This process's place in the job: ``rank`` of ``world_size``; ``device`` it computes on
+    (``cpu``, ``cuda:1``); ``initialized_here`` when kdmem called ``init_process_group``."""
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     initialized_here: bool = False
+    device: str = "cpu"
 
     @property
     def is_main(self) -> bool:
@@ -48,12 +68,27 @@ class Dist:
         return t
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a launch (or a plain process), from the launcher's environment."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def pick_device(device: str | None, local_rank: int = 0) -> str:
+    """``device`` if given, else ``cuda:<local_rank>`` when CUDA is available, else cpu."""
+    if device:
+        return device
+    import torch
+
+    return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+
+
 def init_distributed(device: str | None, *, timeout: timedelta) -> Dist:
-    """Join (or create) the process group when ``WORLD_SIZE`` > 1. ``timeout`` bounds every
-    collective: long enough for rank 0 writing checkpoints or a long measurement chunk."""
+    """Join (or create) the process group when ``WORLD_SIZE`` > 1 and pick this rank's
+    device (:func:`pick_device`). ``timeout`` bounds every collective
+    (:data:`TRAIN_TIMEOUT`, :data:`MEASURE_TIMEOUT`)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Dist()
+        return Dist(device=pick_device(device))
     import torch
     import torch.distributed as dist
 
@@ -66,7 +101,7 @@ def init_distributed(device: str | None, *, timeout: timedelta) -> Dist:
             torch.cuda.set_device(local)
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timeout)
         here = True
-    return Dist(dist.get_rank(), dist.get_world_size(), local, here)
+    return Dist(dist.get_rank(), dist.get_world_size(), local, here, pick_device(device, local))
 
 
 def close_distributed(d: Dist) -> None:
@@ -83,12 +118,3 @@ def shutdown() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def pick_device(device: str | None, d: Dist) -> str:
-    """``device`` if given, else ``cuda:<local_rank>`` when CUDA is available, else cpu."""
-    if device:
-        return device
-    import torch
-
-    return f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu"

@@ -9,11 +9,11 @@ A study set D is read from any of (see docs/formats.md):
 :func:`load_examples` returns :class:`Examples`: ids plus a ``[N, L]`` int64 token matrix of
 the first ``length`` tokens of each example. Examples shorter than ``length`` are dropped and
 counted (or rejected with ``strict=True``), so downstream code sees one rectangular batch.
+:func:`sample_study_set` draws D and a held-out set from a shard directory.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +21,23 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tokenizers import Tokenizer
 
-from kdmem.errors import InvalidArgumentError, KdmemIOError, MalformedRecordError
+from kdmem.atomic import write_parquet_atomic
+from kdmem.corpus.shards import open_shards
+from kdmem.errors import EmptyCorpusError, InvalidArgumentError, KdmemIOError, MalformedRecordError
+from kdmem.rundir import table_meta, with_table_meta
 
-__all__ = ["Examples", "load_examples", "write_examples"]
+__all__ = [
+    "Examples",
+    "load_examples",
+    "sample_study_set",
+    "token_lists",
+    "write_example_texts",
+    "write_examples",
+]
 
 
 @dataclass(frozen=True)
@@ -91,8 +104,6 @@ def load_examples(
     if not p.exists():
         raise KdmemIOError(f"cannot read {p}: no such file or directory; check the --data path")
     if p.is_dir():
-        from kdmem.corpus import open_shards
-
         ss = open_shards(p)
         ids = list(range(len(ss)))
         seqs = [ss[i] for i in ids]
@@ -109,8 +120,6 @@ def load_examples(
         eid, tok, short = _rectangular(list(range(len(seqs))), seqs, length, strict, src)
         return Examples(eid, tok, "", short, src)
     if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
         table = pq.read_table(p)
         missing = {"example_id", "input_ids"} - set(table.column_names)
         if missing:
@@ -125,8 +134,7 @@ def load_examples(
         order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
         ids = [ids[i] for i in order]
         seqs = [seqs[i] for i in order]
-        meta = table.schema.metadata or {}
-        tok_hash = json.loads(meta.get(b"kdmem", b"{}")).get("tokenizer_hash", "")
+        tok_hash = str(table_meta(table).get("tokenizer_hash", ""))
         eid, tok, short = _rectangular(ids, seqs, length, strict, src)
         return Examples(eid, tok, tok_hash, short, src)
     raise InvalidArgumentError(
@@ -139,8 +147,6 @@ def token_lists(col: Any, path: Path) -> list[npt.NDArray[np.int64]]:
     """A Parquet ``list<integer>`` column as int64 arrays, without a Python int per token
     (a study set of 1M x 256 tokens stays a few numpy buffers). One-line
     ``MalformedRecordError`` for another type, a null row or a null token id."""
-    import pyarrow as pa
-
     arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)) or not (
         pa.types.is_integer(arr.type.value_type)
@@ -167,17 +173,60 @@ def token_lists(col: Any, path: Path) -> list[npt.NDArray[np.int64]]:
 
 def write_examples(examples: Examples, path: str | os.PathLike[str]) -> Path:
     """Write ``examples`` as Parquet (``example_id``, ``input_ids``), atomically."""
-    import pyarrow as pa
-
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     table = pa.table(
         {
             "example_id": pa.array(examples.example_ids, type=pa.int64()),
             "input_ids": pa.array(list(examples.tokens), type=pa.list_(pa.int64())),
         }
-    ).replace_schema_metadata({"kdmem": json.dumps({"tokenizer_hash": examples.tokenizer_hash})})
-    from kdmem._io import write_parquet_atomic
-
-    write_parquet_atomic(out, table)
+    )
+    write_parquet_atomic(out, with_table_meta(table, {"tokenizer_hash": examples.tokenizer_hash}))
     return out
+
+
+def sample_study_set(
+    shards_dir: str | os.PathLike[str],
+    n_examples: int,
+    n_validation: int,
+    seq_len: int,
+    seed: int,
+) -> tuple[Examples, Examples, int]:
+    """The study set D and a disjoint held-out set from a shard directory.
+
+    Documents of at least ``seq_len`` tokens are eligible; a ``seed``-ed permutation of them
+    gives ``min(n_validation, eligible // 10)`` held-out documents (at least one) and then up
+    to ``n_examples`` study documents, each cut to its first ``seq_len`` tokens. Both sets
+    are sorted by example id (the global document id). Returns ``(study, validation,
+    n_eligible)``.
+    """
+    ss = open_shards(shards_dir)
+    lengths = np.concatenate([np.diff(np.asarray(s.offsets)) for s in ss.shards])
+    eligible = np.flatnonzero(lengths >= seq_len)
+    if len(eligible) == 0:
+        raise EmptyCorpusError(
+            f"no document of the corpus has data.seq_len = {seq_len} tokens; "
+            "lower data.seq_len or use longer documents"
+        )
+    order = np.random.default_rng(seed).permutation(eligible)
+    n_val = min(n_validation, max(len(order) // 10, 1))
+    val_ids = np.sort(order[:n_val])
+    ids = np.sort(order[n_val : n_val + n_examples])
+
+    def take(sel: npt.NDArray[np.int64]) -> Examples:
+        tok = np.stack([np.asarray(ss[int(i)][:seq_len], dtype=np.int64) for i in sel])
+        return Examples(sel.astype(np.int64), tok, ss.tokenizer_hash)
+
+    return take(ids), take(val_ids), len(eligible)
+
+
+def write_example_texts(
+    examples: Examples, tokenizer_json: str | os.PathLike[str], path: str | os.PathLike[str]
+) -> None:
+    """``example_id`` and the decoded ``text`` of every example (Parquet, atomically): what
+    the report shows and what zlib entropy is computed from."""
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    texts = tok.decode_batch(examples.tokens.tolist(), skip_special_tokens=False)
+    write_parquet_atomic(
+        path,
+        pa.table({"example_id": pa.array(examples.example_ids, pa.int64()), "text": texts}),
+    )

@@ -19,12 +19,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from kdmem.analysis.rundir import (
-    RUN_FORMAT,
-    RUN_FORMAT_VERSION,
-    write_json_atomic,
-    write_parquet_atomic,
-)
+from kdmem.atomic import write_json_atomic, write_parquet_atomic
+from kdmem.rundir import RUN_FORMAT, RUN_FORMAT_VERSION
 
 _WORDS = [
     "the",

@@ -1,0 +1,295 @@
+"""Corpus commands: ``shard``, ``import``, ``index``, ``featurize``, ``scan``
+(:mod:`kdmem.corpus`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from kdmem.cli._app import main
+from kdmem.cli._options import (
+    index_option,
+    partial_out_option,
+    progress_bars,
+    ray_option,
+    shard_option,
+    text_field_option,
+    threads_option,
+)
+from kdmem.corpus.shard import ShardResult
+
+
+def _shard_summary(res: ShardResult) -> None:
+    click.echo(
+        f"{res.out}: {res.n_docs:,} documents, {res.n_tokens:,} tokens in {res.n_shards} shard(s), "
+        f"dtype {res.dtype}, eos {res.eos_id}, tokenizer {res.tokenizer_hash[:12]}"
+        + (f", resumed {res.resumed_shards} shard(s)" if res.resumed_shards else "")
+        + (f", skipped {res.skipped_bad:,} bad record(s)" if res.skipped_bad else "")
+    )
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "--tokenizer", required=True, type=click.Path(), help="tokenizer.json (or its directory)."
+)
+@click.option("--out", required=True, type=click.Path(), help="Output shard directory.")
+@threads_option
+@click.option(
+    "--dtype", default="auto", show_default=True, type=click.Choice(["auto", "u16", "u32"])
+)
+@click.option(
+    "--text-field", default="text", show_default=True, help="JSON key / column of the text."
+)
+@click.option(
+    "--eos",
+    default="auto",
+    show_default=True,
+    help="Appended after every document: auto (the tokenizer's <|endoftext|>, </s>, ... if any), none, or a token.",
+)
+@click.option(
+    "--skip-bad", is_flag=True, help="Count and skip malformed records instead of failing."
+)
+@click.option(
+    "--shard-tokens",
+    default=1 << 30,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Tokens per shard (a shard ends after the document reaching it).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a different earlier output in --out.")
+@click.option("--split", default="train", show_default=True, help="Split of datasets inputs.")
+@click.option(
+    "--max-documents",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Read at most N records of streamed sources (hf:NAME, Parquet, datasets dirs).",
+)
+def shard(inputs: tuple[str, ...], **kw: Any) -> None:
+    """Tokenize INPUT... (.jsonl[.gz|.zst], .txt, .parquet, datasets dir, hf:NAME) into shards.
+
+    Output is byte-identical for any --threads; a killed run resumes when rerun.
+    """
+    from kdmem.corpus.shard import shard_corpus
+
+    with progress_bars() as bars:
+        res = shard_corpus(list(inputs), progress=bars, **kw)
+    _shard_summary(res)
+
+
+@main.group("import")
+def import_group() -> None:
+    """Convert tokenized corpora (Megatron, datatrove, .npy) into kdmem shards."""
+
+
+def _import_options(f: Any) -> Any:
+    opts = [
+        click.option("--out", required=True, type=click.Path(), help="Output shard directory."),
+        click.option(
+            "--dtype", default="auto", show_default=True, type=click.Choice(["auto", "u16", "u32"])
+        ),
+        click.option("--vocab-size", default=0, type=click.IntRange(min=0), help="0 = unknown."),
+        click.option(
+            "--tokenizer",
+            default=None,
+            type=click.Path(),
+            help="tokenizer.json to record its hash.",
+        ),
+        click.option("--tokenizer-hash", default=None, help="64 hex digits (default: unknown)."),
+        click.option(
+            "--eos-id", default=None, type=click.IntRange(min=0), help="EOS id the data uses."
+        ),
+        click.option(
+            "--shard-tokens", default=1 << 30, show_default=True, type=click.IntRange(min=1)
+        ),
+        click.option("--overwrite", is_flag=True),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@import_group.command("megatron")
+@click.argument("prefix")
+@_import_options
+def import_megatron_cmd(prefix: str, **kw: Any) -> None:
+    """Import a Megatron PREFIX.bin + PREFIX.idx (MMIDIDX) dataset."""
+    from kdmem.corpus.importers import import_megatron
+
+    _shard_summary(import_megatron(prefix, **kw))
+
+
+@import_group.command("datatrove")
+@click.argument("files", nargs=-1, required=True)
+@click.option(
+    "--token-size", default=None, type=click.Choice(["2", "4"]), help="Default: inferred."
+)
+@_import_options
+def import_datatrove_cmd(files: tuple[str, ...], token_size: str | None, **kw: Any) -> None:
+    """Import datatrove NAME.ds files (each with NAME.ds.index)."""
+    from kdmem.corpus.importers import import_datatrove
+
+    ts = int(token_size) if token_size else None
+    _shard_summary(import_datatrove(list(files), token_size=ts, **kw))
+
+
+@import_group.command("npy")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--offsets", default=None, type=click.Path(), help=".npy of document offsets/ends.")
+@click.option(
+    "--split-on", default=None, type=click.IntRange(min=0), help="End a document after this id."
+)
+@_import_options
+def import_npy_cmd(files: tuple[str, ...], **kw: Any) -> None:
+    """Import .npy token arrays (1-D with --offsets/--split-on, or 2-D one row per document)."""
+    from kdmem.corpus.importers import import_npy
+
+    _shard_summary(import_npy(list(files), **kw))
+
+
+@main.command("index")
+@click.argument("shards_dir", type=click.Path(exists=True, file_okay=False))
+@threads_option
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="After building, recompute every checksum of the shards and suffix arrays.",
+)
+@shard_option
+@ray_option
+def index_cmd(
+    shards_dir: str, threads: int | None, verify: bool, shard: tuple[int, ...], ray: bool
+) -> None:
+    """Build one suffix array per shard of SHARDS_DIR (resumable; finished shards are kept).
+
+    Writes shard-NNNNN.kdsa next to every shard-NNNNN.kdt. Peak memory: about THREADS x the
+    largest shard x 6.4 bytes/token (u16 shards) or 8.4 bytes/token (u32).
+
+    Example: kdmem index runs/x/data/shards --threads 8 --verify
+    (one Slurm array element: kdmem index DIR --shard $SLURM_ARRAY_TASK_ID)"""
+    from kdmem.corpus.index import build_index, verify_index
+
+    if verify and shard:
+        raise click.UsageError(
+            "--verify checks the whole directory: run `kdmem index DIR --verify` once every "
+            "shard is built"
+        )
+    with progress_bars() as bars:
+        report = build_index(shards_dir, threads, bars, shards=shard or None, ray=ray)
+    rate = report["tokens_built"] / max(report["seconds"], 1e-9)
+    click.echo(
+        f"kdmem index: {report['built']} built, {report['skipped']} up to date "
+        f"({report['shards']} shards, {report['tokens_built']:,} tokens, "
+        f"{report['seconds']:.1f} s, {rate / 1e6:.1f}M tokens/s)"
+    )
+    if verify:
+        verify_index(shards_dir, threads)
+        click.echo(f"kdmem index: {report['shards']} shards and suffix arrays verified")
+
+
+@main.command()
+@click.argument("examples", type=click.Path(exists=True))
+@index_option
+@click.option("--out", type=click.Path(dir_okay=False), help="Output Parquet file.")
+@click.option("--prefix", default=50, show_default=True, type=click.IntRange(min=0))
+@click.option("--suffix", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--ngram",
+    multiple=True,
+    type=click.IntRange(min=1),
+    default=(8,),
+    show_default=True,
+    help="n for ngram_overlap_<n> (repeatable).",
+)
+@click.option(
+    "--exclude-self", is_flag=True, help="Subtract the example's own occurrence from the counts."
+)
+@click.option(
+    "--tokenizer",
+    type=click.Path(exists=True),
+    help="tokenizer.json to decode token ids (zlib) or encode text.",
+)
+@text_field_option
+@threads_option
+@shard_option
+@partial_out_option
+@click.option(
+    "--merge",
+    "merge_dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Merge the --partial-out results of every shard into --out.",
+)
+@ray_option
+def featurize(examples: str, index_dir: str, out: str | None, **kw: Any) -> None:
+    """Corpus features of EXAMPLES: zlib entropy, duplicate counts, longest verbatim match and
+    n-gram overlap against an index (docs/formats.md).
+
+    Per shard (Slurm array, docs/scaleout.md): kdmem featurize EX --index DIR --shard K
+    --partial-out parts/, then kdmem featurize EX --index DIR --merge parts/ --out F.parquet"""
+    from kdmem.corpus.featurize import run_featurize
+
+    kw["ngram"] = tuple(kw["ngram"])
+    with progress_bars() as bars:
+        path = run_featurize(examples, index_dir, out, shards=kw.pop("shard"), progress=bars, **kw)
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("generations", type=click.Path(exists=True))
+@index_option
+@click.option("--out", type=click.Path(dir_okay=False), help="Output Parquet file of spans.")
+@click.option(
+    "--min-len",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Shortest span reported, in tokens.",
+)
+@click.option(
+    "--max-locations",
+    default=16,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Locations kept per span.",
+)
+@click.option(
+    "--tokenizer", type=click.Path(exists=True), help="tokenizer.json to encode text generations."
+)
+@text_field_option
+@threads_option
+@shard_option
+@click.option(
+    "--lm",
+    "lm_dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Round-1 results of every shard (matching statistics); selects round 2.",
+)
+@click.option(
+    "--partial-out",
+    type=click.Path(file_okay=False),
+    help="With --shard: write this shard's round-1 (or, with --lm, round-2) results here.",
+)
+@click.option(
+    "--merge",
+    "merge_dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Merge the round-2 results of every shard into --out.",
+)
+@ray_option
+def scan(generations: str, index_dir: str, out: str | None, **kw: Any) -> None:
+    """Every maximal span of at least --min-len tokens of each generation that occurs verbatim
+    in the index, with its count and locations.
+
+    Per shard (Slurm array, docs/scaleout.md), three steps: --shard K --partial-out lm/;
+    --shard K --lm lm/ --partial-out hits/; --merge hits/ --out spans.parquet"""
+    import pyarrow.parquet as pq
+
+    from kdmem.corpus.scan import run_scan
+
+    with progress_bars() as bars:
+        path = run_scan(generations, index_dir, out, shards=kw.pop("shard"), progress=bars, **kw)
+    if kw["partial_out"]:
+        click.echo(f"wrote {path}")
+    else:
+        click.echo(f"wrote {path}: {pq.read_metadata(path).num_rows} spans")

@@ -1,0 +1,255 @@
+"""Study commands: ``run``, ``demo`` (:mod:`kdmem.study`, :mod:`kdmem.demo`), the analyses
+``predict``, ``sets``, ``report``, ``filter`` (:mod:`kdmem.analysis`), and ``doctor``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kdmem.cli._app import main
+from kdmem.cli._options import csv, quiet_transformers, run_dir_arg
+from kdmem.rundir import Layout
+
+
+@main.command()
+def doctor() -> None:
+    """Report the linked zlib, threads and optional packages; warn on mismatches."""
+    from kdmem.doctor import run_doctor
+
+    sys.exit(run_doctor())
+
+
+@main.command("run")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.argument("overrides", nargs=-1)
+@click.option(
+    "--run-dir", type=click.Path(file_okay=False), help="Default: run.dir, else runs/<run.name>."
+)
+@click.option("--until", help="Stop after this stage (e.g. measure_teacher).")
+@click.option("--plan", is_flag=True, help="Print what would run and why, then exit.")
+def run_cmd(
+    config: str, overrides: tuple[str, ...], run_dir: str | None, until: str | None, plan: bool
+) -> None:
+    """Run (or resume) every stage of an experiment config, with section.key=value OVERRIDES.
+
+    Stages whose config and inputs are unchanged are skipped; a killed run resumes where it
+    stopped; changing one key re-runs only the stages that depend on it."""
+    from kdmem.config import load_config
+
+    cfg = load_config(config, list(overrides))
+    rd = Path(run_dir) if run_dir else cfg.run_dir()
+    if plan:
+        from kdmem.study import plan_experiment
+
+        for p in plan_experiment(cfg, rd):
+            click.echo(f"{p.action:7s} {p.stage.name:32s} {p.reason}")
+        return
+    quiet_transformers()
+    from kdmem.study import run_experiment
+
+    run_experiment(cfg, rd, until=until, log=lambda m: click.echo(m, err=True))
+    if Layout(rd).report_index.exists():
+        click.echo(f"report: {Layout(rd).report_index}")
+
+
+@main.command()
+@click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
+def demo(out: str) -> None:
+    """The whole study on a corpus built at run time from the Python standard library: tokenizer,
+    base models, teacher, baseline, soft and hard students, measurement, features, predictor,
+    sets, filtering and report. About 5 minutes on 2 CPU cores; rerun to resume."""
+    quiet_transformers()
+    from kdmem.demo import format_headline, run_demo
+
+    summary = run_demo(out, log=lambda m: click.echo(m, err=True))
+    click.echo(format_headline(summary, Path(out)))
+
+
+@main.command()
+@click.argument("run_dir", type=run_dir_arg)
+@click.option(
+    "--target", default=None, help="Student role to predict (default: the main soft student)."
+)
+@click.option(
+    "--features",
+    default=None,
+    help="Comma-separated feature names (default: zlib_bytes,ppl_teacher,ppl_baseline,"
+    "kl_teacher_baseline); see docs/run_dir.md for the names understood.",
+)
+@click.option(
+    "--corpus-features",
+    is_flag=True,
+    help="Add log1p duplicate counts and longest-match features from features.parquet.",
+)
+@click.option("--resamples", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--neg-ratio", default=3.0, show_default=True, type=click.FloatRange(min=0, min_open=True)
+)
+@click.option(
+    "--test-size",
+    default=0.3,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+)
+@click.option(
+    "--folds",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="CV folds at natural prevalence.",
+)
+@click.option(
+    "--C",
+    "C",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Inverse L2 strength.",
+)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Output directory (default RUN_DIR/predictor).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the full JSON instead of tables.")
+def predict(
+    run_dir: str, features: str | None, corpus_features: bool, as_json: bool, **kw: Any
+) -> None:
+    """Logistic regression predicting student memorization from pre-distillation features."""
+    from kdmem.analysis import RunDir
+    from kdmem.analysis.predictor import (
+        CORPUS_FEATURES,
+        DEFAULT_FEATURES,
+        format_predict,
+        run_predict,
+    )
+
+    names = csv(features) or list(DEFAULT_FEATURES)
+    if corpus_features:
+        names += [f for f in CORPUS_FEATURES if f not in names]
+    result = run_predict(RunDir(run_dir), features=names, **kw)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(format_predict(result), nl=False)
+    out = Path(kw["out"]) if kw["out"] else Layout(run_dir).predictor_dir
+    click.echo(f"kdmem: wrote {out}/predictor.json and {out}/scores.parquet", err=True)
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=run_dir_arg)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="JSON output (default FIRST_RUN_DIR/sets/sets.json).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON instead of tables.")
+def sets(run_dirs: tuple[str, ...], out: str | None, as_json: bool) -> None:
+    """Set algebra of T, B, S: rates, easy examples, inheritance, soft vs hard, seeds, families.
+
+    Give one run directory per model family for the cross-family overlap.
+    """
+    from kdmem.analysis import RunDir
+    from kdmem.analysis.sets import analyze_sets, format_sets, write_sets
+
+    result = analyze_sets([RunDir(d) for d in run_dirs])
+    path = Path(out) if out else Layout(run_dirs[0]).sets
+    write_sets(result, path)
+    click.echo(json.dumps(result, indent=2) if as_json else format_sets(result), nl=not as_json)
+    click.echo(f"kdmem: wrote {path}", err=True)
+
+
+@main.command()
+@click.argument("run_dir", type=run_dir_arg)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Output directory (default RUN_DIR/report).",
+)
+@click.option(
+    "--max-examples",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Memorized examples listed with their text.",
+)
+@click.option(
+    "--sample-size",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Random examples in the zlib scatter.",
+)
+@click.option("--seed", default=0, show_default=True, type=int)
+def report(run_dir: str, **kw: Any) -> None:
+    """Write RUN_DIR/report/index.html (self-contained), summary.json and figure files."""
+    from kdmem.analysis.report import build_report
+
+    rep = build_report(run_dir, **kw)
+    omitted = [k for k, v in rep.summary["sections"].items() if v != "ok"]
+    click.echo(str(rep.index))
+    line = f"kdmem: wrote {rep.index} and {rep.summary_path}"
+    if omitted:
+        line += f"; sections omitted for missing inputs: {', '.join(omitted)}"
+    click.echo(line, err=True)
+
+
+@main.command("filter")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--data",
+    type=click.Path(exists=True),
+    help="Study set to filter (default RUN_DIR/data/study.parquet).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="Filtered study set (default RUN_DIR/data/filtered.parquet).",
+)
+@click.option(
+    "--predictor",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Default RUN_DIR/predictor/predictor.json.",
+)
+@click.option(
+    "--threshold",
+    default=0.5,
+    show_default=True,
+    type=float,
+    help="Flag examples with predicted probability >= this.",
+)
+@click.option(
+    "--compare",
+    nargs=2,
+    metavar="BEFORE AFTER",
+    help="Instead: compare two measured roles (e.g. student_soft_seed0 student_soft_filtered_seed0).",
+)
+def filter_cmd(
+    run_dir: str,
+    data: str | None,
+    out: str | None,
+    predictor: str | None,
+    threshold: float,
+    compare: tuple[str, str] | None,
+) -> None:
+    """Pre-filtering: drop the examples the predictor flags (then re-distill on the filtered set
+    with `kdmem distill --data`, measure on the full set, and `--compare`)."""
+    from kdmem.analysis.filter import run_filter_compare, run_filter_flag
+
+    if compare:
+        res = run_filter_compare(run_dir, compare[0], compare[1])
+        click.echo(
+            f"memorized before {res['memorized_before']}, after {res['memorized_after']} "
+            f"({res['n_new']} new: {res['new'][:20]}); wrote {Layout(run_dir).filter_result}"
+        )
+        return
+    res = run_filter_flag(run_dir, threshold=threshold, predictor=predictor, data=data, out=out)
+    click.echo(f"flagged {res['n_flagged']} examples; kept {res['n_kept']} in {res['out']}")
