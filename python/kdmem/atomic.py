@@ -14,12 +14,12 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from kdmem.errors import DiskFullError, KdmemIOError
-
-if TYPE_CHECKING:  # pragma: no cover
-    import pyarrow as pa
 
 __all__ = ["write_atomic", "write_bytes_atomic", "write_json_atomic", "write_parquet_atomic"]
 
@@ -72,6 +72,4 @@ def write_json_atomic(
 
 def write_parquet_atomic(path: str | os.PathLike[str], table: pa.Table) -> None:
     """Write a pyarrow table as Parquet atomically."""
-    import pyarrow.parquet as pq
-
     write_atomic(path, lambda p: pq.write_table(table, p))

@@ -17,6 +17,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from tokenizers import Tokenizer
+
 from kdmem.errors import TokenizerLoadError, TokenizerMismatchError
 
 __all__ = ["UNKNOWN_HASH", "check_same_tokenizer", "is_known", "tokenizer_hash"]
@@ -27,8 +29,6 @@ UNKNOWN_HASH = "0" * 64
 
 def _vocab(tokenizer: Any) -> dict[str, int]:
     if isinstance(tokenizer, (str, PathLike)):
-        from tokenizers import Tokenizer
-
         p = Path(tokenizer)
         if p.is_dir():
             p = p / "tokenizer.json"

@@ -36,13 +36,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kdmem import __version__
 from kdmem.atomic import write_json_atomic
 from kdmem.errors import CorruptFileError, FormatVersionError
-
-if TYPE_CHECKING:  # pragma: no cover
-    import pyarrow as pa
 
 __all__ = [
     "REL",
@@ -207,8 +208,6 @@ REL = Layout("")
 
 def new_manifest() -> dict[str, Any]:
     """An empty manifest of this kdmem's format and version."""
-    from kdmem import __version__
-
     return {
         "format": RUN_FORMAT,
         "version": RUN_FORMAT_VERSION,
@@ -256,8 +255,6 @@ def read_manifest(root: str | os.PathLike[str], *, for_update: bool = False) -> 
 
 def write_manifest(root: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
     """Write ``root/manifest.json`` atomically, stamped with this kdmem's version."""
-    from kdmem import __version__
-
     manifest["kdmem_version"] = __version__
     write_json_atomic(Layout(root).manifest, manifest)
 
@@ -280,8 +277,6 @@ def table_meta(table: pa.Table | pa.Schema) -> dict[str, Any]:
 
 def read_table_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``kdmem`` metadata of a Parquet file, from its footer (no data pages read)."""
-    import pyarrow.parquet as pq
-
     return table_meta(pq.read_schema(path))
 
 

@@ -34,17 +34,21 @@ problems are tiny in features, and BLAS threads on a shared machine only slow th
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from kdmem import __version__, extras
+from kdmem.analysis.sets import text_table
 from kdmem.analysis.tables import KINDS, STAGE_MEASURE, STAGE_PREDICT, RunDir, parse_role
 from kdmem.atomic import write_json_atomic, write_parquet_atomic
 from kdmem.errors import (
@@ -69,6 +73,24 @@ FPR_TARGETS = (0.001, 0.01)
 
 
 # ---- features ---------------------------------------------------------------------------------
+
+
+@functools.cache
+def _sk() -> Any:
+    """The scikit-learn modules the predictor uses (and threadpoolctl, which it installs),
+    imported on first use: the one place they are imported, so ``import kdmem.analysis``
+    stays light and a missing scikit-learn is one line naming ``kdmem[analysis]``."""
+    extras.require("sklearn", why="the memorization predictor")
+    from sklearn import linear_model, metrics, model_selection, preprocessing
+    from threadpoolctl import threadpool_limits
+
+    return SimpleNamespace(
+        linear_model=linear_model,
+        metrics=metrics,
+        model_selection=model_selection,
+        preprocessing=preprocessing,
+        threadpool_limits=threadpool_limits,
+    )
 
 
 def _measure_table(run: RunDir, ref: str):  # -> MeasureTable
@@ -173,11 +195,9 @@ def _check_positives(y: np.ndarray, target: str, needed: int = 2) -> None:
 
 
 def _fit(X: np.ndarray, y: np.ndarray, C: float):  # -> (scaler, lr)
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
-    scaler = StandardScaler().fit(X)
-    lr = LogisticRegression(C=C, max_iter=1000).fit(scaler.transform(X), y)
+    scaler = _sk().preprocessing.StandardScaler().fit(X)
+    lr = _sk().linear_model.LogisticRegression(C=C, max_iter=1000).fit(scaler.transform(X), y)
     return scaler, lr
 
 
@@ -200,13 +220,12 @@ def paper_split(
     Every positive, ``round(neg_ratio * n_pos)`` negatives drawn without replacement (all of
     them if fewer), then a stratified split with ``test_size`` of the rows in the test part.
     """
-    from sklearn.model_selection import train_test_split
 
     pos = np.flatnonzero(y)
     neg = np.flatnonzero(~y)
     k = min(len(neg), round(neg_ratio * len(pos)))
     chosen = np.sort(np.concatenate([pos, rng.choice(neg, size=k, replace=False)]))
-    train, test = train_test_split(
+    train, test = _sk().model_selection.train_test_split(
         chosen,
         test_size=test_size,
         stratify=y[chosen],
@@ -227,13 +246,11 @@ def paper_protocol(
     C: float = 1.0,
 ) -> dict[str, Any]:
     """The paper's balanced-resampling evaluation; see the module docstring."""
-    from sklearn.metrics import precision_score, recall_score, roc_auc_score
-    from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(seed)
     per: dict[str, list[float]] = {"roc_auc": [], "precision": [], "recall": []}
     coefs: list[np.ndarray] = []
-    with threadpool_limits(limits=1):
+    with _sk().threadpool_limits(limits=1):
         for _ in range(resamples):
             train, test = paper_split(y, rng, neg_ratio, test_size)
             scaler, lr = _fit(X[train], y[train], C)
@@ -241,9 +258,11 @@ def paper_protocol(
             yt = y[test]
             pred = p >= 0.5
             both = 0 < yt.sum() < len(yt)
-            per["roc_auc"].append(float(roc_auc_score(yt, p)) if both else math.nan)
-            per["precision"].append(float(precision_score(yt, pred, zero_division=0.0)))
-            per["recall"].append(float(recall_score(yt, pred, zero_division=0.0)))
+            per["roc_auc"].append(float(_sk().metrics.roc_auc_score(yt, p)) if both else math.nan)
+            per["precision"].append(
+                float(_sk().metrics.precision_score(yt, pred, zero_division=0.0))
+            )
+            per["recall"].append(float(_sk().metrics.recall_score(yt, pred, zero_division=0.0)))
             coefs.append(lr.coef_[0].copy())
     c = np.array(coefs)
     return {
@@ -258,9 +277,8 @@ def paper_protocol(
 
 
 def _tpr_at_fpr(y: np.ndarray, s: np.ndarray, fpr_max: float) -> dict[str, Any]:
-    from sklearn.metrics import roc_curve
 
-    fpr, tpr, thr = roc_curve(y, s)
+    fpr, tpr, thr = _sk().metrics.roc_curve(y, s)
     ok = np.flatnonzero(fpr <= fpr_max)
     i = ok[np.argmax(tpr[ok])]
     return {
@@ -300,14 +318,11 @@ def natural_prevalence(
     bins: int = 10,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Stratified k-fold CV at the real base rate; returns (metrics, out-of-fold scores)."""
-    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
-    from sklearn.model_selection import StratifiedKFold
-    from threadpoolctl import threadpool_limits
 
     k = min(folds, int(y.sum()), int((~y).sum()))
-    skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    skf = _sk().model_selection.StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     oof = np.empty(len(y), dtype=np.float64)
-    with threadpool_limits(limits=1):
+    with _sk().threadpool_limits(limits=1):
         for train, test in skf.split(X, y):
             scaler, lr = _fit(X[train], y[train], C)
             oof[test] = lr.predict_proba(scaler.transform(X[test]))[:, 1]
@@ -321,10 +336,10 @@ def natural_prevalence(
         "n": len(y),
         "n_positive": int(y.sum()),
         "prevalence": float(y.mean()),
-        "roc_auc": float(roc_auc_score(y, oof)),
-        "pr_auc": float(average_precision_score(y, oof)),
+        "roc_auc": float(_sk().metrics.roc_auc_score(y, oof)),
+        "pr_auc": float(_sk().metrics.average_precision_score(y, oof)),
         "tpr_at_fpr": {f"{f:g}": _tpr_at_fpr(y, oof, f) for f in FPR_TARGETS},
-        "brier": float(brier_score_loss(y, oof)),
+        "brier": float(_sk().metrics.brier_score_loss(y, oof)),
         "brier_of_base_rate": float(y.mean() * (1 - y.mean())),
         "expected_calibration_error": float(ece),
         "reliability": rel,
@@ -456,9 +471,6 @@ def train_predictor(
             f"(got {resamples}, {folds}, {test_size}, {neg_ratio}, {C})"
         )
     _check_positives(data.y, data.target)
-    from threadpoolctl import threadpool_limits
-
-    import kdmem
 
     paper = paper_protocol(
         data.X,
@@ -471,7 +483,7 @@ def train_predictor(
         C=C,
     )
     natural, oof = natural_prevalence(data.X, data.y, folds=folds, seed=seed, C=C)
-    with threadpool_limits(limits=1):
+    with _sk().threadpool_limits(limits=1):
         scaler, lr = _fit(data.X, data.y, C)
     model = Predictor(
         feature_names=data.feature_names,
@@ -483,7 +495,7 @@ def train_predictor(
     result = {
         "format": PREDICTOR_FORMAT,
         "version": PREDICTOR_FORMAT_VERSION,
-        "kdmem_version": kdmem.__version__,
+        "kdmem_version": __version__,
         "target": data.target,
         **model.to_dict(),
         "model": {
@@ -532,7 +544,6 @@ def run_predict(
 
 def format_predict(result: dict[str, Any]) -> str:
     """A short plain-text summary of a predictor result."""
-    from kdmem.analysis.sets import text_table
 
     pp = result["metrics"]["paper_protocol"]
     nat = result["metrics"]["natural_prevalence"]

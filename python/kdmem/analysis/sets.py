@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from kdmem import __version__
 from kdmem.analysis.tables import MeasureTable, RunDir
 from kdmem.atomic import write_json_atomic
 from kdmem.errors import StudySetMismatchError
@@ -318,12 +319,10 @@ def analyze_sets(runs: Sequence[RunDir] | Mapping[str, RunDir]) -> dict[str, Any
                 k += 1
             named[key] = r
         runs = named
-    import kdmem
-
     return {
         "format": SETS_FORMAT,
         "version": SETS_FORMAT_VERSION,
-        "kdmem_version": kdmem.__version__,
+        "kdmem_version": __version__,
         "families": [family_sets(r, name) for name, r in runs.items()],
         "cross_family": cross_family(runs) if len(runs) > 1 else [],
     }

@@ -10,16 +10,11 @@ chunk at a time so ``[batch, seq, vocab]`` fp32 logits of both models never exis
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
+import torch
 
 
 def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``(a * b).sum(-1)`` for ``[..., V]`` tensors without a ``[..., V]`` temporary."""
-    import torch
-
     return torch.linalg.vecdot(a, b)
 
 

@@ -28,17 +28,15 @@ model are alive (models whose heads post-process logits fall back to full logits
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import torch
+from transformers import PreTrainedModel
 
 from kdmem.errors import InvalidArgumentError, NonFiniteLogitsError
 from kdmem.measure.kl import kl_from_logprobs, rowdot
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-    from transformers import PreTrainedModel
 
 MINK_FRAC = 0.2
 ENTROPY_K = 50
@@ -103,8 +101,6 @@ class Workspace:
         self._bufs: dict[str, torch.Tensor] = {}
 
     def get(self, name: str, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-        import torch
-
         buf = self._bufs.get(name)
         if buf is None or tuple(buf.shape) != tuple(shape) or buf.device != device:
             buf = torch.empty(shape, dtype=torch.float32, device=device)
@@ -116,8 +112,6 @@ def _check_finite(logits: torch.Tensor, model: Any, first_id: int | None, what: 
     """Raise on any NaN or +-inf logit. The row sums carry every non-finite value (NaN stays
     NaN, inf stays inf or meets -inf as NaN) in one reduction, 5-10x cheaper than
     ``isfinite`` over ``[B, T, V]``; only finite logits summing past 3e38 would be flagged."""
-    import torch
-
     bad = ~torch.isfinite(logits.sum(-1))
     if bool(bad.any()):
         row = int(bad.any(1).nonzero()[0])
@@ -139,8 +133,6 @@ class _Stats:
     per-example columns (:data:`COLUMNS`) computed from them."""
 
     def __init__(self, b: int, n: int, prefix: int, kk: int, dev: torch.device) -> None:
-        import torch
-
         self.n, self.prefix, self.kk = n, prefix, kk
         s = n + 1 - prefix
         self.tok_lp = torch.empty(b, n, dtype=torch.float32, device=dev)
@@ -163,8 +155,6 @@ class _Stats:
     ) -> None:
         """Chunk ``[t0, t0 + T)``: fp32 ``logits`` and ``logp`` ``[B, T, V]``, ``p_tail`` =
         ``exp(logp)`` from offset :meth:`entropy_from` on, ``tgt`` the next tokens ``[B, T]``."""
-        import torch
-
         t1 = t0 + logits.shape[1]
         self.tok_lp[:, t0:t1] = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
         e0 = self.entropy_from(t0, t1)
@@ -184,8 +174,6 @@ class _Stats:
             self.gap[:, h0:h1] = g
 
     def finish(self, mink_frac: float) -> dict[str, npt.NDArray[Any]]:
-        import torch
-
         n, prefix = self.n, self.prefix
         s = n + 1 - prefix
         memorized = self.hit.all(1)
@@ -243,8 +231,6 @@ def forward_scores(
     example id) only improves error messages. ``workspace`` (a :class:`Workspace` kept
     across batches) reuses the big per-chunk buffers; results do not depend on it.
     """
-    import torch
-
     b, w = tokens.shape
     s = w - prefix
     if prefix < 1 or s < 1:
@@ -342,8 +328,6 @@ def teacher_forced_labels(
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int32]]:
     """Labels only (``memorized [B]`` bool, ``first_mismatch [B]`` int32) from one forward
     pass over ``tokens [B, W]``: the lm-head runs on the S suffix positions alone."""
-    import torch
-
     b, w = tokens.shape
     s = w - prefix
     if prefix < 1 or s < 1:

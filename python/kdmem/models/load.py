@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import snapshot_download
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -161,8 +162,6 @@ def weights_hash(id_or_dir: str | os.PathLike[str], model: nn.Module) -> str:
     if p.is_dir():
         return model_hash(p)
     try:
-        from huggingface_hub import snapshot_download
-
         snap = snapshot_download(
             str(id_or_dir), local_files_only=True, allow_patterns=["*.safetensors", "*.json"]
         )

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
 from kdmem.config import OptimConfig
 from kdmem.distributed import TRAIN_TIMEOUT, Dist, init_distributed
@@ -82,8 +83,6 @@ def shard_fsdp(module: nn.Module, lm: nn.Module, offload: bool = False) -> nn.Mo
     """FSDP2 (``fully_shard``): each decoder layer (``lm._no_split_modules``) is its own
     unit, then the root; parameters stay fp32 (bf16 compute comes from autocast).
     ``offload`` keeps sharded parameters in CPU memory between uses (``CPUOffloadPolicy``)."""
-    from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
-
     policy = CPUOffloadPolicy() if offload else OffloadPolicy()
     for layer in _layers(lm):
         fully_shard(layer, offload_policy=policy)
