@@ -50,7 +50,8 @@ run_tests() {
   cargo clippy --workspace --all-targets --quiet -- -D warnings
   say "cargo test -p kdmem-core"
   cargo test -p kdmem-core --quiet
-  say "mypy.stubtest kdmem._core"
+  say "mypy --strict (python/kdmem) and mypy.stubtest kdmem._core"
+  "$VENV/bin/mypy"
   "$PY" -m mypy.stubtest kdmem._core
   say "pytest"
   "$PY" -m pytest -q

@@ -7,9 +7,7 @@ kdmem is light: torch, transformers and scikit-learn load only when a command ne
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
-
+from kdmem._version import __version__
 from kdmem.errors import (
     CorruptFileError,
     DiskFullError,
@@ -35,11 +33,6 @@ from kdmem.errors import (
     TrainingOutOfMemoryError,
 )
 from kdmem.zlib import zlib_bytes, zlib_ratio
-
-try:
-    __version__ = _version("kdmem")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0+unknown"
 
 __all__ = [
     "CorruptFileError",

@@ -59,7 +59,11 @@ def _io_error(path: Path, e: OSError) -> KdmemIOError:
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
-    write_atomic(path, lambda p: p.write_bytes(data))
+
+    def write(p: Path) -> None:
+        p.write_bytes(data)
+
+    write_atomic(path, write)
 
 
 def write_json_atomic(

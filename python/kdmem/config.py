@@ -67,12 +67,14 @@ Divergence = Literal["fkl", "rkl", "jsd"]
 
 def opt(default: T, help: str) -> T:
     """A field with a default and its help text."""
-    return field(default=default, metadata={"help": help})  # type: ignore[no-any-return]
+    f: T = field(default=default, metadata={"help": help})
+    return f
 
 
 def opt_list(factory: typing.Callable[[], T], help: str) -> T:
     """A field with a mutable default (a list) and its help text."""
-    return field(default_factory=factory, metadata={"help": help})  # type: ignore[no-any-return]
+    f: T = field(default_factory=factory, metadata={"help": help})
+    return f
 
 
 def required(help: str) -> Any:

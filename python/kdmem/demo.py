@@ -298,7 +298,7 @@ def run_demo(
     toml = rd / "demo.toml"
     write_bytes_atomic(toml, demo_config_toml(rd, size).encode())
     run_experiment(load_config(toml), rd, before=prep, log=log)
-    summary = json.loads(Layout(rd).report_summary.read_text())
+    summary: dict[str, Any] = json.loads(Layout(rd).report_summary.read_text())
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
     return summary
 

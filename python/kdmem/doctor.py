@@ -9,8 +9,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-import kdmem
 from kdmem import _core
+from kdmem._version import __version__
+from kdmem.zlib import zlib_bytes
 
 # Texts whose compressed sizes expose a different deflate implementation (zlib-ng, ...).
 _PROBES = [
@@ -35,12 +36,10 @@ def run_doctor() -> int:
     """Print the report; return 0, or 1 when the host zlib disagrees with kdmem's."""
     linked = _core.zlib_version()
     host = host_zlib.ZLIB_RUNTIME_VERSION
-    click.echo(
-        f"kdmem {kdmem.__version__} (Python {platform.python_version()}, {platform.machine()})"
-    )
+    click.echo(f"kdmem {__version__} (Python {platform.python_version()}, {platform.machine()})")
     click.echo(f"zlib linked into kdmem: {linked} (classic zlib, static, level 6)")
     click.echo(f"zlib of the host Python: {host}")
-    ours = kdmem.zlib_bytes(_PROBES, threads=1).tolist()
+    ours = zlib_bytes(_PROBES, threads=1).tolist()
     theirs = [len(host_zlib.compress(t.encode("utf-8"))) for t in _PROBES]
     status = 0
     if ours == theirs:

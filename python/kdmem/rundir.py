@@ -41,7 +41,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kdmem import __version__
+from kdmem._version import __version__
 from kdmem.atomic import write_json_atomic
 from kdmem.errors import CorruptFileError, FormatVersionError
 
@@ -264,7 +264,7 @@ def write_manifest(root: str | os.PathLike[str], manifest: dict[str, Any]) -> No
 
 def table_meta(table: pa.Table | pa.Schema) -> dict[str, Any]:
     """The ``kdmem`` metadata (JSON object) of a table or schema; ``{}`` when absent."""
-    schema = getattr(table, "schema", table)
+    schema = table.schema if isinstance(table, pa.Table) else table
     raw = (schema.metadata or {}).get(META_KEY.encode())
     if not raw:
         return {}
@@ -272,12 +272,12 @@ def table_meta(table: pa.Table | pa.Schema) -> dict[str, Any]:
         meta = json.loads(raw)
     except ValueError:
         return {}
-    return meta if isinstance(meta, dict) else {}
+    return dict(meta) if isinstance(meta, dict) else {}
 
 
 def read_table_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``kdmem`` metadata of a Parquet file, from its footer (no data pages read)."""
-    return table_meta(pq.read_schema(path))
+    return table_meta(pq.read_schema(Path(path)))
 
 
 def with_table_meta(table: pa.Table, meta: dict[str, Any]) -> pa.Table:

@@ -63,7 +63,7 @@ StageFn = Callable[[StageContext], Mapping[str, Any] | None]
 
 
 def _asdict(x: Any) -> Any:
-    return dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x
+    return dataclasses.asdict(x) if dataclasses.is_dataclass(x) and not isinstance(x, type) else x
 
 
 def _corpus_inputs(cfg: ExperimentConfig) -> list[str]:

@@ -131,9 +131,11 @@ def run_filter_flag(
     ``data/study.parquet`` -> ``data/filtered.parquet``; ``filter/flagged.json`` lists the
     flagged ids. Returns the counts (``n_flagged``, ``n_kept``) and the output path."""
     lay = Layout(run_dir)
-    flags = flag_examples(RunDir(run_dir), predictor, threshold)
+    flags = flag_examples(
+        RunDir(run_dir), None if predictor is None else Path(predictor), threshold
+    )
     target = Path(out) if out is not None else lay.filtered
-    kept = write_filtered(data or lay.study, flags, target, lay.flagged)
+    kept = write_filtered(Path(data) if data else lay.study, flags, target, lay.flagged)
     return {
         "n_flagged": int(np.asarray(flags["flagged"]).sum()),
         "n_kept": len(kept),

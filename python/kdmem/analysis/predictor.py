@@ -47,9 +47,17 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from kdmem import __version__, extras
+from kdmem import extras
+from kdmem._version import __version__
 from kdmem.analysis.sets import text_table
-from kdmem.analysis.tables import KINDS, STAGE_MEASURE, STAGE_PREDICT, RunDir, parse_role
+from kdmem.analysis.tables import (
+    KINDS,
+    STAGE_MEASURE,
+    STAGE_PREDICT,
+    MeasureTable,
+    RunDir,
+    parse_role,
+)
 from kdmem.atomic import write_json_atomic, write_parquet_atomic
 from kdmem.errors import (
     FormatVersionError,
@@ -93,7 +101,7 @@ def _sk() -> Any:
     )
 
 
-def _measure_table(run: RunDir, ref: str):  # -> MeasureTable
+def _measure_table(run: RunDir, ref: str) -> MeasureTable:
     if ref in KINDS:
         return run.primary(ref)
     parse_role(ref)
@@ -118,13 +126,13 @@ def _resolve(run: RunDir, name: str) -> np.ndarray:
                 f"{teacher.path} has no kl_to_reference column, needed for kl_teacher_baseline; "
                 f"re-run `{STAGE_MEASURE}` on the teacher with --reference set to the baseline"
             )
-        return teacher.columns["kl_to_reference"]
+        return np.asarray(teacher.columns["kl_to_reference"])
     if "." in name:
         role, col = name.split(".", 1)
-        return _measure_table(run, role).column(col)
+        return np.asarray(_measure_table(run, role).column(col))
     if name.startswith("ppl_"):
-        return _measure_table(run, name[len("ppl_") :]).column("ppl_window")
-    return run.features().column(name)
+        return np.asarray(_measure_table(run, name[len("ppl_") :]).column("ppl_window"))
+    return np.asarray(run.features().column(name))
 
 
 @dataclass(frozen=True)
@@ -194,8 +202,8 @@ def _check_positives(y: np.ndarray, target: str, needed: int = 2) -> None:
 # ---- evaluation -------------------------------------------------------------------------------
 
 
-def _fit(X: np.ndarray, y: np.ndarray, C: float):  # -> (scaler, lr)
-
+def _fit(X: np.ndarray, y: np.ndarray, C: float) -> tuple[Any, Any]:
+    """Standardise, then fit an L2 logistic regression: ``(scaler, model)``."""
     scaler = _sk().preprocessing.StandardScaler().fit(X)
     lr = _sk().linear_model.LogisticRegression(C=C, max_iter=1000).fit(scaler.transform(X), y)
     return scaler, lr

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from kdmem._version import __version__
 from kdmem.analysis.sets import family_sets
 from kdmem.analysis.tables import (
     STAGE_FEATURIZE,
@@ -822,8 +823,6 @@ def build_report(
         StudySetMismatchError: its tables describe different study sets.
         FormatVersionError: the run directory was written by an incompatible kdmem.
     """
-    import kdmem
-
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     if not run.roles():
         raise MissingStageInputError(
@@ -844,7 +843,7 @@ def build_report(
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<header><h1>{_e(title)}</h1><p>{n} examples · kdmem {_e(kdmem.__version__)} · "
+        f"<header><h1>{_e(title)}</h1><p>{n} examples · kdmem {_e(__version__)} · "
         "memorization in knowledge distillation (Borkar et al. 2026)</p></header>",
         f"<main><nav>{nav}</nav>",
     ]
@@ -861,7 +860,7 @@ def build_report(
     summary = {
         "format": REPORT_FORMAT,
         "version": REPORT_FORMAT_VERSION,
-        "kdmem_version": kdmem.__version__,
+        "kdmem_version": __version__,
         "run": str(run.path),
         "n_examples": n,
         "sections": {s.id: "omitted" if s.note else "ok" for s in sections},

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from kdmem import __version__
+from kdmem._version import __version__
 from kdmem.analysis.tables import MeasureTable, RunDir
 from kdmem.atomic import write_json_atomic
 from kdmem.errors import StudySetMismatchError
@@ -65,7 +65,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 
 def _id_list(ids: Ids) -> list[int]:
-    return ids[:MAX_IDS].tolist()
+    return [int(i) for i in ids[:MAX_IDS]]
 
 
 def _student_block(t: Ids, b: Ids, s: Ids) -> dict[str, Any]:

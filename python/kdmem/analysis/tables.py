@@ -159,7 +159,9 @@ def _read_parquet(path: Path, stage: str) -> pa.Table:
         ) from None
 
 
-def _ids_and_columns(table: pa.Table, path: Path, stage: str) -> tuple[np.ndarray, dict]:
+def _ids_and_columns(
+    table: pa.Table, path: Path, stage: str
+) -> tuple[npt.NDArray[np.int64], dict[str, np.ndarray]]:
     if "example_id" not in table.column_names:
         raise TableSchemaError(f"{path} has no example_id column; re-run `{stage}`")
     cols: dict[str, np.ndarray] = {}
@@ -390,8 +392,8 @@ class RunDir:
         )
         return dict(
             zip(
-                table.column("example_id").to_pylist(),
-                table.column("text").to_pylist(),
+                (int(i) for i in table.column("example_id").to_pylist() if i is not None),
+                (str(t) for t in table.column("text").to_pylist()),
                 strict=True,
             )
         )

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-import kdmem
+from kdmem._version import __version__
 from kdmem.errors import KdmemError
 
 
@@ -26,7 +26,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(kdmem.__version__, prog_name="kdmem")
+@click.version_option(__version__, prog_name="kdmem")
 def main() -> None:
     """Memorization in knowledge distillation: shard and scan corpora, train teachers and
     students, measure who memorized what, predict it, and report."""

@@ -15,6 +15,7 @@ counted (or rejected with ``strict=True``), so downstream code sees one rectangu
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,11 @@ class Examples:
 
 
 def _rectangular(
-    ids: list[int], seqs: list[npt.NDArray[np.integer]], length: int | None, strict: bool, src: str
+    ids: Sequence[int],
+    seqs: Sequence[npt.NDArray[np.integer]],
+    length: int | None,
+    strict: bool,
+    src: str,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int]:
     if length is None:
         length = min((len(s) for s in seqs), default=0)
@@ -127,15 +132,19 @@ def load_examples(
                 f"{p}: missing column(s) {sorted(missing)} (found {table.column_names}); "
                 "write example_id: int64 and input_ids: list<int>"
             )
-        ids = table.column("example_id").to_pylist()
-        seqs = token_lists(table.column("input_ids"), p)
-        if len(set(ids)) != len(ids):
+        raw_ids = np.asarray(table.column("example_id").to_numpy(zero_copy_only=False))
+        if not np.issubdtype(raw_ids.dtype, np.integer):
+            raise MalformedRecordError(
+                f"{p}: example_id has type {raw_ids.dtype}; write example_id as int64"
+            )
+        rows = token_lists(table.column("input_ids"), p)
+        if len(np.unique(raw_ids)) != len(raw_ids):
             raise MalformedRecordError(f"{p}: example_id has duplicates; ids must be unique")
-        order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
-        ids = [ids[i] for i in order]
-        seqs = [seqs[i] for i in order]
+        order = np.argsort(raw_ids.astype(np.int64), kind="stable")
         tok_hash = str(table_meta(table).get("tokenizer_hash", ""))
-        eid, tok, short = _rectangular(ids, seqs, length, strict, src)
+        eid, tok, short = _rectangular(
+            [int(raw_ids[i]) for i in order], [rows[i] for i in order], length, strict, src
+        )
         return Examples(eid, tok, tok_hash, short, src)
     raise InvalidArgumentError(
         f"invalid data path = {src!r}: expected a kdmem shard directory, a .parquet with "

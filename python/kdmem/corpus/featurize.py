@@ -35,7 +35,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -299,14 +299,14 @@ def merge_longest_match(tables: Sequence[pa.Table]) -> tuple[npt.NDArray[np.int6
     shard). ``longest_match`` is a list<int32> ChunkedArray."""
     first = tables[0]
     ids = first.column("example_id").to_numpy()
-    col = first.column("longest_match").combine_chunks()
+    col = cast("pa.ListArray[Any]", first.column("longest_match").combine_chunks())
     values = col.values.to_numpy(zero_copy_only=False).copy()
     for t in tables[1:]:
         if not np.array_equal(t.column("example_id").to_numpy(), ids):
             raise InvalidArgumentError(
                 "partial results hold different examples; rerun every shard on the same input"
             )
-        other = t.column("longest_match").combine_chunks()
+        other = cast("pa.ListArray[Any]", t.column("longest_match").combine_chunks())
         if not np.array_equal(other.offsets.to_numpy(), col.offsets.to_numpy()):
             raise InvalidArgumentError("partial results hold sequences of different lengths")
         np.maximum(values, other.values.to_numpy(zero_copy_only=False), out=values)

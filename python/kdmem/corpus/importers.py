@@ -166,9 +166,12 @@ def read_megatron(prefix: str | PathLike[str]) -> tuple[npt.NDArray[Any], npt.ND
         raw = idx.read_bytes()
     except OSError as e:
         raise _open_error(idx, e) from e
-    bad = lambda why: CorruptFileError(  # noqa: E731
-        f"{idx} is corrupt or truncated: {why}; re-export it with Megatron's preprocess_data.py"
-    )
+
+    def bad(why: str) -> CorruptFileError:
+        return CorruptFileError(
+            f"{idx} is corrupt or truncated: {why}; re-export it with Megatron's preprocess_data.py"
+        )
+
     if raw[:9] != _MEGATRON_MAGIC:
         raise bad("bad magic (not a Megatron MMIDIDX index)")
     version, code = struct.unpack_from("<QB", raw, 9)
@@ -359,12 +362,14 @@ def import_npy(
 
     def doc_ends(a: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
         if offsets is not None:
-            o = np.load(offsets, allow_pickle=False).astype(np.int64)
-            ends = o[1:] if len(o) and o[0] == 0 and (len(o) > 1 or len(a) == 0) else o
+            o: npt.NDArray[np.int64] = np.load(offsets, allow_pickle=False).astype(np.int64)
+            ends: npt.NDArray[np.int64] = (
+                o[1:] if len(o) and o[0] == 0 and (len(o) > 1 or len(a) == 0) else o
+            )
             _check_ends(ends, len(a), Path(offsets))
             return ends
         if split_on is not None:
-            ends = np.flatnonzero(np.asarray(a) == split_on).astype(np.int64) + 1
+            ends = np.flatnonzero(np.asarray(a) == split_on) + 1
             if not len(ends) or ends[-1] != len(a):
                 ends = np.append(ends, len(a))
             return ends

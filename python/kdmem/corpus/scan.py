@@ -24,7 +24,7 @@ import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -103,7 +103,9 @@ def scan_lm_partial(
     table = pa.table(
         {
             "example_id": pa.array(ids, pa.int64()),
-            "longest_match": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
+            "longest_match": pa.ListArray.from_arrays(
+                pa.array(offsets, pa.int32()), pa.array(values, pa.int32())
+            ),
         }
     )
     return with_table_meta(
@@ -204,10 +206,10 @@ def scan_merge(
                     "round-1 results"
                 )
     max_locations = int(metas[0]["max_locations"])
-    counts = sum(p.column("count").to_numpy() for p in parts)
+    counts = np.sum([p.column("count").to_numpy() for p in parts], axis=0)
     loc_cols: dict[str, Any] = {}
     for c, typ in (("shard", pa.int32()), ("document", pa.int64()), ("offset", pa.int64())):
-        per = [p.column(c).to_pylist() for p in parts]
+        per = [cast("list[list[int]]", p.column(c).to_pylist()) for p in parts]
         rows = [
             list(
                 itertools.islice(itertools.chain.from_iterable(pp[r] for pp in per), max_locations)
@@ -215,15 +217,8 @@ def scan_merge(
             for r in range(first.num_rows)
         ]
         loc_cols[c] = pa.array(rows, pa.list_(typ))
-    table = pa.table(
-        {
-            "example_id": first.column("example_id"),
-            "start": first.column("start"),
-            "length": first.column("length"),
-            "count": pa.array(counts, pa.int64()),
-            **loc_cols,
-        }
-    )
+    cols: dict[str, Any] = {c: first.column(c) for c in ("example_id", "start", "length")}
+    table = pa.table({**cols, "count": pa.array(counts, pa.int64()), **loc_cols})
     meta = {
         "format": SPANS_FORMAT,
         "version": 1,

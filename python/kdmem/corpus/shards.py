@@ -77,7 +77,7 @@ class Shard:
             flat = np.asarray(arr).view(np.uint8)
             step = 1 << 24
             for s in range(0, len(flat), step):
-                crc = zlib.crc32(flat[s : s + step], crc)
+                crc = zlib.crc32(flat[s : s + step].data, crc)
         if crc != self.checksum:
             raise CorruptFileError(
                 f"{self.path} is corrupt or truncated: data checksum {crc:#010x} does not match "

@@ -263,8 +263,9 @@ def measure(
                 else _empty_table(reference, reverse_kl, ref_out is not None)
             )
             run.write_chunk(k, table, {"chunk": k, "batch_sizes": used, "rank": d.rank})
-        table, metas = run.merge()
-        if table is not None:
+        merged, metas = run.merge()
+        if merged is not None:
+            table = merged
             ref_table = None
             if ref_out is not None:  # split off the reference's own columns
                 names = table.column_names

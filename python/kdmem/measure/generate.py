@@ -230,8 +230,9 @@ def generate(
                 }
             )
             run.write_chunk(k, table, {"chunk": k})
-        table, _ = run.merge()
-        if table is not None:
+        merged, _ = run.merge()
+        if merged is not None:
+            table = merged
             meta = {
                 "format": "kdmem-generations",
                 "version": 1,

@@ -15,7 +15,8 @@ import torch
 
 def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``(a * b).sum(-1)`` for ``[..., V]`` tensors without a ``[..., V]`` temporary."""
-    return torch.linalg.vecdot(a, b)
+    out: torch.Tensor = torch.linalg.vecdot(a, b)
+    return out
 
 
 def kl_from_logprobs(

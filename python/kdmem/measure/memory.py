@@ -22,7 +22,7 @@ class TensorMeter(TorchDispatchMode):
     """``with TensorMeter() as m: ...`` then ``m.peak_bytes``, ``m.largest_bytes``."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._live: dict[int, list[int]] = {}  # storage ptr -> [nbytes, tracked tensors]
         self.current_bytes = 0
         self.peak_bytes = 0

@@ -84,7 +84,8 @@ class _Logits:
         if self.full is not None:
             return self.full[:, t0:t1].float()
         assert self.hidden is not None
-        return self.head(self.hidden[:, t0:t1]).float()
+        out: torch.Tensor = self.head(self.hidden[:, t0:t1])
+        return out.float()
 
 
 class Workspace:

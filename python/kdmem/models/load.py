@@ -14,7 +14,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from huggingface_hub import snapshot_download
@@ -94,8 +94,10 @@ def load_model(
         if bar_was_on:
             hf_logging.enable_progress_bar()
     if device:
-        model = model.to(device)
-    return model.eval()
+        cast(nn.Module, model).to(device)  # in place
+    model.eval()
+    assert isinstance(model, PreTrainedModel)
+    return model
 
 
 def save_model(
@@ -170,12 +172,12 @@ def weights_hash(id_or_dir: str | os.PathLike[str], model: nn.Module) -> str:
         return "state:" + model_hash(model)
 
 
-def head_of(model: nn.Module) -> nn.Module:
+def head_of(model: nn.Module) -> nn.Linear:
     """The lm-head (``[V, H]`` Linear) of a Hugging Face causal LM."""
-    head = model.get_output_embeddings()  # type: ignore[operator]
-    if head is None or not hasattr(head, "weight"):
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    if not isinstance(head, nn.Linear):
         raise InvalidArgumentError(f"{type(model).__name__} has no linear lm-head")
-    assert isinstance(head, nn.Module)
     return head
 
 

@@ -54,7 +54,7 @@ def tiny_config(
     )
     cfg: PretrainedConfig
     if arch == "gpt_neox":
-        cfg = GPTNeoXConfig(**common, rotary_pct=0.25, use_parallel_residual=True)
+        cfg = GPTNeoXConfig(**common, rotary_pct=0.25, use_parallel_residual=True)  # type: ignore[call-arg]
     elif arch == "olmo2":
         cfg = Olmo2Config(**common, num_key_value_heads=num_heads)
     elif arch == "qwen3":
@@ -70,5 +70,7 @@ def tiny_config(
 def build_model(config: PretrainedConfig, seed: int = 0) -> PreTrainedModel:
     """Randomly initialised causal LM from ``config``; init depends only on ``seed``."""
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
-    return model.float().eval()
+    model: PreTrainedModel = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    model.float()
+    model.eval()
+    return model

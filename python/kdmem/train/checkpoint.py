@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -117,10 +117,10 @@ def save_checkpoint(
 def read_checkpoint_state(out: Path) -> dict[str, Any] | None:
     """``state.json`` of ``OUT/checkpoint`` or None (also recovers an interrupted swap)."""
     final, old = out / CHECKPOINT, out / f".{CHECKPOINT}.old"
-    if not (final / STATE).exists() and (old / STATE).exists():
-        return json.loads((old / STATE).read_text()) | {"_dir": str(old)}
-    if (final / STATE).exists():
-        return json.loads((final / STATE).read_text()) | {"_dir": str(final)}
+    for d in (final, old):  # the old one survives only an interrupted swap
+        if (d / STATE).exists():
+            state: dict[str, Any] = json.loads((d / STATE).read_text())
+            return state | {"_dir": str(d)}
     return None
 
 
@@ -143,8 +143,8 @@ def load_checkpoint(
     set_state_dict(
         model,
         optimizer,
-        model_state_dict=msd,
-        optim_state_dict={"state": osd_state, "param_groups": groups},
+        model_state_dict=cast(dict[str, Any], msd),
+        optim_state_dict=cast(dict[str, Any], {"state": osd_state, "param_groups": groups}),
         options=StateDictOptions(full_state_dict=True),
     )
     rng = load_file(str(d / "rng.safetensors"))
@@ -212,9 +212,9 @@ def save_final(
         if staging.exists():
             shutil.rmtree(staging)
         if full is not None:  # FSDP: a fresh CPU model holding the gathered weights
-            plain = AutoModelForCausalLM.from_config(lm.config)  # type: ignore[attr-defined]
+            plain = AutoModelForCausalLM.from_config(lm.config)
             plain.load_state_dict({k.removeprefix("lm."): v for k, v in full.items()})
-            plain.generation_config = lm.generation_config  # type: ignore[attr-defined]
+            plain.generation_config = lm.generation_config
             save_model(plain, staging, tokenizer)
         else:
             save_model(lm, staging, tokenizer)  # type: ignore[arg-type]

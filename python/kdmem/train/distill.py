@@ -23,10 +23,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from transformers import AutoConfig
 
 from kdmem.config import DistillConfig, config_hash
@@ -174,7 +175,8 @@ def distill(
         lm = build_model(AutoConfig.from_pretrained(cfg.student), seed=cfg.seed)
     else:
         lm = load_model(cfg.student)
-    lm.to(dist.device).train()
+    cast(nn.Module, lm).to(dist.device)
+    lm.train()
     student = StudentLoss(lm, vocab, cfg.chunk_size, cfg.loss, cfg.temperature, cfg.alpha, cfg.beta)
     model = wrap_student(student, cfg, dist)
     optimizer = make_optimizer(model, cfg)

@@ -15,9 +15,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 from transformers import AutoConfig
 
 from kdmem.config import FinetuneConfig, config_hash
@@ -102,7 +103,8 @@ def finetune(
         lm = build_model(AutoConfig.from_pretrained(cfg.model), seed=cfg.seed)
     else:
         lm = load_model(cfg.model)
-    lm.to(dist.device).train()
+    cast(nn.Module, lm).to(dist.device)
+    lm.train()
     vocab = aligned_vocab(len(tokenizer), head_of(lm).weight.shape[0])
     student = StudentLoss(lm, vocab, cfg.chunk_size)
     model = wrap_student(student, cfg, dist)

@@ -154,7 +154,7 @@ class _ChunkedHead(torch.autograd.Function):
     in backward."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: torch.autograd.function.FunctionCtx,
         hidden: torch.Tensor,
         weight: torch.Tensor,
@@ -198,7 +198,7 @@ class _ChunkedHead(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: torch.autograd.function.FunctionCtx, grad_out: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         gh, gw, gb = ctx.saved_tensors  # type: ignore[attr-defined]

@@ -5,9 +5,9 @@ contexts (torchrun / accelerate launch; one process needs none of it)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -60,11 +60,12 @@ def no_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager[A
 
         @contextlib.contextmanager
         def _off() -> Iterator[None]:
-            model.set_requires_gradient_sync(False)
+            set_sync = cast(Callable[[bool], None], model.set_requires_gradient_sync)
+            set_sync(False)
             try:
                 yield
             finally:
-                model.set_requires_gradient_sync(True)
+                set_sync(True)
 
         return _off()
     return contextlib.nullcontext()

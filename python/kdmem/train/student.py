@@ -23,7 +23,8 @@ __all__ = ["StudentLoss", "TeacherTrunk", "trunk_hidden", "validate"]
 def trunk_hidden(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
     """Final (post-norm) hidden states ``[B, S, H]`` of a causal LM, without its logits."""
     out = model.base_model(input_ids=input_ids, use_cache=False)  # type: ignore[operator]
-    return out.last_hidden_state
+    hidden: torch.Tensor = out.last_hidden_state
+    return hidden
 
 
 class StudentLoss(nn.Module):
