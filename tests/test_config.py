@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
+import typing
 from pathlib import Path
+from typing import Any
 
+import click
 import pytest
 
-from kdmem.config import ExperimentConfig, from_dict, load_config, to_toml
+from kdmem.config import (
+    DistillConfig,
+    ExperimentConfig,
+    FinetuneConfig,
+    from_dict,
+    help_of,
+    load_config,
+    load_recipe,
+    to_toml,
+)
 from kdmem.errors import ConfigError
+
+SECTION_NAMES = {f.name for f in dataclasses.fields(ExperimentConfig)}
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
 
@@ -89,3 +104,108 @@ def test_resolved_toml_round_trips(tmp_path: Path) -> None:
     cfg = load_config(tmp_path / "e.toml", ["soft.temperatures=[1.0, 4.0]"])
     again = from_dict(ExperimentConfig, tomllib.loads(to_toml(cfg)))
     assert again == cfg
+
+
+# ---- one definition per field: help text and defaults shared with the CLI --------------------
+
+
+def _options(command: str) -> dict[str, Any]:
+    from kdmem.cli import main
+
+    cmd = main.commands[command]
+    return {p.name: p for p in cmd.params if isinstance(p, click.Option)}
+
+
+@pytest.mark.parametrize("cls", [FinetuneConfig, DistillConfig, ExperimentConfig])
+def test_every_config_field_carries_help_text(cls: type) -> None:
+    def walk(c: type) -> list[tuple[str, str]]:
+        out = []
+        for f in dataclasses.fields(c):
+            if dataclasses.is_dataclass(f.type) or f.name in SECTION_NAMES:
+                continue
+            out.append((f"{c.__name__}.{f.name}", help_of(c, f.name)))
+        return out
+
+    classes = [cls]
+    if cls is ExperimentConfig:
+        hints = typing.get_type_hints(ExperimentConfig)
+        classes = [hints[f.name] for f in dataclasses.fields(ExperimentConfig)]
+    missing = [name for c in classes for name, text in walk(c) if not text.strip()]
+    assert not missing, f"fields without help text: {missing}"
+
+
+@pytest.mark.parametrize(
+    ("command", "cls"), [("train", FinetuneConfig), ("distill", DistillConfig)]
+)
+def test_recipe_options_are_generated_from_the_config_fields(command: str, cls: type) -> None:
+    opts = _options(command)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    assert set(opts) == set(fields) | {"config_file"}
+    for name, f in fields.items():
+        opt = opts[name]
+        assert opt.help is not None and opt.help.startswith(help_of(cls, name)), name
+        assert opt.opts[0] == "--" + name.replace("_", "-")
+        if f.default is not dataclasses.MISSING and f.default is not None:
+            assert f"[default: {f.default}]" in opt.help, name
+
+
+def _literal_choices(cls: type, name: str) -> list[str]:
+    return [str(a) for a in typing.get_args(typing.get_type_hints(cls)[name])]
+
+
+def test_shared_options_of_other_commands_match_the_config_defaults() -> None:
+    from kdmem.analysis.predictor import DEFAULT_FEATURES
+    from kdmem.config import (
+        DataSection,
+        FeaturizeSection,
+        FilterSection,
+        HardSection,
+        MeasureSection,
+        PredictSection,
+    )
+
+    data, hard = DataSection(corpus=["c"], tokenizer="t"), HardSection()
+    checks = {
+        ("measure", "prefix"): data.prefix,
+        ("measure", "suffix"): data.suffix,
+        ("measure", "verify_generate"): MeasureSection().verify_generate,
+        ("generate", "prefix"): data.prefix,
+        ("generate", "new_tokens"): hard.gen_len - data.prefix,
+        ("featurize", "prefix"): data.prefix,
+        ("featurize", "suffix"): data.suffix,
+        ("featurize", "ngram"): tuple(FeaturizeSection().ngram),
+        ("shard", "dtype"): data.dtype,
+        ("shard", "text_field"): data.text_field,
+        ("shard", "split"): data.split,
+        ("predict", "resamples"): PredictSection().resamples,
+        ("predict", "neg_ratio"): PredictSection().negatives_per_positive,
+        ("predict", "test_size"): PredictSection().test_fraction,
+        ("predict", "seed"): PredictSection().seed,
+        ("filter", "threshold"): FilterSection().threshold,
+    }
+    wrong = {}
+    for (command, name), want in checks.items():
+        got = _options(command)[name].default
+        if got != want:
+            wrong[f"kdmem {command} --{name.replace('_', '-')}"] = (got, want)
+    assert not wrong, f"CLI default != config default: {wrong}"
+    assert list(_options("shard")["dtype"].type.choices) == _literal_choices(DataSection, "dtype")
+    assert tuple(PredictSection().features) == DEFAULT_FEATURES
+
+
+def test_recipes_load_from_a_toml_file_with_options_winning(tmp_path: Path) -> None:
+    f = tmp_path / "ft.toml"
+    f.write_text('role = "baseline"\nmodel = "m"\ndata = "d"\nout = "o"\nlr = 1e-3\nepochs = 2\n')
+    cfg = load_recipe(FinetuneConfig, f, {"epochs": 5, "lr": None})
+    assert (cfg.lr, cfg.epochs, cfg.role) == (1e-3, 5, "baseline")
+    f.write_text("lr = [\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_recipe(FinetuneConfig, f, {})
+
+
+def test_resolved_toml_is_written_with_tomli_w(tmp_path: Path) -> None:
+    (tmp_path / "e.toml").write_text(MINIMAL)
+    cfg = load_config(tmp_path / "e.toml", ['run.name="quote\\"d"'])
+    text = to_toml(cfg)
+    assert tomllib.loads(text)["run"]["name"] == 'quote"d'
+    assert "threads" not in tomllib.loads(text)["run"]  # None means the default: omitted

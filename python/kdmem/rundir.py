@@ -46,6 +46,8 @@ from kdmem.atomic import write_json_atomic
 from kdmem.errors import CorruptFileError, FormatVersionError
 
 __all__ = [
+    "PREDICTOR_JSON",
+    "PREDICTOR_SCORES",
     "REL",
     "RUN_FORMAT",
     "RUN_FORMAT_VERSION",
@@ -61,6 +63,9 @@ __all__ = [
 RUN_FORMAT = "kdmem-run"
 RUN_FORMAT_VERSION = 1
 META_KEY = "kdmem"
+# Files of a predictor directory (``RUN/predictor`` or ``kdmem predict --out DIR``).
+PREDICTOR_JSON = "predictor.json"
+PREDICTOR_SCORES = "scores.parquet"
 
 
 @dataclass(frozen=True)
@@ -153,11 +158,11 @@ class Layout:
 
     @property
     def predictor(self) -> Path:
-        return self._p("predictor", "predictor.json")
+        return self._p("predictor", PREDICTOR_JSON)
 
     @property
     def predictor_scores(self) -> Path:
-        return self._p("predictor", "scores.parquet")
+        return self._p("predictor", PREDICTOR_SCORES)
 
     @property
     def predictor_skipped(self) -> Path:

@@ -34,21 +34,23 @@ problems are tiny in features, and BLAS threads on a shared machine only slow th
 
 from __future__ import annotations
 
-import functools
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from kdmem import extras
 from kdmem._version import __version__
+from kdmem.analysis.protocols import (
+    fit_logistic,
+    natural_prevalence,
+    paper_protocol,
+    sklearn_api,
+)
 from kdmem.analysis.sets import text_table
 from kdmem.analysis.tables import (
     KINDS,
@@ -67,6 +69,7 @@ from kdmem.errors import (
     NoPositiveExamplesError,
     TableSchemaError,
 )
+from kdmem.rundir import PREDICTOR_JSON, PREDICTOR_SCORES
 
 PREDICTOR_FORMAT = "kdmem-predictor"
 PREDICTOR_FORMAT_VERSION = 1
@@ -77,28 +80,9 @@ CORPUS_FEATURES = (
     "longest_match_max",
     "longest_match_mean",
 )
-FPR_TARGETS = (0.001, 0.01)
 
 
 # ---- features ---------------------------------------------------------------------------------
-
-
-@functools.cache
-def _sk() -> Any:
-    """The scikit-learn modules the predictor uses (and threadpoolctl, which it installs),
-    imported on first use: the one place they are imported, so ``import kdmem.analysis``
-    stays light and a missing scikit-learn is one line naming ``kdmem[analysis]``."""
-    extras.require("sklearn", why="the memorization predictor")
-    from sklearn import linear_model, metrics, model_selection, preprocessing
-    from threadpoolctl import threadpool_limits
-
-    return SimpleNamespace(
-        linear_model=linear_model,
-        metrics=metrics,
-        model_selection=model_selection,
-        preprocessing=preprocessing,
-        threadpool_limits=threadpool_limits,
-    )
 
 
 def _measure_table(run: RunDir, ref: str) -> MeasureTable:
@@ -202,162 +186,6 @@ def _check_positives(y: np.ndarray, target: str, needed: int = 2) -> None:
 # ---- evaluation -------------------------------------------------------------------------------
 
 
-def _fit(X: np.ndarray, y: np.ndarray, C: float) -> tuple[Any, Any]:
-    """Standardise, then fit an L2 logistic regression: ``(scaler, model)``."""
-    scaler = _sk().preprocessing.StandardScaler().fit(X)
-    lr = _sk().linear_model.LogisticRegression(C=C, max_iter=1000).fit(scaler.transform(X), y)
-    return scaler, lr
-
-
-def _summary(values: Sequence[float]) -> dict[str, Any]:
-    arr = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
-    if len(arr) == 0:
-        return {"mean": None, "std": None, "n": 0}
-    return {
-        "mean": float(arr.mean()),
-        "std": float(arr.std(ddof=1)) if len(arr) > 1 else None,
-        "n": len(arr),
-    }
-
-
-def paper_split(
-    y: np.ndarray, rng: np.random.Generator, neg_ratio: float = 3.0, test_size: float = 0.3
-) -> tuple[np.ndarray, np.ndarray]:
-    """One resample of the paper protocol: (train indices, test indices) into ``y``.
-
-    Every positive, ``round(neg_ratio * n_pos)`` negatives drawn without replacement (all of
-    them if fewer), then a stratified split with ``test_size`` of the rows in the test part.
-    """
-
-    pos = np.flatnonzero(y)
-    neg = np.flatnonzero(~y)
-    k = min(len(neg), round(neg_ratio * len(pos)))
-    chosen = np.sort(np.concatenate([pos, rng.choice(neg, size=k, replace=False)]))
-    train, test = _sk().model_selection.train_test_split(
-        chosen,
-        test_size=test_size,
-        stratify=y[chosen],
-        random_state=int(rng.integers(2**31 - 1)),
-    )
-    return np.sort(train), np.sort(test)
-
-
-def paper_protocol(
-    X: np.ndarray,
-    y: np.ndarray,
-    feature_names: Sequence[str],
-    *,
-    resamples: int = 100,
-    neg_ratio: float = 3.0,
-    test_size: float = 0.3,
-    seed: int = 0,
-    C: float = 1.0,
-) -> dict[str, Any]:
-    """The paper's balanced-resampling evaluation; see the module docstring."""
-
-    rng = np.random.default_rng(seed)
-    per: dict[str, list[float]] = {"roc_auc": [], "precision": [], "recall": []}
-    coefs: list[np.ndarray] = []
-    with _sk().threadpool_limits(limits=1):
-        for _ in range(resamples):
-            train, test = paper_split(y, rng, neg_ratio, test_size)
-            scaler, lr = _fit(X[train], y[train], C)
-            p = lr.predict_proba(scaler.transform(X[test]))[:, 1]
-            yt = y[test]
-            pred = p >= 0.5
-            both = 0 < yt.sum() < len(yt)
-            per["roc_auc"].append(float(_sk().metrics.roc_auc_score(yt, p)) if both else math.nan)
-            per["precision"].append(
-                float(_sk().metrics.precision_score(yt, pred, zero_division=0.0))
-            )
-            per["recall"].append(float(_sk().metrics.recall_score(yt, pred, zero_division=0.0)))
-            coefs.append(lr.coef_[0].copy())
-    c = np.array(coefs)
-    return {
-        "resamples": resamples,
-        "neg_ratio": neg_ratio,
-        "test_size": test_size,
-        "threshold": 0.5,
-        **{k: _summary(v) for k, v in per.items()},
-        "coefficients": {name: _summary(c[:, j].tolist()) for j, name in enumerate(feature_names)},
-        "per_resample": per,
-    }
-
-
-def _tpr_at_fpr(y: np.ndarray, s: np.ndarray, fpr_max: float) -> dict[str, Any]:
-
-    fpr, tpr, thr = _sk().metrics.roc_curve(y, s)
-    ok = np.flatnonzero(fpr <= fpr_max)
-    i = ok[np.argmax(tpr[ok])]
-    return {
-        "fpr_max": fpr_max,
-        "tpr": float(tpr[i]),
-        "fpr": float(fpr[i]),
-        "threshold": float(min(thr[i], 1.0)),
-    }
-
-
-def reliability_bins(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict[str, Any]]:
-    """Equal-width bins of predicted probability: count, mean prediction, observed rate."""
-    idx = np.minimum((p * bins).astype(np.int64), bins - 1)
-    out = []
-    for b in range(bins):
-        m = idx == b
-        cnt = int(m.sum())
-        out.append(
-            {
-                "lo": b / bins,
-                "hi": (b + 1) / bins,
-                "count": cnt,
-                "mean_predicted": float(p[m].mean()) if cnt else None,
-                "observed_rate": float(y[m].mean()) if cnt else None,
-            }
-        )
-    return out
-
-
-def natural_prevalence(
-    X: np.ndarray,
-    y: np.ndarray,
-    *,
-    folds: int = 5,
-    seed: int = 0,
-    C: float = 1.0,
-    bins: int = 10,
-) -> tuple[dict[str, Any], np.ndarray]:
-    """Stratified k-fold CV at the real base rate; returns (metrics, out-of-fold scores)."""
-
-    k = min(folds, int(y.sum()), int((~y).sum()))
-    skf = _sk().model_selection.StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    oof = np.empty(len(y), dtype=np.float64)
-    with _sk().threadpool_limits(limits=1):
-        for train, test in skf.split(X, y):
-            scaler, lr = _fit(X[train], y[train], C)
-            oof[test] = lr.predict_proba(scaler.transform(X[test]))[:, 1]
-    ece = 0.0
-    rel = reliability_bins(y, oof, bins)
-    for b in rel:
-        if b["count"]:
-            ece += b["count"] / len(y) * abs(b["mean_predicted"] - b["observed_rate"])
-    metrics = {
-        "folds": k,
-        "n": len(y),
-        "n_positive": int(y.sum()),
-        "prevalence": float(y.mean()),
-        "roc_auc": float(_sk().metrics.roc_auc_score(y, oof)),
-        "pr_auc": float(_sk().metrics.average_precision_score(y, oof)),
-        "tpr_at_fpr": {f"{f:g}": _tpr_at_fpr(y, oof, f) for f in FPR_TARGETS},
-        "brier": float(_sk().metrics.brier_score_loss(y, oof)),
-        "brier_of_base_rate": float(y.mean() * (1 - y.mean())),
-        "expected_calibration_error": float(ece),
-        "reliability": rel,
-    }
-    return metrics, oof
-
-
-# ---- the saved model -------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Predictor:
     """A fitted standardise-then-logistic model, as stored in ``predictor.json``.
@@ -434,7 +262,7 @@ class Predictor:
         """Read ``predictor.json`` (or the directory holding it)."""
         path = Path(path)
         if path.is_dir():
-            path = path / "predictor.json"
+            path = path / PREDICTOR_JSON
         if not path.exists():
             raise MissingStageInputError(
                 f"{path} is missing; it is written by `{STAGE_PREDICT}`: run that first"
@@ -491,8 +319,8 @@ def train_predictor(
         C=C,
     )
     natural, oof = natural_prevalence(data.X, data.y, folds=folds, seed=seed, C=C)
-    with _sk().threadpool_limits(limits=1):
-        scaler, lr = _fit(data.X, data.y, C)
+    with sklearn_api().threadpool_limits(limits=1):
+        scaler, lr = fit_logistic(data.X, data.y, C)
     model = Predictor(
         feature_names=data.feature_names,
         mean=scaler.mean_.astype(np.float64),
@@ -536,7 +364,7 @@ def run_predict(
     into ``out`` (default ``RUN/predictor/``). Returns the JSON dict."""
     data = feature_matrix(run, features, target)
     result, model, oof = train_predictor(data, **kwargs)
-    out_dir = Path(out) if out is not None else run.path / "predictor"
+    out_dir = Path(out) if out is not None else run.layout.predictor_dir
     scores = pa.table(
         {
             "example_id": pa.array(data.example_id, pa.int64()),
@@ -545,8 +373,8 @@ def run_predict(
             "score": pa.array(model.predict_proba(data.X), pa.float64()),
         }
     )
-    write_parquet_atomic(out_dir / "scores.parquet", scores)
-    write_json_atomic(out_dir / "predictor.json", result)
+    write_parquet_atomic(out_dir / PREDICTOR_SCORES, scores)
+    write_json_atomic(out_dir / PREDICTOR_JSON, result)
     return result
 
 

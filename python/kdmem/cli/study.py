@@ -12,7 +12,7 @@ import click
 
 from kdmem.cli._app import main
 from kdmem.cli._options import csv, quiet_transformers, run_dir_arg
-from kdmem.rundir import Layout
+from kdmem.rundir import PREDICTOR_JSON, PREDICTOR_SCORES, Layout
 
 
 @main.command()
@@ -139,7 +139,7 @@ def predict(
     else:
         click.echo(format_predict(result), nl=False)
     out = Path(kw["out"]) if kw["out"] else Layout(run_dir).predictor_dir
-    click.echo(f"kdmem: wrote {out}/predictor.json and {out}/scores.parquet", err=True)
+    click.echo(f"kdmem: wrote {out / PREDICTOR_JSON} and {out / PREDICTOR_SCORES}", err=True)
 
 
 @main.command()

@@ -40,112 +40,19 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 from kdmem.atomic import write_parquet_atomic
-from kdmem.corpus.examples import token_lists
+from kdmem.corpus.examples import load_token_examples
 from kdmem.corpus.fanout import map_shards, read_parts, write_part
 from kdmem.corpus.index import Index, n_shard_files
-from kdmem.corpus.shards import open_shards
-from kdmem.errors import InvalidArgumentError, KdmemIOError, MalformedRecordError
+from kdmem.errors import InvalidArgumentError, MalformedRecordError
 from kdmem.progress import Meter, Progress
 from kdmem.rundir import table_meta, with_table_meta
 from kdmem.zlib import zlib_bytes
 
 FEATURES_FORMAT = "kdmem-features"
 PARTIAL_FORMAT = "kdmem-featurize-partial"
-
-
-def load_token_examples(
-    path: str | os.PathLike[str], tokenizer: str | None = None, text_field: str = "text"
-) -> tuple[npt.NDArray[np.int64], list[npt.NDArray[np.int64]], list[str] | None, str]:
-    """Examples of any length: ``(example_ids, token arrays, texts or None, tokenizer hash)``.
-
-    Accepts a kdmem shard directory, Parquet or JSONL with ``example_id`` (optional: row
-    number) and ``input_ids`` and/or a text column (text alone needs ``tokenizer``), or a 2-D
-    ``.npy``.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise KdmemIOError(f"cannot read {p}: no such file or directory; check EXAMPLES")
-    if p.is_dir():
-        ss = open_shards(p)
-        ids = np.arange(len(ss), dtype=np.int64)
-        return (
-            ids,
-            [np.asarray(ss[i], dtype=np.int64) for i in range(len(ss))],
-            None,
-            ss.tokenizer_hash,
-        )
-    if p.suffix == ".npy":
-        arr = np.load(p, allow_pickle=False)
-        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
-            raise MalformedRecordError(
-                f"{p}: expected a 2-D integer array of token ids, got shape {arr.shape} "
-                f"dtype {arr.dtype}"
-            )
-        return np.arange(len(arr), dtype=np.int64), [r.astype(np.int64) for r in arr], None, ""
-    rows: dict[str, list[Any]]
-    tok_hash = ""
-    if p.suffix == ".parquet":
-        table = pq.read_table(p)
-        rows = {
-            c: (
-                token_lists(table.column(c), p) if c == "input_ids" else table.column(c).to_pylist()
-            )
-            for c in table.column_names
-        }
-        tok_hash = str(table_meta(table).get("tokenizer_hash", ""))
-    elif p.name.endswith(".jsonl"):
-        rows = {}
-        with open(p, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError as e:
-                    raise MalformedRecordError(
-                        f"{p}:{lineno}: malformed JSON ({e}); fix or remove that line"
-                    ) from None
-                if not isinstance(rec, dict):
-                    raise MalformedRecordError(f"{p}:{lineno}: expected a JSON object per line")
-                for k, v in rec.items():
-                    rows.setdefault(k, []).append(v)
-    else:
-        raise InvalidArgumentError(
-            f"invalid EXAMPLES = {str(p)!r}: expected a shard directory, .parquet, .jsonl or .npy"
-        )
-    n = max((len(v) for v in rows.values()), default=0)
-    ids = np.asarray(rows.get("example_id", range(n)), dtype=np.int64)
-    texts = rows.get(text_field)
-    if "input_ids" in rows:
-        tokens = [np.asarray(t, dtype=np.int64) for t in rows["input_ids"]]
-    elif texts is not None:
-        if tokenizer is None:
-            raise InvalidArgumentError(
-                f"{p} has text but no input_ids; pass --tokenizer (the index's tokenizer.json)"
-            )
-        tok = Tokenizer.from_file(str(tokenizer))
-        tokens = [
-            np.asarray(e.ids, dtype=np.int64)
-            for e in tok.encode_batch(texts, add_special_tokens=False)
-        ]
-    else:
-        raise MalformedRecordError(
-            f"{p}: no input_ids and no {text_field!r} column (found {sorted(rows)}); "
-            "write token ids as input_ids or text as --text-field"
-        )
-    if len(np.unique(ids)) != len(ids):
-        raise MalformedRecordError(f"{p}: example_id has duplicates; ids must be unique")
-    order = np.argsort(ids, kind="stable")
-    return (
-        ids[order],
-        [tokens[i] for i in order],
-        None if texts is None else [texts[i] for i in order],
-        tok_hash,
-    )
 
 
 class _Windows(NamedTuple):

@@ -31,10 +31,10 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from kdmem.atomic import write_parquet_atomic
+from kdmem.corpus.examples import load_token_examples
 from kdmem.corpus.fanout import map_shards, read_parts, write_part
 from kdmem.corpus.featurize import (
     check_partition,
-    load_token_examples,
     merge_longest_match,
     partial_meta,
 )
