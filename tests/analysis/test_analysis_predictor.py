@@ -29,10 +29,10 @@ from kdmem.analysis.predictor import (
     DEFAULT_FEATURES,
     Predictor,
     feature_matrix,
-    paper_split,
     run_predict,
     train_predictor,
 )
+from kdmem.analysis.protocols import paper_split
 from kdmem.cli import main
 from kdmem.errors import (
     FormatVersionError,
