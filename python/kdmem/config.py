@@ -113,6 +113,11 @@ class Optim:
     max_grad_norm: float = opt(1.0, "Gradient clipping norm (0 = off).")
     checkpoint_every: int = opt(0, "Checkpoint every N optimizer steps (0 = end of each epoch).")
     chunk_size: int = opt(128, "Sequence positions per fp32 logits block in the loss.")
+    drop_last: bool = opt(
+        False,
+        "Skip each epoch's last N mod G examples instead of a smaller last step (default: "
+        "every example every epoch, as in the paper).",
+    )
 
     def validate(self) -> None:
         """Raise :class:`~kdmem.errors.ConfigError` naming the first out-of-domain value."""

@@ -133,3 +133,16 @@ def test_soft_resume_after_interrupt_gives_identical_weights(env, teachers, tmp_
     distill(cfg, **QUIET)
     same, diff = safetensors_equal(tmp_path / "a", tmp_path / "b")
     assert same, diff
+
+
+def test_teacher_argmax_is_fp32_under_bf16_autocast() -> None:
+    """Two logits 2^-10 apart: bf16 (8 mantissa bits) merges them, fp32 does not. The
+    argmax labels must be the fp32 ones however the caller's autocast is set."""
+    hidden = torch.tensor([[[1.0, 1.0]]])  # [B=1, S=1, H=2]
+    weight = torch.tensor([[1.0, 0.0], [1.0, 2.0**-10]])  # logits 1.0 and 1 + 2^-10
+    assert (hidden @ weight.T).argmax(-1).item() == 1  # the fp32 oracle
+    bf16 = (hidden.bfloat16() @ weight.bfloat16().T).float()
+    assert bf16[0, 0, 0] == bf16[0, 0, 1]  # the near-tie bf16 would get wrong
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = teacher_argmax(hidden, weight, chunk_size=1)
+    assert got.tolist() == [[1]]

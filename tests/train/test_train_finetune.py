@@ -4,6 +4,7 @@ suppressed), and a resumed run ends with the same weights as an uninterrupted on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -18,6 +19,7 @@ from kdmem.errors import InvalidArgumentError  # noqa: E402
 from kdmem.train.finetune import finetune  # noqa: E402
 
 PREFIX = 8
+QUIET = {"log": lambda _m: None}
 # OLMo-2 (QK-norm, post-sublayer norms) learns more slowly at this tiny size
 EPOCHS_TO_MEMORIZE = {"gpt_neox": 6, "olmo2": 16, "qwen3": 6}
 
@@ -119,3 +121,60 @@ def test_resume_after_sigkill_gives_identical_weights(env, tmp_path) -> None:
     same, diff = safetensors_equal(tmp_path / "a", tmp_path / "b")
     assert same, diff
     assert resumed["model_hash"] == full["model_hash"]
+
+
+def test_every_example_is_seen_every_epoch_with_a_smaller_last_step(env, tmp_path) -> None:
+    """32 examples in global batches of 12: steps of 12, 12 and 8 examples, the last one's
+    loss normalised by its own tokens; drop_last restores 2 full steps per epoch."""
+    from kdmem.distributed import Dist
+    from kdmem.train.schedule import micro_batches, step_examples, steps_per_epoch
+
+    cfg = _cfg(env, tmp_path / "o", batch_size=6, grad_accum=2, epochs=2)
+    order = np.arange(32)
+    assert steps_per_epoch(32, cfg, Dist()) == 3
+    assert [step_examples(32, s, 12) for s in range(3)] == [12, 12, 8]
+    last = micro_batches(order, 2, 6, 2, Dist())
+    assert [len(m) for m in last] == [6, 2]
+    # two processes: rank 1's second micro-batch of the last step is empty
+    two = [micro_batches(order, 2, 3, 2, Dist(rank=r, world_size=2)) for r in (0, 1)]
+    assert sorted(np.concatenate([m for r in two for m in r]).tolist()) == list(range(24, 32))
+    dropped = dataclasses.replace(cfg, drop_last=True)
+    assert steps_per_epoch(32, dropped, Dist()) == 2
+    r = finetune(cfg, **QUIET)
+    assert [row["examples"] for row in r["metrics"]] == [32, 32]
+    assert r["steps"] == 6
+    r = finetune(dataclasses.replace(dropped, out=str(tmp_path / "d")), **QUIET)
+    assert [row["examples"] for row in r["metrics"]] == [24, 24]
+
+
+def test_the_smaller_last_step_matches_a_plain_pytorch_loop(env, tmp_path) -> None:
+    """Oracle: one epoch of 8 examples in steps of 6 and 2, each step the mean token CE of
+    its own examples (F.cross_entropy), plain AdamW; weights agree to 1e-5. eps = 1 keeps
+    Adam's update proportional to the gradient (a tiny eps would turn float noise in
+    near-zero gradients into full-size steps); normalising the last step by the full
+    batch's tokens instead is off by ~1e-2 here."""
+    import torch.nn.functional as F
+    from safetensors.torch import load_file
+
+    from kdmem.models.load import load_model
+    from kdmem.train.schedule import epoch_order
+
+    data = np.load(env.train)[:8]
+    np.save(tmp_path / "d8.npy", data)
+    kw = dict(data=str(tmp_path / "d8.npy"), val_data=None, epochs=1, lr=1.0, batch_size=6)
+    kw |= dict(warmup_steps=0, schedule="constant", max_grad_norm=0.0, adam_eps=1.0)
+    finetune(_cfg(env, tmp_path / "kd", **kw), **QUIET)
+    model = load_model(env.model("gpt_neox"))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1.0, eps=1.0, weight_decay=0.0, foreach=False)
+    order = epoch_order(8, 0, 0)
+    for rows in (order[:6], order[6:]):
+        ids = torch.from_numpy(data[rows])
+        logits = model(ids).logits[:, :-1].float()
+        F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)).backward()
+        opt.step()
+        opt.zero_grad()
+    got = load_file(str(tmp_path / "kd" / "model.safetensors"))
+    for name, p in model.state_dict().items():
+        if name in got:  # (tied aliases are saved once)
+            torch.testing.assert_close(got[name], p, atol=1e-5, rtol=1e-5, msg=name)

@@ -63,6 +63,7 @@ from kdmem.train.schedule import (
     make_optimizer,
     micro_batches,
     oom_error,
+    step_examples,
     steps_per_epoch,
 )
 from kdmem.train.student import StudentLoss, TeacherTrunk
@@ -82,8 +83,11 @@ def teacher_argmax(hidden: torch.Tensor, weight: torch.Tensor, chunk_size: int) 
     fp32 logits one chunk of positions at a time."""
     w = weight.float()
     out = torch.empty(hidden.shape[:2], dtype=torch.long, device=hidden.device)
-    for s in range(0, hidden.shape[1], chunk_size):
-        out[:, s : s + chunk_size] = F.linear(hidden[:, s : s + chunk_size].float(), w).argmax(-1)
+    # fp32 even when called under autocast: a bf16 matmul merges near-tied logits
+    with torch.autocast(hidden.device.type, enabled=False):
+        for s in range(0, hidden.shape[1], chunk_size):
+            h = hidden[:, s : s + chunk_size].float()
+            out[:, s : s + chunk_size] = F.linear(h, w).argmax(-1)
     return out
 
 
@@ -184,15 +188,16 @@ def distill(
     per_epoch = steps_per_epoch(len(train), cfg, dist)
     total = per_epoch * cfg.epochs
     global_batch = cfg.batch_size * cfg.grad_accum * dist.world_size
-    tokens_per_step = global_batch * (train.length - 1)
+    n_train = len(train)
     step, metrics = 0, []
-    epoch_loss, epoch_kl, epoch_tokens, epoch_time = 0.0, 0.0, 0, 0.0
+    epoch_loss, epoch_kl, epoch_tokens, epoch_examples, epoch_time = 0.0, 0.0, 0, 0, 0.0
     if ckpt is not None:
         check_global_batch(ckpt, global_batch)
         load_checkpoint(ckpt, model, optimizer)
         step, metrics = int(ckpt["step"]), list(ckpt["metrics"])
         epoch_loss, epoch_kl = float(ckpt["epoch_loss"]), float(ckpt["epoch_kl"])
         epoch_tokens, epoch_time = int(ckpt["epoch_tokens"]), float(ckpt["epoch_time"])
+        epoch_examples = int(ckpt.get("epoch_examples", 0))
         log(f"resuming from {ckpt['_dir']} at step {step} of {total}")
     last_good = step if ckpt is not None else None
     log(
@@ -210,6 +215,10 @@ def distill(
         if epoch != order_epoch:
             order_epoch, order = epoch, epoch_order(len(train), cfg.seed, epoch)
         assert order is not None
+        # predicted positions in this (possibly smaller, last) global step: its loss is
+        # normalised by its own tokens
+        n_step = step_examples(n_train, in_epoch, global_batch)
+        step_tokens = n_step * (train.length - 1)
         lr = lr_at(step, total, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -218,7 +227,9 @@ def distill(
         micro = micro_batches(order, in_epoch, cfg.batch_size, cfg.grad_accum, dist)
         try:
             for m, idx in enumerate(micro):
-                ids = torch.from_numpy(train.tokens[idx]).to(dist.device)
+                # a rank out of examples on the last step runs a discarded row (collectives)
+                ids = torch.from_numpy(train.tokens[idx if len(idx) else order[:1]])
+                ids = ids.to(dist.device)
                 th = tw = None
                 targets: torch.Tensor | None = ids[:, 1:]
                 if cfg.mode == "soft":
@@ -230,11 +241,14 @@ def distill(
                     assert trunk is not None
                     with autocast(t_prec, dist.device):
                         th_argmax, tw_argmax = trunk(ids)
-                        targets = teacher_argmax(th_argmax, tw_argmax, cfg.chunk_size)
+                    # outside autocast: the argmax of fp32 logits (bf16 would break near-ties)
+                    targets = teacher_argmax(th_argmax, tw_argmax, cfg.chunk_size)
                 with no_sync(model, sync=m == len(micro) - 1):
                     with autocast(cfg.precision, dist.device):
                         loss_sum, kl_sum, _, _ = model(ids, targets, th, tw)
-                    (loss_sum * (dist.world_size / tokens_per_step)).backward()
+                    keep = float(len(idx) > 0)
+                    loss_sum, kl_sum = loss_sum * keep, kl_sum * keep
+                    (loss_sum * (dist.world_size / step_tokens)).backward()
                 sums += torch.stack([loss_sum.detach().double(), kl_sum.double()])
         except torch.OutOfMemoryError as e:
             raise oom_error(step + 1, cfg, e) from None
@@ -247,7 +261,7 @@ def distill(
         if not (torch.isfinite(sums[0]) and torch.isfinite(torch.as_tensor(grad_norm))):
             where = f"step {last_good} in {out / CHECKPOINT}" if last_good else "none yet"
             raise NonFiniteLossError(
-                f"loss is {float(sums[0] / tokens_per_step):.4g} at step {step + 1} (epoch "
+                f"loss is {float(sums[0] / step_tokens):.4g} at step {step + 1} (epoch "
                 f"{epoch + 1}); stopped before applying it; last good checkpoint: {where}; "
                 "lower --lr or --temperature, use --precision fp32, or check the data"
             )
@@ -256,7 +270,8 @@ def distill(
         step += 1
         epoch_loss += float(sums[0])
         epoch_kl += float(sums[1])
-        epoch_tokens += tokens_per_step
+        epoch_tokens += step_tokens
+        epoch_examples += n_step
 
         end_of_epoch = step % per_epoch == 0
         if end_of_epoch or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
@@ -269,6 +284,7 @@ def distill(
                     "lr": lr,
                     "train_loss": epoch_loss / epoch_tokens,
                     "tokens": epoch_tokens,
+                    "examples": epoch_examples,
                     "tokens_per_s": epoch_tokens / max(epoch_time, 1e-9),
                 }
                 if cfg.mode == "soft":
@@ -280,7 +296,7 @@ def distill(
                              for k, v in row.items()))  # fmt: skip
                 if dist.is_main:
                     write_json_atomic(out / METRICS, metrics)
-                epoch_loss, epoch_kl, epoch_tokens, epoch_time = 0.0, 0.0, 0, 0.0
+                epoch_loss, epoch_kl, epoch_tokens, epoch_examples, epoch_time = 0.0, 0.0, 0, 0, 0.0
             state = {
                 "step": step,
                 "total_steps": total,
@@ -289,6 +305,7 @@ def distill(
                 "epoch_loss": epoch_loss,
                 "epoch_kl": epoch_kl,
                 "epoch_tokens": epoch_tokens,
+                "epoch_examples": epoch_examples,
                 "epoch_time": epoch_time,
                 "world_size": dist.world_size,
                 "global_batch": global_batch,

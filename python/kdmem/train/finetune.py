@@ -52,6 +52,7 @@ from kdmem.train.schedule import (
     make_optimizer,
     micro_batches,
     oom_error,
+    step_examples,
     steps_per_epoch,
 )
 from kdmem.train.student import StudentLoss
@@ -113,15 +114,16 @@ def finetune(
     per_epoch = steps_per_epoch(len(train), cfg, dist)
     total = per_epoch * cfg.epochs
     global_batch = cfg.batch_size * cfg.grad_accum * dist.world_size
-    tokens_per_step = global_batch * (train.length - 1)  # predicted positions per step
+    n_train = len(train)  # predicted positions per step
     step, metrics = 0, []
-    epoch_loss, epoch_tokens, epoch_time = 0.0, 0, 0.0
+    epoch_loss, epoch_tokens, epoch_examples, epoch_time = 0.0, 0, 0, 0.0
     if ckpt is not None:
         check_global_batch(ckpt, global_batch)
         load_checkpoint(ckpt, model, optimizer)
         step, metrics = int(ckpt["step"]), list(ckpt["metrics"])
         epoch_loss, epoch_tokens = float(ckpt["epoch_loss"]), int(ckpt["epoch_tokens"])
         epoch_time = float(ckpt["epoch_time"])
+        epoch_examples = int(ckpt.get("epoch_examples", 0))
         log(f"resuming from {ckpt['_dir']} at step {step} of {total}")
     last_good = step if ckpt is not None else None
     log(
@@ -138,6 +140,10 @@ def finetune(
         if epoch != order_epoch:
             order_epoch, order = epoch, epoch_order(len(train), cfg.seed, epoch)
         assert order is not None
+        # predicted positions in this (possibly smaller, last) global step: its loss is
+        # normalised by its own tokens
+        n_step = step_examples(n_train, in_epoch, global_batch)
+        step_tokens = n_step * (train.length - 1)
         lr = lr_at(step, total, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -146,12 +152,15 @@ def finetune(
         micro = micro_batches(order, in_epoch, cfg.batch_size, cfg.grad_accum, dist)
         try:
             for m, rows in enumerate(micro):
-                ids = torch.from_numpy(train.tokens[rows]).to(dist.device)
+                # a rank out of examples on the last step runs a discarded row (collectives)
+                ids = torch.from_numpy(train.tokens[rows if len(rows) else order[:1]])
+                ids = ids.to(dist.device)
                 with no_sync(model, sync=m == len(micro) - 1):
                     with autocast(cfg.precision, dist.device):
                         loss_sum, _, _, _ = model(ids, ids[:, 1:])
-                    # sum over tokens / tokens in the global batch; DDP averages over ranks
-                    (loss_sum * (dist.world_size / tokens_per_step)).backward()
+                    loss_sum = loss_sum * float(len(rows) > 0)
+                    # sum over tokens / tokens in the global step; DDP averages over ranks
+                    (loss_sum * (dist.world_size / step_tokens)).backward()
                 step_loss += loss_sum.detach().double()
         except torch.OutOfMemoryError as e:
             raise oom_error(step + 1, cfg, e) from None
@@ -164,7 +173,7 @@ def finetune(
         if not (torch.isfinite(step_loss) and torch.isfinite(torch.as_tensor(grad_norm))):
             where = f"step {last_good} in {out / CHECKPOINT}" if last_good else "none yet"
             raise NonFiniteLossError(
-                f"loss is {float(step_loss / tokens_per_step):.4g} at step {step + 1} (epoch "
+                f"loss is {float(step_loss / step_tokens):.4g} at step {step + 1} (epoch "
                 f"{epoch + 1}); stopped before applying it; last good checkpoint: {where}; "
                 "lower --lr, use --precision fp32, or check the data"
             )
@@ -172,7 +181,8 @@ def finetune(
         optimizer.zero_grad(set_to_none=True)
         step += 1
         epoch_loss += float(step_loss)
-        epoch_tokens += tokens_per_step
+        epoch_tokens += step_tokens
+        epoch_examples += n_step
 
         end_of_epoch = step % per_epoch == 0
         if end_of_epoch or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
@@ -185,6 +195,7 @@ def finetune(
                     "lr": lr,
                     "train_loss": epoch_loss / epoch_tokens,
                     "tokens": epoch_tokens,
+                    "examples": epoch_examples,
                     "tokens_per_s": epoch_tokens / max(epoch_time, 1e-9),
                 }
                 if val is not None:
@@ -194,7 +205,7 @@ def finetune(
                              for k, v in row.items()))  # fmt: skip
                 if dist.is_main:
                     write_json_atomic(out / METRICS, metrics)
-                epoch_loss, epoch_tokens, epoch_time = 0.0, 0, 0.0
+                epoch_loss, epoch_tokens, epoch_examples, epoch_time = 0.0, 0, 0, 0.0
             state = {
                 "step": step,
                 "total_steps": total,
@@ -202,6 +213,7 @@ def finetune(
                 "metrics": metrics,
                 "epoch_loss": epoch_loss,
                 "epoch_tokens": epoch_tokens,
+                "epoch_examples": epoch_examples,
                 "epoch_time": epoch_time,
                 "world_size": dist.world_size,
                 "global_batch": global_batch,

@@ -23,6 +23,7 @@ __all__ = [
     "make_optimizer",
     "micro_batches",
     "oom_error",
+    "step_examples",
     "steps_per_epoch",
 ]
 
@@ -63,7 +64,9 @@ def micro_batches(
 
     A step consumes ``G = batch * accum * world`` consecutive entries of ``order``; micro-batch
     ``m`` of rank ``r`` is block ``m * world + r``, so the set of examples per step does not
-    depend on how ``G`` is split between processes and accumulation."""
+    depend on how ``G`` is split between processes and accumulation. On an epoch's last,
+    smaller step blocks may be short or empty (a rank with an empty block still joins the
+    step's collectives, on a discarded row)."""
     g = batch * accum * dist.world_size
     idx = order[step * g : (step + 1) * g]
     return [
@@ -76,16 +79,27 @@ def micro_batches(
 
 
 def steps_per_epoch(n: int, cfg: OptimConfig, dist: Dist) -> int:
-    """Full global batches per epoch; the last ``n % G`` examples of each epoch's order are
-    skipped (a different random set each epoch)."""
+    """Optimizer steps per epoch: ``ceil(n / G)``, so every example is seen every epoch (the
+    paper's epochs), the last step smaller when ``G`` does not divide ``n``; with
+    ``drop_last`` only the full global batches (the last ``n % G`` examples of each epoch's
+    order are skipped, a different random set each epoch)."""
     g = cfg.batch_size * cfg.grad_accum * dist.world_size
+    if not cfg.drop_last:
+        return -(-n // g)
     if n < g:
         raise InvalidArgumentError(
             f"{n} training examples are fewer than one global batch of {g} "
             f"(batch_size {cfg.batch_size} x grad_accum {cfg.grad_accum} x {dist.world_size} "
-            "processes); lower --batch-size or --grad-accum"
+            "processes); lower --batch-size or --grad-accum, or drop --drop-last"
         )
     return n // g
+
+
+def step_examples(n: int, step: int, g: int) -> int:
+    """Examples in step ``step`` (0-based, within the epoch) of an epoch of ``n`` examples in
+    global batches of ``g``: ``g``, or what is left on the last step. The step's loss is
+    normalised by its own tokens."""
+    return max(0, min(g, n - step * g))
 
 
 def lr_at(step: int, total: int, cfg: OptimConfig) -> float:
