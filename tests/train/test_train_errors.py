@@ -154,3 +154,35 @@ def test_missing_model_directory(env, tmp_path) -> None:
     with pytest.raises(Exception, match="no such directory") as e:
         finetune(_ft(env, tmp_path / "o", model=str(tmp_path / "nope")), **QUIET)
     _one_line(e)
+
+
+def test_training_a_checkpoint_that_ships_no_tokenizer(env, tmp_path) -> None:
+    """A model dir with config + weights only: training works on token ids checked against
+    its lm-head rows; ids beyond them are one line naming the rows; loading its tokenizer
+    where one is truly needed is one line naming the missing file."""
+    from kdmem.errors import KdmemIOError, TokenRangeError
+    from kdmem.models.load import load_model, save_model
+    from kdmem.models.tokenizer import load_tokenizer
+
+    bare = tmp_path / "bare"
+    save_model(load_model(env.model("gpt_neox")), bare)  # no tokenizer saved
+    assert not (bare / "tokenizer.json").exists()
+    runner = CliRunner()
+    args = ["train", "--role", "baseline", "--model", str(bare), "--data", str(env.train)]
+    r = runner.invoke(main, [*args, "--out", str(tmp_path / "o"), "--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    info = json.loads((tmp_path / "o" / "kdmem.json").read_text())
+    assert info["tokenizer_check"] == "skipped" and info["vocab"] == env.vocab
+    wide = np.load(env.train)
+    wide[0, 3] = env.vocab + 5  # beyond the lm-head rows
+    np.save(tmp_path / "wide.npy", wide)
+    with pytest.raises(TokenRangeError) as e:
+        finetune(_ft(env, tmp_path / "w", model=str(bare), data=str(tmp_path / "wide.npy")))
+    assert f"{env.vocab} lm-head rows (it ships no tokenizer)" in _one_line(e)
+    with pytest.raises(KdmemIOError) as e2:
+        load_tokenizer(bare)
+    assert "tokenizer.json" in _one_line(e2)
+    # distillation: the teacher's tokenizer vouches for the bare student's rows
+    cfg = DistillConfig(teacher=str(env.model("gpt_neox")), student=str(bare), epochs=1,
+                        data=str(env.train), out=str(tmp_path / "d"))  # fmt: skip
+    assert distill(cfg, **QUIET)["vocab"] == env.vocab

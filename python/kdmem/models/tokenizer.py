@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from kdmem.errors import KdmemIOError
 from kdmem.identity import tokenizer_hash
+from kdmem.models.load import head_rows
 
 __all__ = [
     "EOS_TOKEN",
+    "ModelVocab",
     "load_tokenizer",
     "model_tokenizer",
     "model_tokenizer_hash",
+    "model_vocab",
     "train_tokenizer",
 ]
 
@@ -25,12 +30,48 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 def load_tokenizer(id_or_dir: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
-    """Fast tokenizer of a hub id or local directory (a ``tokenizer.json`` file also works)."""
+    """Fast tokenizer of a hub id or local directory (a ``tokenizer.json`` file also works).
+
+    Raises ``KdmemIOError`` naming the missing files when a local directory holds none."""
     p = Path(id_or_dir)
     if p.is_file() and p.suffix == ".json":
         return PreTrainedTokenizerFast(tokenizer_file=str(p), eos_token=EOS_TOKEN)
-    tok: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(str(id_or_dir), use_fast=True)
+    if p.is_dir() and not any((p / f).exists() for f in _TOKENIZER_FILES):
+        raise KdmemIOError(
+            f"{p} holds no tokenizer ({' or '.join(_TOKENIZER_FILES)}); pass a tokenizer "
+            "directory or tokenizer.json, or save the tokenizer next to the model"
+        )
+    try:
+        tok: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(str(id_or_dir), use_fast=True)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise KdmemIOError(f"cannot load a tokenizer from {id_or_dir}: {first}") from None
     return tok
+
+
+@dataclass(frozen=True)
+class ModelVocab:
+    """The token ids a model accepts: its tokenizer's, or, for a checkpoint that ships no
+    tokenizer, its lm-head rows (then nothing tells padding rows from real tokens)."""
+
+    tokenizer: PreTrainedTokenizerBase | None
+    size: int
+    hash: str  # tokenizer hash; "" without a tokenizer
+
+    @property
+    def what(self) -> str:
+        """How the ids are bounded, for messages."""
+        if self.tokenizer is not None:
+            return f"the tokenizer's {self.size} ids"
+        return f"the model's {self.size} lm-head rows (it ships no tokenizer)"
+
+
+def model_vocab(id_or_dir: str | os.PathLike[str]) -> ModelVocab:
+    """:class:`ModelVocab` of a model (hub id or directory), from files only (no weights)."""
+    tok = model_tokenizer(id_or_dir)
+    if tok is None:
+        return ModelVocab(None, head_rows(id_or_dir), "")
+    return ModelVocab(tok, len(tok), tokenizer_hash(tok))
 
 
 def model_tokenizer(id_or_dir: str | os.PathLike[str]) -> PreTrainedTokenizerBase | None:

@@ -31,12 +31,12 @@ from torch import nn
 from transformers import AutoConfig
 
 from kdmem.config import DistillConfig, config_hash
-from kdmem.errors import NonFiniteLossError
-from kdmem.identity import check_same_tokenizer, tokenizer_hash
+from kdmem.errors import NonFiniteLossError, TokenizerMismatchError
+from kdmem.identity import check_same_tokenizer
 from kdmem.measure.generate import generate
 from kdmem.models.load import check_model_arg, head_rows, load_model, model_hash
 from kdmem.models.tiny import build_model
-from kdmem.models.tokenizer import load_tokenizer
+from kdmem.models.tokenizer import model_vocab
 from kdmem.models.vocab import aligned_vocab
 from kdmem.train.checkpoint import (
     CHECKPOINT,
@@ -135,30 +135,38 @@ def distill(
         log = lambda _msg: None  # noqa: E731
 
     # ---- tokenizers, teacher, data ---------------------------------------------------------
-    tokenizer = load_tokenizer(cfg.student)
-    t_tok = load_tokenizer(cfg.teacher)
+    mv, t_mv = model_vocab(cfg.student), model_vocab(cfg.teacher)
     check_same_tokenizer(
-        tokenizer_hash(t_tok),
-        f"teacher {cfg.teacher} ({len(t_tok)} tokens)",
-        tokenizer_hash(tokenizer),
-        f"student {cfg.student} ({len(tokenizer)} tokens)",
+        t_mv.hash,
+        f"teacher {cfg.teacher} ({t_mv.size} tokens)",
+        mv.hash,
+        f"student {cfg.student} ({mv.size} tokens)",
         fix="teacher and student must share one tokenizer",
     )
+    known = mv if mv.tokenizer is not None else t_mv
+    if known.tokenizer is None and mv.size != t_mv.size:
+        raise TokenizerMismatchError(
+            f"teacher {cfg.teacher} has {t_mv.size} lm-head rows and student {cfg.student} "
+            f"{mv.size}, and neither ships a tokenizer (tokenizer.json) to tell padding from "
+            "another vocabulary; save the shared tokenizer next to either model"
+        )
     # vocabularies that differ beyond lm-head padding fail here, before any heavy work
-    vocab = aligned_vocab(len(tokenizer), head_rows(cfg.student), head_rows(cfg.teacher))
+    vocab = aligned_vocab(known.size, head_rows(cfg.student), head_rows(cfg.teacher))
     teacher_hash = model_hash(cfg.teacher) if Path(cfg.teacher).is_dir() else cfg.teacher
     t_prec = cfg.teacher_precision or cfg.precision
     if cfg.mode == "hard":
         gen_path = hard_generations(cfg, teacher_hash)
-        train = load_training_data(str(gen_path), cfg.seq_len, len(tokenizer), "generations")
+        train = load_training_data(
+            str(gen_path), cfg.seq_len, known.size, "generations", known.what
+        )
         log(f"hard mode: {len(train)} teacher continuations from {gen_path}")
     else:
-        train = load_training_data(cfg.data, cfg.seq_len, len(tokenizer), "--data")
-    check_same_tokenizer(
-        train.tokenizer_hash, f"--data {train.source}", tokenizer_hash(tokenizer), "the model"
+        train = load_training_data(cfg.data, cfg.seq_len, known.size, "--data", known.what)
+    tok_check = check_same_tokenizer(
+        train.tokenizer_hash, f"--data {train.source}", known.hash, "the models"
     )
     val = (
-        load_training_data(cfg.val_data, train.length, len(tokenizer), "--val-data")
+        load_training_data(cfg.val_data, train.length, known.size, "--val-data", known.what)
         if cfg.val_data
         else None
     )
@@ -325,6 +333,7 @@ def distill(
         "world_size": dist.world_size,
         "vocab": vocab,
     }
-    result = save_final(out, lm, tokenizer, info, metrics, cfg, optimizer, model, dist)
+    info["tokenizer_check"] = tok_check
+    result = save_final(out, lm, known.tokenizer, info, metrics, cfg, optimizer, model, dist)
     log(f"wrote {out} (model {result['model_hash'][:12]})")
     return result

@@ -23,10 +23,10 @@ from transformers import AutoConfig
 
 from kdmem.config import FinetuneConfig, config_hash
 from kdmem.errors import NonFiniteLossError
-from kdmem.identity import check_same_tokenizer, tokenizer_hash
+from kdmem.identity import check_same_tokenizer
 from kdmem.models.load import check_model_arg, head_of, load_model
 from kdmem.models.tiny import build_model
-from kdmem.models.tokenizer import load_tokenizer
+from kdmem.models.tokenizer import model_vocab
 from kdmem.models.vocab import aligned_vocab
 from kdmem.train.checkpoint import (
     CHECKPOINT,
@@ -89,13 +89,15 @@ def finetune(
         log = lambda _msg: None  # noqa: E731
 
     # ---- data and model ------------------------------------------------------------------
-    tokenizer = load_tokenizer(cfg.model)
-    train = load_training_data(cfg.data, cfg.seq_len, len(tokenizer), "--data")
-    check_same_tokenizer(
-        train.tokenizer_hash, f"--data {train.source}", tokenizer_hash(tokenizer), "the model"
+    mv = model_vocab(cfg.model)  # the tokenizer's ids, or the lm-head rows without one
+    train = load_training_data(cfg.data, cfg.seq_len, mv.size, "--data", mv.what)
+    tok_check = check_same_tokenizer(
+        train.tokenizer_hash, f"--data {train.source}", mv.hash, "the model"
     )
+    if mv.tokenizer is None:
+        log(f"{cfg.model} ships no tokenizer: token ids checked against its lm-head rows only")
     val = (
-        load_training_data(cfg.val_data, train.length, len(tokenizer), "--val-data")
+        load_training_data(cfg.val_data, train.length, mv.size, "--val-data", mv.what)
         if cfg.val_data
         else None
     )
@@ -106,7 +108,7 @@ def finetune(
         lm = load_model(cfg.model)
     cast(nn.Module, lm).to(dist.device)
     lm.train()
-    vocab = aligned_vocab(len(tokenizer), head_of(lm).weight.shape[0])
+    vocab = aligned_vocab(mv.size, head_of(lm).weight.shape[0])
     student = StudentLoss(lm, vocab, cfg.chunk_size)
     model = wrap_student(student, cfg, dist)
     optimizer = make_optimizer(model, cfg)
@@ -230,7 +232,8 @@ def finetune(
         "steps": total,
         "world_size": dist.world_size,
         "vocab": vocab,
+        "tokenizer_check": tok_check,
     }
-    result = save_final(out, lm, tokenizer, info, metrics, cfg, optimizer, model, dist)
+    result = save_final(out, lm, mv.tokenizer, info, metrics, cfg, optimizer, model, dist)
     log(f"wrote {out} (model {result['model_hash'][:12]})")
     return result

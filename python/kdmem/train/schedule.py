@@ -28,9 +28,12 @@ __all__ = [
 ]
 
 
-def load_training_data(path: str, seq_len: int | None, vocab_size: int, what: str) -> Examples:
+def load_training_data(
+    path: str, seq_len: int | None, vocab_size: int, what: str, ids_what: str = ""
+) -> Examples:
     """Examples ``[N, L]`` cut to ``seq_len`` tokens; one-line errors for data shorter than
-    ``seq_len`` and token ids outside the tokenizer's ``vocab_size``."""
+    ``seq_len`` and token ids outside ``[0, vocab_size)`` (``ids_what`` says what bounds
+    them, default: the tokenizer's ids)."""
     ex = load_examples(path)
     if len(ex) == 0:
         raise InvalidArgumentError(f"{what} {path} holds no examples")
@@ -45,9 +48,10 @@ def load_training_data(path: str, seq_len: int | None, vocab_size: int, what: st
         raise InvalidArgumentError(f"{what} {path}: examples need >= 2 tokens, have {ex.length}")
     top = int(ex.tokens.max())
     if top >= vocab_size or int(ex.tokens.min()) < 0:
+        bound = ids_what or f"the tokenizer's {vocab_size} ids"
         raise TokenRangeError(
-            f"{what} {path}: token id {top} is outside the tokenizer's {vocab_size} ids; "
-            "the data was tokenized with a different tokenizer"
+            f"{what} {path}: token id {top} is outside {bound}; the data was tokenized with a "
+            "different tokenizer"
         )
     return ex
 
