@@ -63,6 +63,7 @@ Precision = Literal["fp32", "bf16"]
 Schedule = Literal["cosine", "linear", "constant"]
 Distributed = Literal["ddp", "fsdp"]
 Divergence = Literal["fkl", "rkl", "jsd"]
+SeedInit = Literal["none", "random_head"]
 
 
 def opt(default: T, help: str) -> T:
@@ -162,10 +163,17 @@ class OptimConfig(Optim):
     val_data: str | None = opt(None, "Held-out set for validation loss / perplexity per epoch.")
     seq_len: int | None = opt(None, "Tokens per sequence (default: the data's length).")
     precision: Precision = opt("fp32", "fp32, or bf16 autocast with fp32 master weights.")
-    seed: int = opt(0, "Seed of the data order (and of init with --init random).")
+    seed: int = opt(
+        0, "Seed of the data order (and of the init with --init random or --seed-init random_head)."
+    )
     init: Literal["pretrained", "random"] = opt(
         "pretrained",
         "Start from the pretrained weights or a seeded random init of the same config.",
+    )
+    seed_init: SeedInit = opt(
+        "none",
+        "From pretrained weights the seed changes the data order only ('none'); "
+        "'random_head' also re-initialises the lm-head from the seed (untied heads only).",
     )
     keep_checkpoint: bool = opt(False, "Keep OUT/checkpoint after the final model is written.")
     distributed: Distributed = opt(
@@ -263,6 +271,12 @@ class RunSection:
     )
     device: str | None = opt(None, "cpu, cuda, cuda:1 (default: cuda when available).")
     precision: Precision = opt("fp32", "fp32, or bf16 autocast with fp32 master weights.")
+    seed_init: SeedInit = opt(
+        "none",
+        "What a seed changes besides the data order of baseline and student runs: 'none' "
+        "(pretrained initialisation, as in the paper) or 'random_head' (the lm-head "
+        "re-initialised from the seed; untied heads only).",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

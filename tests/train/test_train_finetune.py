@@ -178,3 +178,34 @@ def test_the_smaller_last_step_matches_a_plain_pytorch_loop(env, tmp_path) -> No
     for name, p in model.state_dict().items():
         if name in got:  # (tied aliases are saved once)
             torch.testing.assert_close(got[name], p, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_seed_init_random_head_reinitialises_the_head_from_the_seed(env, tmp_path) -> None:
+    """With pretrained weights a seed changes the data order only; seed_init = random_head
+    also draws the lm-head from the seed (oracle: normal(0, initializer_range) from a
+    torch.Generator seeded the same), and is refused for a tied head."""
+    from kdmem.errors import InvalidArgumentError
+    from kdmem.models.load import load_model, reinit_head
+
+    base = load_model(env.model("gpt_neox"))
+    a, b, a2 = (load_model(env.model("gpt_neox")) for _ in range(3))
+    for m, seed in ((a, 1), (b, 2), (a2, 1)):
+        reinit_head(m, seed)
+    head = base.get_output_embeddings().weight
+    std = base.config.initializer_range
+    gen = torch.Generator().manual_seed(1)
+    want = torch.randn(head.shape, generator=gen) * std
+    torch.testing.assert_close(a.get_output_embeddings().weight, want)
+    assert torch.equal(a.get_output_embeddings().weight, a2.get_output_embeddings().weight)
+    assert not torch.equal(a.get_output_embeddings().weight, b.get_output_embeddings().weight)
+    # everything but the head is the pretrained model
+    for (name, p), q in zip(base.named_parameters(), a.parameters(), strict=True):
+        if p is not head:
+            assert torch.equal(p, q), name
+    tied = load_model(env.model("gpt_neox"))
+    tied.get_output_embeddings().weight = tied.get_input_embeddings().weight
+    with pytest.raises(InvalidArgumentError, match="untied"):
+        reinit_head(tied, 0)
+    # the recipe applies it: a run differs from the plain pretrained start only in the head
+    r = finetune(_cfg(env, tmp_path / "rh", epochs=1, seed_init="random_head"), **QUIET)
+    assert r["config"]["seed_init"] == "random_head"

@@ -37,6 +37,7 @@ __all__ = [
     "lm_head_rows",
     "load_model",
     "model_hash",
+    "reinit_head",
     "save_model",
     "weights_hash",
 ]
@@ -179,6 +180,27 @@ def head_of(model: nn.Module) -> nn.Linear:
     if not isinstance(head, nn.Linear):
         raise InvalidArgumentError(f"{type(model).__name__} has no linear lm-head")
     return head
+
+
+def reinit_head(model: nn.Module, seed: int) -> None:
+    """Re-initialise the lm-head in place from ``seed``: normal(0, ``initializer_range``)
+    weights (the architecture's own init scale), zero bias. Refused for a head tied to the
+    input embeddings (it would reset them too)."""
+    head = head_of(model)
+    get_emb = getattr(model, "get_input_embeddings", None)
+    emb = get_emb() if callable(get_emb) else None
+    if emb is not None and getattr(emb, "weight", None) is head.weight:
+        raise InvalidArgumentError(
+            f"{type(model).__name__} ties its lm-head to the input embeddings; "
+            "seed_init = 'random_head' needs an untied head: use seed_init = 'none'"
+        )
+    std = float(getattr(getattr(model, "config", None), "initializer_range", 0.02))
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    with torch.no_grad():
+        w = torch.randn(head.weight.shape, generator=gen, dtype=torch.float32) * std
+        head.weight.copy_(w.to(head.weight.dtype))
+        if head.bias is not None:
+            head.bias.zero_()
 
 
 def lm_head_rows(model: nn.Module) -> int:

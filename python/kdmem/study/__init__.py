@@ -52,7 +52,11 @@ def build_stages(cfg: ExperimentConfig, before: list[Stage] | None = None) -> li
     data = _asdict(c.data)
     seeds = list(c.run.seeds)
     s0 = seeds[0]
-    train_env = {"precision": c.run.precision, "seq_len": c.data.seq_len}
+    train_env = {
+        "precision": c.run.precision,
+        "seq_len": c.data.seq_len,
+        "seed_init": c.run.seed_init,
+    }
     before = list(before or [])
     roots = tuple(st.name for st in before)
     stages = [

@@ -118,14 +118,18 @@ def _validation_json(lay: Layout, role: str) -> None:
     )
 
 
-def _recipe_fields(cfg: ExperimentConfig, section: Optim, seed: int) -> dict[str, Any]:
+def _recipe_fields(
+    cfg: ExperimentConfig, section: Optim, seed: int, seeded: bool = True
+) -> dict[str, Any]:
     """The recipe config fields a study section sets: every :class:`Optim` field, plus the
-    run's precision and device, the seed and the study's sequence length."""
+    run's precision and device, the seed and the study's sequence length; ``seeded`` runs
+    (baselines, students) also take ``run.seed_init``."""
     optim = {f.name: getattr(section, f.name) for f in dataclasses.fields(Optim)}
     return {
         **optim,
         "precision": cfg.run.precision,
         "seed": seed,
+        "seed_init": cfg.run.seed_init if seeded else "none",
         "device": cfg.run.device,
         "seq_len": cfg.data.seq_len,
     }
@@ -143,7 +147,7 @@ def finetune_stage(cfg: ExperimentConfig, role: str, kind: str, seed: int) -> St
                 "data": str(lay.study),
                 "val_data": str(lay.validation_set),
                 "out": str(lay.model(role)),
-                **_recipe_fields(cfg, section, seed),
+                **_recipe_fields(cfg, section, seed, seeded=kind != "teacher"),
             },
         )
         info = finetune(tcfg, log=ctx.log)

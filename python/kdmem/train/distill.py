@@ -34,7 +34,7 @@ from kdmem.config import DistillConfig, config_hash
 from kdmem.errors import NonFiniteLossError, TokenizerMismatchError
 from kdmem.identity import check_same_tokenizer
 from kdmem.measure.generate import generate
-from kdmem.models.load import check_model_arg, head_rows, load_model, model_hash
+from kdmem.models.load import check_model_arg, head_rows, load_model, model_hash, reinit_head
 from kdmem.models.tiny import build_model
 from kdmem.models.tokenizer import model_vocab
 from kdmem.models.vocab import aligned_vocab
@@ -187,6 +187,8 @@ def distill(
         lm = build_model(AutoConfig.from_pretrained(cfg.student), seed=cfg.seed)
     else:
         lm = load_model(cfg.student)
+    if cfg.seed_init == "random_head" and cfg.init == "pretrained":
+        reinit_head(lm, cfg.seed)
     cast(nn.Module, lm).to(dist.device)
     lm.train()
     student = StudentLoss(lm, vocab, cfg.chunk_size, cfg.loss, cfg.temperature, cfg.alpha, cfg.beta)

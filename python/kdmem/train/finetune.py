@@ -24,7 +24,7 @@ from transformers import AutoConfig
 from kdmem.config import FinetuneConfig, config_hash
 from kdmem.errors import NonFiniteLossError
 from kdmem.identity import check_same_tokenizer
-from kdmem.models.load import check_model_arg, head_of, load_model
+from kdmem.models.load import check_model_arg, head_of, load_model, reinit_head
 from kdmem.models.tiny import build_model
 from kdmem.models.tokenizer import model_vocab
 from kdmem.models.vocab import aligned_vocab
@@ -106,6 +106,8 @@ def finetune(
         lm = build_model(AutoConfig.from_pretrained(cfg.model), seed=cfg.seed)
     else:
         lm = load_model(cfg.model)
+    if cfg.seed_init == "random_head" and cfg.init == "pretrained":
+        reinit_head(lm, cfg.seed)
     cast(nn.Module, lm).to(dist.device)
     lm.train()
     vocab = aligned_vocab(mv.size, head_of(lm).weight.shape[0])
