@@ -336,6 +336,14 @@ class MeasureSection:
     verify_generate: int = opt(
         0, "Re-decode K random examples plus every near-tie; flip rate goes in the metadata."
     )
+    spot_checks: int = opt(
+        8, "Re-decode K random memorized examples per model; the report shows them decoded."
+    )
+    partial: bool = opt(
+        False,
+        "Add match_frac, the decoded partial score (Biderman et al. 2023); greedy-decodes "
+        "every non-memorized example.",
+    )
     entropy_last_k: int = opt(50, "Positions at the end whose next-token entropy is averaged.")
 
 

@@ -31,6 +31,7 @@ SCHEMA = {
     "mink_logprob": "double",
     "entropy_last_k": "double",
     "tie_gap": "double",
+    "tf_match_frac": "double",
 }
 
 
@@ -80,11 +81,36 @@ def test_measure_cli_schema_metadata_and_verify(trained, data_npy, study_set, tm
     assert meta["role"] == "teacher"
     v = meta["verify"]
     assert v["n_checked"] >= 5 and v["n_flips"] == 0 and v["flip_rate"] == 0.0
+    assert v["spot_checks"] == []  # --spot-checks defaults to 0 on the command line
     assert not list(out.parent.glob(".*")), "temporary files left behind"
     # A rerun with the same inputs is a no-op.
     mtime = out.stat().st_mtime_ns
     assert _measure(*args)[0] == 0
     assert out.stat().st_mtime_ns == mtime
+
+
+def test_partial_score_and_spot_checks(trained, data_npy, study_set, tmp_path) -> None:
+    """--partial adds match_frac (the decoded partial score; for the reference too in pair
+    mode); --spot-checks keeps decoded suffixes of memorized examples, equal to the truth."""
+    from kdmem.measure.generate import decoded_match_frac
+
+    model, mdir, _ = trained["gpt_neox"]
+    _, rdir, _ = trained["qwen3"]
+    out, ref_out = tmp_path / "teacher.parquet", tmp_path / "baseline.parquet"
+    args = ["--model", str(mdir), "--data", str(data_npy), "--out", str(out), "--partial"]
+    args += ["--reference", str(rdir), "--reference-out", str(ref_out), "--spot-checks", "3"]
+    code, msg = _measure(*args, "--chunk-size", "20")
+    assert code == 0, msg
+    t = pq.read_table(out)
+    cols, _ = measure_tokens(model, study_set.tokens, PREFIX)
+    want = decoded_match_frac(model, study_set.tokens, PREFIX, cols["memorized"])
+    np.testing.assert_array_equal(t.column("match_frac").to_numpy(), want)
+    assert "match_frac" in pq.read_schema(ref_out).names
+    spots = _meta(out)["verify"]["spot_checks"]
+    assert len(spots) == 3 and all(s["match"] for s in spots)
+    row = {int(i): r for r, i in enumerate(study_set.ids)}
+    for s in spots:
+        assert s["decoded"] == study_set.tokens[row[s["example_id"]], PREFIX:].tolist()
 
 
 def test_pair_mode_writes_the_reference_table_a_separate_run_writes(

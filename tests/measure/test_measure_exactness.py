@@ -119,6 +119,9 @@ def test_scores_match_direct_formulas(trained, study_set) -> None:
         out["entropy_last_k"], ent[:, n - kk :].mean(1), rtol=1e-4, atol=1e-6
     )
     assert (out["tie_gap"] >= 0).all()
+    hits = logp[:, PREFIX - 1 :].argmax(-1).numpy() == study_set.tokens[:, PREFIX:]
+    np.testing.assert_array_equal(out["tf_match_frac"], hits.mean(1))
+    assert (out["tf_match_frac"][out["memorized"]] == 1.0).all()
     # A Workspace reused across batches of different sizes and chunkings changes nothing.
     from kdmem.measure.scores import Workspace
 
@@ -220,3 +223,21 @@ def test_verify_labels_counts_flips_and_rechecks_every_near_tie(trained, study_s
     assert (info["n_random"], info["n_near_tie"], info["n_checked"]) == (0, 2, 2)
     assert info["n_flips"] == 1 and info["flip_rate"] == 0.5
     assert info["flipped_ids"] == [int(study_set.ids[3])]
+
+
+def test_decoded_match_frac_equals_a_position_by_position_greedy_oracle(trained, study_set) -> None:
+    """The partial score of Biderman et al. 2023: the decode of every example (memorized
+    ones included, which the implementation does not decode) compared position by position."""
+    from kdmem.measure.generate import decoded_match_frac
+
+    model, _, _ = trained["qwen3"]
+    cols, _ = measure_tokens(model, study_set.tokens, PREFIX, batch_size=16)
+    got = decoded_match_frac(model, study_set.tokens, PREFIX, cols["memorized"], batch_size=7)
+    want = (
+        _manual_greedy(model, study_set.tokens[:, :PREFIX], SUFFIX) == study_set.tokens[:, PREFIX:]
+    ).mean(1)
+    np.testing.assert_array_equal(got, want)
+    assert (got[cols["memorized"]] == 1.0).all() and (got[~cols["memorized"]] < 1.0).all()
+    # the changed-token variants keep the tokens before their change at least
+    fm = cols["first_mismatch"][24:36]
+    assert (got[24:36] >= fm / SUFFIX).all()

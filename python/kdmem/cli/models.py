@@ -107,6 +107,20 @@ def _measure_line(path: Path) -> str:
     help="Re-decode K random examples plus every near-tie; flip rate goes in the metadata.",
 )
 @click.option(
+    "--spot-checks",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Also re-decode K random memorized examples and keep their decoded suffixes "
+    "(metadata verify.spot_checks; the report shows them).",
+)
+@click.option(
+    "--partial",
+    is_flag=True,
+    help="Add match_frac, the decoded partial score (Biderman et al. 2023): greedy-decodes "
+    "every non-memorized example.",
+)
+@click.option(
     "--tie-threshold",
     default=None,
     type=click.FloatRange(min=0),

@@ -34,7 +34,7 @@ from kdmem.errors import InvalidArgumentError
 from kdmem.identity import check_same_tokenizer, tokenizer_hash
 from kdmem.measure.batches import auto_batch_size, run_batches
 from kdmem.measure.chunks import ChunkedRun, data_fingerprint, made_from
-from kdmem.measure.generate import verify_labels
+from kdmem.measure.generate import decoded_match_frac, verify_labels
 from kdmem.measure.scores import (
     COLUMNS,
     ENTROPY_K,
@@ -49,7 +49,7 @@ from kdmem.models.vocab import aligned_vocab, check_token_range
 from kdmem.progress import Meter, Progress
 from kdmem.rundir import with_table_meta
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tf_match_frac, optional match_frac, verify.spot_checks
 # Default near-tie thresholds (logit units) for --verify-generate, by compute dtype.
 TIE_THRESHOLD = {"float32": 0.01, "float16": 0.1, "bfloat16": 0.5}
 _INT_COLS = {"first_mismatch": "int32", "memorized": "bool"}
@@ -143,10 +143,12 @@ def measure(
     attn_implementation: str | None = None,
     seq_chunk: int | None = None,
     verify_generate: int = 0,
+    spot_checks: int = 0,
     tie_threshold: float | None = None,
     chunk_size: int = 4096,
     strict: bool = False,
     role: str | None = None,
+    partial: bool = False,
     progress: Progress | None = None,
 ) -> Path:
     """Measure ``model`` (hub id or local dir, safetensors) on study set ``data`` into
@@ -160,7 +162,11 @@ def measure(
     ``verify_generate`` > 0 re-decodes that many random examples plus every example whose
     ``tie_gap`` is below ``tie_threshold`` (default :data:`TIE_THRESHOLD` of the dtype: a
     few units in the last place of a logit of magnitude ~20) and stores the flip rate under
-    ``verify``.
+    ``verify``. ``spot_checks`` > 0 also re-decodes that many random memorized examples and
+    keeps their decoded suffixes (``verify.spot_checks``, shown by the report).
+    ``partial`` adds ``match_frac``, the decoded partial score of Biderman et al. 2023
+    (:func:`~kdmem.measure.generate.decoded_match_frac`: greedy decoding of every
+    non-memorized example, for the reference too in pair mode).
     A rerun with the same inputs and options resumes from finished chunks and returns
     immediately if ``out`` is complete. Returns ``out`` (on every rank).
     """
@@ -230,6 +236,7 @@ def measure(
             "chunk_size": chunk_size,
             "mink_frac": MINK_FRAC,
             "entropy_k": ENTROPY_K,
+            "partial": partial,
             "version": FORMAT_VERSION,
         }
         fingerprint = hashlib.sha256(
@@ -257,10 +264,23 @@ def measure(
                 example_ids=ex.example_ids[sl],
                 progress=meter,
             )
+            if partial and cols:
+                # decoded partial score (Biderman et al. 2023): greedy steps, opt-in
+                cols["match_frac"] = decoded_match_frac(
+                    m, ex.tokens[sl], prefix, cols["memorized"], batch_size=batch_size
+                )
+                if ref is not None and ref_out is not None:
+                    cols[REFERENCE_PREFIX + "match_frac"] = decoded_match_frac(
+                        ref,
+                        ex.tokens[sl],
+                        prefix,
+                        cols[REFERENCE_PREFIX + "memorized"],
+                        batch_size=batch_size,
+                    )
             table = (
                 _table(ex.example_ids[sl], cols)
                 if cols
-                else _empty_table(reference, reverse_kl, ref_out is not None)
+                else _empty_table(reference, reverse_kl, ref_out is not None, partial)
             )
             run.write_chunk(k, table, {"chunk": k, "batch_sizes": used, "rank": d.rank})
         merged, metas = run.merge()
@@ -269,9 +289,10 @@ def measure(
             ref_table = None
             if ref_out is not None:  # split off the reference's own columns
                 names = table.column_names
-                ref_table = table.select(
-                    ["example_id", *(c for c in names if c.startswith(REFERENCE_PREFIX))]
-                ).rename_columns(["example_id", *COLUMNS])
+                ref_cols = [c for c in names if c.startswith(REFERENCE_PREFIX)]
+                ref_table = table.select(["example_id", *ref_cols]).rename_columns(
+                    ["example_id", *(c.removeprefix(REFERENCE_PREFIX) for c in ref_cols)]
+                )
                 table = table.select([c for c in names if not c.startswith(REFERENCE_PREFIX)])
             batch_sizes = sorted({b for mt in metas for b in mt.get("batch_sizes", [])})
 
@@ -319,12 +340,13 @@ def measure(
                     k=verify_generate,
                     tie_threshold=TIE_THRESHOLD[dtype] if tie_threshold is None else tie_threshold,
                     batch_size=batch_size,
+                    spot_checks=spot_checks,
                 )
 
             meta = meta_of(table, m, model, role or out_p.stem, m_hash, rows, tok_check)
             if reference is not None:
                 meta.update(reference=str(reference), reference_hash=ref_hash, aligned_vocab=vocab)
-            if verify_generate > 0:
+            if verify_generate > 0 or spot_checks > 0:
                 meta["verify"] = verify_of(m, table)
             if ref_out is not None and ref_table is not None:
                 # Written first: a finished --out (parts removed) implies a finished pair.
@@ -338,7 +360,7 @@ def measure(
                     r_tok_check,
                 )
                 r_meta.update(measured_with=str(model), fingerprint=fingerprint)
-                if verify_generate > 0:
+                if verify_generate > 0 or spot_checks > 0:
                     r_meta["verify"] = verify_of(ref, ref_table)
                 write_parquet_atomic(ref_out, with_table_meta(ref_table, r_meta))
             run.finish(table, meta)
@@ -348,7 +370,7 @@ def measure(
     return out_p
 
 
-def _empty_table(reference: object, reverse_kl: bool, pair: bool) -> pa.Table:
+def _empty_table(reference: object, reverse_kl: bool, pair: bool, partial: bool) -> pa.Table:
     def empty(c: str) -> npt.NDArray[Any]:
         return np.empty(0, dtype={"memorized": bool, "first_mismatch": np.int32}.get(c, float))
 
@@ -357,6 +379,10 @@ def _empty_table(reference: object, reverse_kl: bool, pair: bool) -> pa.Table:
         cols["kl_to_reference"] = empty("kl")
         if reverse_kl:
             cols["kl_reference_to_model"] = empty("kl")
+    if partial:
+        cols["match_frac"] = empty("match_frac")
     if pair:
         cols.update({REFERENCE_PREFIX + c: empty(c) for c in COLUMNS})
+        if partial:
+            cols[REFERENCE_PREFIX + "match_frac"] = empty("match_frac")
     return _table(np.empty(0, dtype=np.int64), cols)

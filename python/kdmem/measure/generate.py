@@ -115,6 +115,29 @@ def greedy_continuations(
     return out
 
 
+def decoded_match_frac(
+    model: PreTrainedModel,
+    tokens: npt.NDArray[np.int64],
+    prefix: int,
+    memorized: npt.NDArray[np.bool_],
+    *,
+    batch_size: int | None = None,
+) -> npt.NDArray[np.float64]:
+    """The partial memorization score of Biderman et al. 2023: the fraction of the ``S``
+    suffix tokens ``tokens[:, prefix:]`` that greedy decoding from ``tokens[:, :prefix]``
+    reproduces at their own position. Memorized examples score 1 without decoding (greedy
+    decoding reproduces their suffix, :mod:`kdmem.measure.scores`); the others are decoded
+    (``S`` greedy steps per batch)."""
+    n, w = tokens.shape
+    s = w - prefix
+    out = np.ones(n, dtype=np.float64)
+    rows = np.flatnonzero(~np.asarray(memorized, dtype=bool))
+    if rows.size:
+        dec = greedy_continuations(model, tokens[rows, :prefix], s, batch_size=batch_size)
+        out[rows] = (dec == tokens[rows, prefix:w]).mean(1)
+    return out
+
+
 def verify_labels(
     model: PreTrainedModel,
     tokens: npt.NDArray[np.int64],
@@ -128,16 +151,22 @@ def verify_labels(
     tie_threshold: float,
     seed: int = 0,
     batch_size: int | None = None,
+    spot_checks: int = 0,
 ) -> dict[str, Any]:
-    """Re-decode ``k`` random examples plus every near-tie (``tie_gap < tie_threshold``) and
-    compare ``memorized`` / ``first_mismatch`` with the decode. Returns the counts and the
-    flip rate (label flips / examples re-decoded) for the output metadata."""
+    """Re-decode ``k`` random examples, up to ``spot_checks`` random *memorized* ones, and
+    every near-tie (``tie_gap < tie_threshold``), and compare ``memorized`` /
+    ``first_mismatch`` with the decode. Returns the counts and the flip rate (label flips /
+    examples re-decoded) for the output metadata, and the decoded suffix ids of the
+    memorized spot checks (``spot_checks``: ``[{"example_id", "decoded", "match"}]``, what
+    the report shows)."""
     n, w = tokens.shape
     s = w - prefix
     rng = np.random.default_rng(seed)
     rand = rng.choice(n, size=min(k, n), replace=False) if k > 0 else np.empty(0, np.int64)
+    mem_rows = np.flatnonzero(memorized)
+    spot = rng.choice(mem_rows, size=min(spot_checks, len(mem_rows)), replace=False)
     ties = np.flatnonzero(tie_gap < tie_threshold)
-    rows = np.union1d(rand, ties).astype(np.int64)
+    rows = np.union1d(np.union1d(rand, ties), spot).astype(np.int64)
     info: dict[str, Any] = {
         "n_random": int(rand.size),
         "n_near_tie": int(ties.size),
@@ -146,9 +175,12 @@ def verify_labels(
         "seed": seed,
     }
     if rows.size == 0:
-        return dict(info, n_flips=0, n_first_mismatch_diff=0, flip_rate=0.0, flipped_ids=[])
+        return dict(
+            info, n_flips=0, n_first_mismatch_diff=0, flip_rate=0.0, flipped_ids=[], spot_checks=[]
+        )
     dec = greedy_continuations(model, tokens[rows, :prefix], s, batch_size=batch_size)
     same = dec == tokens[rows, prefix:w]
+    spotted = set(spot.tolist())
     g_mem = same.all(1)
     g_fm = np.where(g_mem, s, (~same).argmax(1))
     flips = g_mem != memorized[rows]
@@ -157,6 +189,15 @@ def verify_labels(
         n_first_mismatch_diff=int((g_fm != first_mismatch[rows]).sum()),
         flip_rate=float(flips.mean()),
         flipped_ids=[int(i) for i in example_ids[rows][flips][:100]],
+        spot_checks=[
+            {
+                "example_id": int(example_ids[r]),
+                "decoded": [int(t) for t in dec[j]],
+                "match": bool(same[j].all()),
+            }
+            for j, r in enumerate(rows)
+            if r in spotted
+        ],
     )
     return info
 

@@ -7,6 +7,10 @@ predicts ``x[t+1]``; the suffix tokens ``x[P:W]`` are predicted at positions ``P
   suffix position equals the true next token (each greedy step then sees exactly the
   teacher-forced context). ``first_mismatch`` = first suffix index whose argmax differs
   (``S`` when none): the number of suffix tokens greedy decoding gets right in a row.
+* ``tf_match_frac``: fraction of the S suffix positions whose argmax is the true next token
+  under teacher forcing (1 exactly when ``memorized``). The decoded partial score of
+  Biderman et al. 2023 (``match_frac``, greedy tokens compared position by position) needs
+  real decoding: ``kdmem measure --partial`` (:func:`kdmem.measure.generate.decoded_match_frac`).
 * ``tie_gap``: smallest top-1 minus top-2 logit gap over suffix positions up to and including
   the first mismatch; greedy decoding in another dtype, batch size or kernel can flip the
   label only where this gap is tiny (``--verify-generate`` re-decodes those).
@@ -54,6 +58,7 @@ COLUMNS = (
     "mink_logprob",
     "entropy_last_k",
     "tie_gap",
+    "tf_match_frac",
 )
 # forward_scores(reference_scores=True) returns the reference's own columns under these keys.
 REFERENCE_PREFIX = "reference."
@@ -203,6 +208,7 @@ class _Stats:
             "mink_logprob": mink.cpu().numpy(),
             "entropy_last_k": ent_k.cpu().numpy(),
             "tie_gap": tie_gap.double().cpu().numpy(),
+            "tf_match_frac": self.hit.double().mean(1).cpu().numpy(),
         }
 
 

@@ -229,6 +229,8 @@ def measure_stage(
             batch_size=cfg.measure.batch_size,
             device=cfg.run.device,
             verify_generate=cfg.measure.verify_generate,
+            spot_checks=cfg.measure.spot_checks,
+            partial=cfg.measure.partial,
             role=role,
         )
         metrics = _rate(out)
