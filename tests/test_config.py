@@ -182,6 +182,8 @@ def test_shared_options_of_other_commands_match_the_config_defaults() -> None:
         ("predict", "test_size"): PredictSection().test_fraction,
         ("predict", "seed"): PredictSection().seed,
         ("filter", "threshold"): FilterSection().threshold,
+        ("filter", "model"): FilterSection().model,
+        ("predict", "target_recall"): PredictSection().target_recall,
     }
     wrong = {}
     for (command, name), want in checks.items():

@@ -371,6 +371,11 @@ class PredictSection:
     negatives_per_positive: int = opt(3, "Negatives sampled per positive (paper: 3).")
     test_fraction: float = opt(0.3, "Held-out fraction per resample (paper: 0.3).")
     seed: int = opt(0, "Seed of the resamples.")
+    target_recall: float = opt(
+        0.95,
+        "Recall (out-of-fold, natural prevalence) the natural model's flagging threshold is "
+        "chosen for.",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -378,7 +383,15 @@ class FilterSection:
     """Pre-filtering: drop the examples the predictor flags, re-distill, measure again."""
 
     enabled: bool = opt(True, "Run the pre-filtering experiment.")
-    threshold: float = opt(0.5, "Flag examples with predicted probability >= this.")
+    model: Literal["paper", "natural"] = opt(
+        "paper",
+        "Which saved predictor flags: 'paper' (fit under the paper's 1:3 protocol, threshold "
+        "0.5, the paper's pre-filtering) or 'natural' (fit at natural prevalence, threshold "
+        "for predict.target_recall).",
+    )
+    threshold: float | None = opt(
+        None, "Flag at predicted probability >= this (default: the model's own threshold)."
+    )
 
 
 def _optim(epochs: int) -> Any:

@@ -21,12 +21,20 @@ from kdmem.errors import InvalidArgumentError
 
 def test_flags_equal_the_predictor_threshold(predicted_run: Path) -> None:
     run = RunDir(predicted_run)
-    flags = flag_examples(run, threshold=0.3)
-    model = Predictor.load(predicted_run / "predictor" / "predictor.json")
-    ids, X = model.features_of(run)
-    assert np.array_equal(flags["example_id"], ids)
-    assert np.array_equal(flags["flagged"], model.predict_proba(X) >= 0.3)
-    assert 0 < flags["flagged"].sum() < len(ids)
+    for name, own in (("paper", 0.5), ("natural", None)):
+        model = Predictor.load(predicted_run / "predictor" / "predictor.json", name)
+        if own is not None:
+            assert model.threshold == own  # the paper flags at 0.5
+        ids, X = model.features_of(run)
+        for thr in (0.3, None):
+            flags = flag_examples(run, threshold=thr, model=name)
+            want = model.predict_proba(X) >= (model.threshold if thr is None else thr)
+            assert np.array_equal(flags["example_id"], ids)
+            assert np.array_equal(flags["flagged"], want)
+            assert 0 < flags["flagged"].sum() < len(ids)
+    # the default is the paper's: the 1:3 model at 0.5
+    default = flag_examples(run)
+    assert default["model"] == "paper" and default["threshold"] == 0.5
     with pytest.raises(InvalidArgumentError, match="threshold"):
         flag_examples(run, threshold=1.5)
 
@@ -88,3 +96,28 @@ def test_filter_cli(predicted_run: Path, tmp_path: Path) -> None:
     assert len(kept) + len(flagged) == len(ids) and f"kept {len(kept)}" in r.output
     r = CliRunner().invoke(main, ["filter", str(dst), "--threshold", "1.5"])
     assert r.exit_code == 2 and "threshold" in r.output
+
+
+def test_flagged_json_summarises_both_models(predicted_run: Path, tmp_path: Path) -> None:
+    """filter/flagged.json: the flagging used and, per saved model, its share of D and of the
+    predicted student's memorized set (oracle: set arithmetic on the measure table)."""
+    from kdmem.analysis.filter import run_filter_flag
+
+    dst = tmp_path / "run"
+    shutil.copytree(predicted_run, dst)
+    ids = RunDir(dst).primary("teacher").example_id
+    study = Examples(ids, np.zeros((len(ids), 4), dtype=np.int64), "ab" * 32)
+    write_examples(study, dst / "data" / "study.parquet")
+    res = run_filter_flag(dst, model="natural")
+    report = json.loads((dst / "filter" / "flagged.json").read_text())
+    assert report["model"] == "natural" and res["n_flagged"] == report["n_flagged"]
+    target = report["target"]
+    mem = set(RunDir(dst).measure(target).memorized_ids())
+    for m in report["models"]:
+        flags = flag_examples(RunDir(dst), model=m["model"])
+        flagged = set(flags["example_id"][flags["flagged"]].tolist())
+        assert m["n_flagged"] == len(flagged)
+        assert m["flagged_share"] == len(flagged) / len(ids)
+        assert m["target_memorized_flagged"] == len(mem & flagged)
+        assert m["recall_of_target"] == len(mem & flagged) / len(mem)
+    assert [m["model"] for m in report["models"]] == ["paper", "natural"]

@@ -203,7 +203,7 @@ def test_missing_inputs(run_copy: Path) -> None:
 
 def test_incompatible_predictor_json(predicted_run: Path, tmp_path: Path) -> None:
     obj = json.loads((predicted_run / "predictor" / "predictor.json").read_text())
-    obj["version"] = 2
+    obj["version"] = 99
     (tmp_path / "predictor.json").write_text(json.dumps(obj))
     with pytest.raises(FormatVersionError, match="kdmem-predictor"):
         Predictor.load(tmp_path)
@@ -217,3 +217,35 @@ def test_cli_predict(run_copy: Path) -> None:
     assert "paper protocol (3 resamples" in r.stdout and "TPR at 0.1% FPR" in r.stdout
     res = json.loads((run_copy / "predictor" / "predictor.json").read_text())
     assert res["feature_names"][-1] == "longest_match_mean" and len(res["feature_names"]) == 8
+
+
+def test_saved_models_paper_and_natural(predicted_run: Path) -> None:
+    """The paper model is a standardised logistic regression fit on every positive plus 1:3
+    negatives (oracle: scikit-learn on the same rows); the natural model's threshold is the
+    highest one whose out-of-fold recall reaches the target (oracle: brute force)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from kdmem.analysis.predictor import recall_threshold
+
+    run = RunDir(predicted_run)
+    obj = json.loads((predicted_run / "predictor" / "predictor.json").read_text())
+    data = feature_matrix(run, obj["feature_names"], obj["target"])
+    rng = np.random.default_rng([obj["seed"], 1])
+    pos, neg = np.flatnonzero(data.y), np.flatnonzero(~data.y)
+    rows = np.sort(np.concatenate([pos, rng.choice(neg, size=3 * len(pos), replace=False)]))
+    sc = StandardScaler().fit(data.X[rows])
+    lr = LogisticRegression(C=1.0, max_iter=1000).fit(sc.transform(data.X[rows]), data.y[rows])
+    paper = Predictor.load(predicted_run / "predictor", "paper")
+    np.testing.assert_allclose(paper.coefficients, lr.coef_[0], rtol=1e-6)
+    assert paper.threshold == 0.5 and obj["models"]["paper"]["n_fit"] == len(rows)
+    scores = pq.read_table(predicted_run / "predictor" / "scores.parquet")
+    oof = scores.column("score_cv").to_numpy()
+    y = scores.column("memorized").to_numpy(zero_copy_only=False)
+    natural = Predictor.load(predicted_run / "predictor", "natural")
+    target = obj["models"]["natural"]["target_recall"]
+    ok = [t for t in np.unique(oof) if (oof[y] >= t).mean() >= target]
+    assert natural.threshold == max(ok) == recall_threshold(y, oof, target)
+    np.testing.assert_allclose(
+        scores.column("score_paper").to_numpy(), paper.predict_proba(data.X), rtol=1e-12
+    )

@@ -24,30 +24,38 @@ from typing import Any
 
 import numpy as np
 
-from kdmem.analysis.predictor import Predictor
+from kdmem.analysis.predictor import MODELS, Predictor
 from kdmem.analysis.tables import RunDir, check_same_ids
 from kdmem.atomic import write_json_atomic
 from kdmem.corpus.examples import Examples, load_examples, write_examples
-from kdmem.errors import InvalidArgumentError
+from kdmem.errors import FormatVersionError, InvalidArgumentError
 from kdmem.rundir import Layout
 
 FILTER_FORMAT = "kdmem-filter"
 
 
 def flag_examples(
-    run: RunDir, predictor_path: str | Path | None = None, threshold: float = 0.5
+    run: RunDir,
+    predictor_path: str | Path | None = None,
+    threshold: float | None = None,
+    model: str = "paper",
 ) -> dict[str, Any]:
-    """Score every example with the saved predictor; flagged = probability >= threshold.
+    """Score every example with one saved model and flag probability >= threshold.
 
-    Returns ``{"example_id": int64[n], "score": float64[n], "flagged": bool[n]}``. Examples
-    whose features are not finite cannot be scored and are never flagged (counted in
-    ``n_unscored``).
+    ``model``: ``paper`` (fit under the paper's 1:3 protocol; its threshold 0.5, the paper's
+    pre-filtering) or ``natural`` (fit at natural prevalence; its threshold chosen for a
+    target recall at predict time). ``threshold`` overrides the model's own.
+    Returns ``{"example_id": int64[n], "score": float64[n], "flagged": bool[n], ...}``.
+    Examples whose features are not finite cannot be scored and are never flagged (counted
+    in ``n_unscored``).
     """
+    p = Predictor.load(predictor_path or run.layout.predictor, model)
+    threshold = p.threshold if threshold is None else threshold
     if not 0.0 < threshold < 1.0:
         raise InvalidArgumentError(f"invalid threshold = {threshold}: use a probability in (0, 1)")
-    model = Predictor.load(predictor_path or run.layout.predictor)
-    ids, X = model.features_of(run)
-    score = model.predict_proba(X)
+    model_obj = p
+    ids, X = model_obj.features_of(run)
+    score = model_obj.predict_proba(X)
     all_ids = run.primary("teacher").example_id
     return {
         "example_id": ids,
@@ -55,15 +63,38 @@ def flag_examples(
         "flagged": score >= threshold,
         "n_unscored": int(len(all_ids) - len(ids)),
         "threshold": threshold,
-        "feature_names": list(model.feature_names),
+        "model": model,
+        "feature_names": list(model_obj.feature_names),
+    }
+
+
+def flag_summary(run: RunDir, flags: dict[str, Any], target: str) -> dict[str, Any]:
+    """What a flagging would remove: ``n_flagged``, ``flagged_share`` of the study set and
+    ``recall_of_target``, the share of ``target``'s memorized examples it flags."""
+    flagged = set(np.asarray(flags["example_id"])[np.asarray(flags["flagged"], bool)].tolist())
+    mem = run.measure(target).memorized_ids()
+    n = run.primary("teacher").n
+    return {
+        "model": flags["model"],
+        "threshold": flags["threshold"],
+        "n_flagged": len(flagged),
+        "flagged_share": len(flagged) / n if n else None,
+        "target": target,
+        "target_memorized": len(mem),
+        "target_memorized_flagged": len(mem & flagged),
+        "recall_of_target": len(mem & flagged) / len(mem) if mem else None,
     }
 
 
 def write_filtered(
-    study: str | Path, flags: dict[str, Any], out: str | Path, flagged_json: str | Path
+    study: str | Path,
+    flags: dict[str, Any],
+    out: str | Path,
+    flagged_json: str | Path,
+    extra: dict[str, Any] | None = None,
 ) -> Examples:
     """Write the study set minus the flagged examples to ``out`` (Parquet) and the flagged
-    ids with their scores to ``flagged_json``; returns the kept examples."""
+    ids (plus ``extra`` keys) to ``flagged_json``; returns the kept examples."""
     examples = load_examples(study)
     flagged_ids = np.asarray(flags["example_id"])[np.asarray(flags["flagged"], dtype=bool)]
     keep = ~np.isin(examples.example_ids, flagged_ids)
@@ -73,7 +104,8 @@ def write_filtered(
         Path(flagged_json),
         {
             "format": FILTER_FORMAT,
-            "version": 1,
+            "version": 2,
+            "model": flags.get("model", "natural"),
             "threshold": flags["threshold"],
             "feature_names": flags["feature_names"],
             "n_examples": len(examples),
@@ -81,6 +113,7 @@ def write_filtered(
             "n_kept": len(kept),
             "n_unscored": flags["n_unscored"],
             "flagged": sorted(int(i) for i in flagged_ids),
+            **(extra or {}),
         },
     )
     return kept
@@ -121,25 +154,42 @@ def compare_filtered(
 def run_filter_flag(
     run_dir: str | os.PathLike[str],
     *,
-    threshold: float = 0.5,
+    model: str = "paper",
+    threshold: float | None = None,
     predictor: str | os.PathLike[str] | None = None,
     data: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Flag with the run's saved predictor and write the filtered study set (``kdmem filter``,
-    the study's ``filter_flag`` stage). Defaults: ``predictor/predictor.json``,
-    ``data/study.parquet`` -> ``data/filtered.parquet``; ``filter/flagged.json`` lists the
-    flagged ids. Returns the counts (``n_flagged``, ``n_kept``) and the output path."""
+    """Flag with one of the run's saved models and write the filtered study set (``kdmem
+    filter``, the study's ``filter_flag`` stage). Defaults: the paper model at its 0.5
+    threshold, ``predictor/predictor.json``, ``data/study.parquet`` ->
+    ``data/filtered.parquet``. ``filter/flagged.json`` lists the flagged ids and, for every
+    saved model, what it would flag (share of the study set, share of the predicted
+    student's memorized set). Returns the counts (``n_flagged``, ``n_kept``) and the path."""
     lay = Layout(run_dir)
-    flags = flag_examples(
-        RunDir(run_dir), None if predictor is None else Path(predictor), threshold
+    run = RunDir(run_dir)
+    path = Path(predictor) if predictor is not None else lay.predictor
+    target = str(json.loads(path.read_text("utf-8")).get("target")) if path.is_file() else ""
+    flags = flag_examples(run, path, threshold, model)
+    models = []
+    for m in MODELS:
+        try:
+            f = flags if m == model else flag_examples(run, path, None, m)
+        except FormatVersionError:  # a version-1 predictor.json: the natural model only
+            continue
+        models.append(flag_summary(run, f, target) if target else {"model": m})
+    target_path = Path(out) if out is not None else lay.filtered
+    kept = write_filtered(
+        Path(data) if data else lay.study,
+        flags,
+        target_path,
+        lay.flagged,
+        {"target": target, "models": models},
     )
-    target = Path(out) if out is not None else lay.filtered
-    kept = write_filtered(Path(data) if data else lay.study, flags, target, lay.flagged)
     return {
         "n_flagged": int(np.asarray(flags["flagged"]).sum()),
         "n_kept": len(kept),
-        "out": target,
+        "out": target_path,
     }
 
 

@@ -34,7 +34,9 @@ problems are tiny in features, and BLAS threads on a shared machine only slow th
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +74,9 @@ from kdmem.errors import (
 from kdmem.rundir import PREDICTOR_JSON, PREDICTOR_SCORES
 
 PREDICTOR_FORMAT = "kdmem-predictor"
-PREDICTOR_FORMAT_VERSION = 1
+PREDICTOR_FORMAT_VERSION = 2  # 2: "models" (paper + natural, with thresholds); reads 1
+MODELS = ("paper", "natural")
+DEFAULT_TARGET_RECALL = 0.95
 DEFAULT_FEATURES = ("zlib_bytes", "ppl_teacher", "ppl_baseline", "kl_teacher_baseline")
 CORPUS_FEATURES = (
     "log1p_suffix_count",
@@ -198,6 +202,8 @@ class Predictor:
     scale: npt.NDArray[np.float64]
     coefficients: npt.NDArray[np.float64]
     intercept: float
+    threshold: float = 0.5
+    """Flag at probability >= this (paper model: 0.5; natural: chosen for a target recall)."""
 
     def decision_function(self, X: np.ndarray) -> npt.NDArray[np.float64]:
         """Log-odds of memorization; ``X`` is (n, d) in ``feature_names`` order."""
@@ -227,17 +233,30 @@ class Predictor:
             "scaler": {"mean": self.mean.tolist(), "scale": self.scale.tolist()},
             "coefficients": self.coefficients.tolist(),
             "intercept": float(self.intercept),
+            "threshold": float(self.threshold),
         }
 
     @classmethod
-    def from_dict(cls, obj: dict[str, Any], source: str = "predictor JSON") -> Predictor:
-        if (
-            obj.get("format", PREDICTOR_FORMAT) != PREDICTOR_FORMAT
-            or obj.get("version", PREDICTOR_FORMAT_VERSION) != PREDICTOR_FORMAT_VERSION
-        ):
+    def from_dict(
+        cls, obj: dict[str, Any], source: str = "predictor JSON", model: str = "natural"
+    ) -> Predictor:
+        """One model of a ``predictor.json``: ``"paper"`` (the 1:3 protocol's fit, threshold
+        0.5) or ``"natural"`` (fit on every example). Version 1 files hold the natural one."""
+        version = obj.get("version", PREDICTOR_FORMAT_VERSION)
+        if obj.get("format", PREDICTOR_FORMAT) != PREDICTOR_FORMAT or version not in (1, 2):
             raise FormatVersionError(
-                f"{source} is {obj.get('format')!r} version {obj.get('version')}; this kdmem "
-                f"reads {PREDICTOR_FORMAT!r} version {PREDICTOR_FORMAT_VERSION}: re-run `{STAGE_PREDICT}`"
+                f"{source} is {obj.get('format')!r} version {version}; this kdmem reads "
+                f"{PREDICTOR_FORMAT!r} versions 1-{PREDICTOR_FORMAT_VERSION}: re-run "
+                f"`{STAGE_PREDICT}`"
+            )
+        if model not in MODELS:
+            raise InvalidArgumentError(f"invalid model = {model!r}: choose paper or natural")
+        if "models" in obj:
+            obj = {"feature_names": obj.get("feature_names"), **obj["models"][model]}
+        elif model != "natural":
+            raise FormatVersionError(
+                f"{source} (version 1) holds the natural-prevalence model only; re-run "
+                f"`{STAGE_PREDICT}` for the paper-protocol model"
             )
         try:
             names = tuple(obj["feature_names"])
@@ -247,6 +266,7 @@ class Predictor:
                 scale=np.asarray(obj["scaler"]["scale"], dtype=np.float64),
                 coefficients=np.asarray(obj["coefficients"], dtype=np.float64),
                 intercept=float(obj["intercept"]),
+                threshold=float(obj.get("threshold", 0.5)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise TableSchemaError(
@@ -258,8 +278,9 @@ class Predictor:
         return p
 
     @classmethod
-    def load(cls, path: str | Path) -> Predictor:
-        """Read ``predictor.json`` (or the directory holding it)."""
+    def load(cls, path: str | Path, model: str = "natural") -> Predictor:
+        """Read one model (``paper`` or ``natural``) of ``predictor.json`` (or the directory
+        holding it)."""
         path = Path(path)
         if path.is_dir():
             path = path / PREDICTOR_JSON
@@ -271,7 +292,7 @@ class Predictor:
             obj = json.loads(path.read_text("utf-8"))
         except (OSError, ValueError) as e:
             raise KdmemIOError(f"cannot read {path} ({e}); re-run `{STAGE_PREDICT}`") from None
-        return cls.from_dict(obj, str(path))
+        return cls.from_dict(obj, str(path), model)
 
     def features_of(self, run: RunDir) -> tuple[npt.NDArray[np.int64], np.ndarray]:
         """(example ids, X) of a run directory in this predictor's feature order (rows with a
@@ -281,6 +302,34 @@ class Predictor:
         ids = run.features().example_id if run.has_features() else run.primary("teacher").example_id
         keep = np.all(np.isfinite(X), axis=1)
         return ids[keep], X[keep]
+
+
+def _fit_predictor(X: np.ndarray, y: np.ndarray, names: tuple[str, ...], C: float) -> Predictor:
+    with sklearn_api().threadpool_limits(limits=1):
+        scaler, lr = fit_logistic(X, y, C)
+    return Predictor(
+        feature_names=names,
+        mean=scaler.mean_.astype(np.float64),
+        scale=scaler.scale_.astype(np.float64),
+        coefficients=lr.coef_[0].astype(np.float64),
+        intercept=float(lr.intercept_[0]),
+    )
+
+
+def _model_entry(p: Predictor) -> dict[str, Any]:
+    d = p.to_dict()
+    del d["feature_names"]  # once, at the top level
+    return d
+
+
+def recall_threshold(y: np.ndarray, scores: np.ndarray, target_recall: float) -> float:
+    """The highest threshold ``t`` with ``recall(scores >= t) >= target_recall`` on labels
+    ``y``: the ``ceil(target_recall * n_pos)``-th highest positive score."""
+    pos = np.sort(np.asarray(scores, dtype=np.float64)[np.asarray(y, dtype=bool)])[::-1]
+    if len(pos) == 0:
+        raise NoPositiveExamplesError("no positive example to choose a recall threshold from")
+    need = max(1, math.ceil(target_recall * len(pos) - 1e-9))
+    return float(pos[need - 1])
 
 
 # ---- the stage ---------------------------------------------------------------------------------
@@ -295,8 +344,13 @@ def train_predictor(
     folds: int = 5,
     seed: int = 0,
     C: float = 1.0,
+    target_recall: float = DEFAULT_TARGET_RECALL,
 ) -> tuple[dict[str, Any], Predictor, np.ndarray]:
-    """Evaluate both protocols and fit the saved model; returns (JSON dict, model, oof scores).
+    """Evaluate both protocols and fit the two saved models; returns (JSON dict, the natural
+    model, oof scores). The paper model (``models.paper``) is fit on every positive plus
+    ``neg_ratio`` negatives per positive and flags at 0.5; the natural one (``models.natural``,
+    also the top-level fields) on every example, flagging at the highest threshold whose
+    out-of-fold recall reaches ``target_recall``.
 
     Raises:
         NoPositiveExamplesError: fewer than 2 memorized examples (or no non-memorized ones).
@@ -306,6 +360,8 @@ def train_predictor(
             f"need resamples >= 1, folds >= 2, 0 < test_size < 1, neg_ratio > 0, C > 0 "
             f"(got {resamples}, {folds}, {test_size}, {neg_ratio}, {C})"
         )
+    if not 0 < target_recall <= 1:
+        raise InvalidArgumentError(f"invalid target_recall = {target_recall}: use (0, 1]")
     _check_positives(data.y, data.target)
 
     paper = paper_protocol(
@@ -319,15 +375,15 @@ def train_predictor(
         C=C,
     )
     natural, oof = natural_prevalence(data.X, data.y, folds=folds, seed=seed, C=C)
-    with sklearn_api().threadpool_limits(limits=1):
-        scaler, lr = fit_logistic(data.X, data.y, C)
-    model = Predictor(
-        feature_names=data.feature_names,
-        mean=scaler.mean_.astype(np.float64),
-        scale=scaler.scale_.astype(np.float64),
-        coefficients=lr.coef_[0].astype(np.float64),
-        intercept=float(lr.intercept_[0]),
-    )
+    model = _fit_predictor(data.X, data.y, data.feature_names, C)
+    model = dataclasses.replace(model, threshold=recall_threshold(data.y, oof, target_recall))
+    # The paper's model: every positive plus neg_ratio negatives per positive (one seeded
+    # draw), flagged at 0.5 (Borkar et al. 2026's pre-filtering).
+    rng = np.random.default_rng([seed, 1])
+    pos, neg = np.flatnonzero(data.y), np.flatnonzero(~data.y)
+    k = min(len(neg), round(neg_ratio * len(pos)))
+    rows = np.sort(np.concatenate([pos, rng.choice(neg, size=k, replace=False)]))
+    paper_model = _fit_predictor(data.X[rows], data.y[rows], data.feature_names, C)
     result = {
         "format": PREDICTOR_FORMAT,
         "version": PREDICTOR_FORMAT_VERSION,
@@ -341,6 +397,22 @@ def train_predictor(
             "penalty": "l2",
             "solver": "lbfgs",
             "fit_on": "every example (natural prevalence)",
+        },
+        "models": {
+            "paper": {
+                **_model_entry(paper_model),
+                "fit_on": f"every positive and {neg_ratio:g} negatives per positive (the "
+                "paper protocol, one seeded draw)",
+                "n_fit": len(rows),
+            },
+            "natural": {
+                **_model_entry(model),
+                "fit_on": "every example (natural prevalence)",
+                "target_recall": target_recall,
+                "threshold_rule": "the highest threshold whose out-of-fold recall reaches "
+                "target_recall",
+                "n_fit": len(data.y),
+            },
         },
         "seed": seed,
         "n_examples": len(data.y),
@@ -371,6 +443,9 @@ def run_predict(
             "memorized": pa.array(data.y, pa.bool_()),
             "score_cv": pa.array(oof, pa.float64()),
             "score": pa.array(model.predict_proba(data.X), pa.float64()),
+            "score_paper": pa.array(
+                Predictor.from_dict(result, model="paper").predict_proba(data.X), pa.float64()
+            ),
         }
     )
     write_parquet_atomic(out_dir / PREDICTOR_SCORES, scores)

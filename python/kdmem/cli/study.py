@@ -112,6 +112,13 @@ def demo(out: str) -> None:
 )
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
+    "--target-recall",
+    default=0.95,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Recall the natural model's flagging threshold is chosen for (out-of-fold).",
+)
+@click.option(
     "--out",
     default=None,
     type=click.Path(file_okay=False),
@@ -220,11 +227,19 @@ def report(run_dir: str, **kw: Any) -> None:
     help="Default RUN_DIR/predictor/predictor.json.",
 )
 @click.option(
-    "--threshold",
-    default=0.5,
+    "--model",
+    "model",
+    default="paper",
     show_default=True,
+    type=click.Choice(["paper", "natural"]),
+    help="Saved predictor that flags: 'paper' (1:3 protocol fit, threshold 0.5) or "
+    "'natural' (natural-prevalence fit, threshold for the target recall).",
+)
+@click.option(
+    "--threshold",
+    default=None,
     type=float,
-    help="Flag examples with predicted probability >= this.",
+    help="Flag at predicted probability >= this (default: the model's own threshold).",
 )
 @click.option(
     "--compare",
@@ -237,7 +252,8 @@ def filter_cmd(
     data: str | None,
     out: str | None,
     predictor: str | None,
-    threshold: float,
+    model: str,
+    threshold: float | None,
     compare: tuple[str, str] | None,
 ) -> None:
     """Pre-filtering: drop the examples the predictor flags (then re-distill on the filtered set
@@ -251,5 +267,7 @@ def filter_cmd(
             f"({res['n_new']} new: {res['new'][:20]}); wrote {Layout(run_dir).filter_result}"
         )
         return
-    res = run_filter_flag(run_dir, threshold=threshold, predictor=predictor, data=data, out=out)
+    res = run_filter_flag(
+        run_dir, model=model, threshold=threshold, predictor=predictor, data=data, out=out
+    )
     click.echo(f"flagged {res['n_flagged']} examples; kept {res['n_kept']} in {res['out']}")

@@ -274,6 +274,7 @@ def predict_stage(cfg: ExperimentConfig) -> StageFn:
                 neg_ratio=float(p.negatives_per_positive),
                 test_size=p.test_fraction,
                 seed=p.seed,
+                target_recall=p.target_recall,
             )
         except NoPositiveExamplesError as e:
             # Nothing to learn from: record why, so filtering and the report can say so.
@@ -299,7 +300,7 @@ def filter_flag_stage(cfg: ExperimentConfig) -> StageFn:
     def run(ctx: StageContext) -> dict[str, Any]:
         if why := ctx.skipped("predict"):
             return {"skipped": f"no predictor: {why}"}
-        res = run_filter_flag(ctx.run_dir, threshold=cfg.filter.threshold)
+        res = run_filter_flag(ctx.run_dir, model=cfg.filter.model, threshold=cfg.filter.threshold)
         return {"n_flagged": res["n_flagged"], "n_kept": res["n_kept"]}
 
     return run
