@@ -292,6 +292,17 @@ class DataSection:
     split: str = opt("train", "Split of datasets inputs.")
     max_documents: int | None = opt(None, "Read at most N corpus records (streamed sources).")
     n_examples: int = opt(1_000_000, "Size of the study set D (paper: 1M).")
+    windows: Literal["document", "stream"] = opt(
+        "document",
+        "How D's seq_len-token windows are cut: 'document' (each document's first seq_len "
+        "tokens; the same documents for every model family) or 'stream' (consecutive windows "
+        "of the concatenated corpus: short documents such as WikiText lines count too).",
+    )
+    allow_fewer: bool = opt(
+        False,
+        "Accept a corpus that supplies fewer than n_examples windows (otherwise an error "
+        "naming how many it can supply).",
+    )
     n_validation: int = opt(1_000, "Held-out examples for validation loss.")
     seq_len: int = opt(256, "Tokens per example (paper: 256).")
     prefix: int = opt(50, "Prefix tokens (paper: 50).")

@@ -19,7 +19,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 from kdmem.atomic import write_parquet_atomic
-from kdmem.corpus.shards import open_shards
+from kdmem.corpus.shards import ShardSet, open_shards
 from kdmem.errors import EmptyCorpusError, InvalidArgumentError, KdmemIOError, MalformedRecordError
 from kdmem.rundir import table_meta, with_table_meta
 
@@ -286,39 +286,92 @@ def write_examples(examples: Examples, path: str | os.PathLike[str]) -> Path:
     return out
 
 
+WindowKind = Literal["document", "stream"]
+
+
 def sample_study_set(
     shards_dir: str | os.PathLike[str],
     n_examples: int,
     n_validation: int,
     seq_len: int,
     seed: int,
+    *,
+    windows: WindowKind = "document",
+    allow_fewer: bool = False,
 ) -> tuple[Examples, Examples, int]:
-    """The study set D and a disjoint held-out set from a shard directory.
+    """The study set D and a disjoint held-out set of ``seq_len``-token windows.
 
-    Documents of at least ``seq_len`` tokens are eligible; a ``seed``-ed permutation of them
-    gives ``min(n_validation, eligible // 10)`` held-out documents (at least one) and then up
-    to ``n_examples`` study documents, each cut to its first ``seq_len`` tokens. Both sets
-    are sorted by example id (the global document id). Returns ``(study, validation,
-    n_eligible)``.
+    ``windows = "document"``: one window per document of at least ``seq_len`` tokens, its
+    first ``seq_len`` tokens; example id = the global document id. Documents are visited in
+    a ``seed``-ed permutation of *all* document ids (not of the eligible ones), so runs of
+    other model families on the same corpus draw the same documents wherever both
+    tokenizations are long enough, and each window starts at its document's first character.
+
+    ``windows = "stream"``: the corpus's token stream (documents in order, each with its EOS)
+    cut into consecutive ``seq_len``-token windows, so short documents (WikiText lines)
+    count too; example id = window index. Windows depend on the tokenizer.
+
+    The first ``min(n_validation, max(available // 10, 1))`` windows of the permutation are
+    held out, the next ``n_examples`` form D. A corpus that cannot supply ``n_examples`` is
+    a one-line error with the number it can, unless ``allow_fewer``. Both sets are sorted
+    by example id. Returns ``(study, validation, available windows)``.
     """
     ss = open_shards(shards_dir)
     lengths = np.concatenate([np.diff(np.asarray(s.offsets)) for s in ss.shards])
-    eligible = np.flatnonzero(lengths >= seq_len)
-    if len(eligible) == 0:
+    rng = np.random.default_rng(seed)
+    if windows == "document":
+        order = rng.permutation(len(lengths))
+        order = order[lengths[order] >= seq_len]
+        unit = "documents of at least"
+    elif windows == "stream":
+        order = rng.permutation(int(lengths.sum()) // seq_len)
+        unit = "consecutive windows of"
+    else:
+        raise InvalidArgumentError(f"invalid windows = {windows!r}: use document or stream")
+    available = len(order)
+    if available == 0:
         raise EmptyCorpusError(
-            f"no document of the corpus has data.seq_len = {seq_len} tokens; "
-            "lower data.seq_len or use longer documents"
+            f"the corpus has no {unit} data.seq_len = {seq_len} tokens; lower data.seq_len, "
+            "use longer documents or data.windows = 'stream'"
         )
-    order = np.random.default_rng(seed).permutation(eligible)
-    n_val = min(n_validation, max(len(order) // 10, 1))
+    n_val = min(n_validation, max(available // 10, 1))
+    if available - n_val < n_examples and not allow_fewer:
+        raise InvalidArgumentError(
+            f"the corpus supplies {available:,} {unit} {seq_len} tokens: {available - n_val:,} "
+            f"after {n_val:,} held out, fewer than data.n_examples = {n_examples:,}; lower "
+            "data.n_examples, add data (data.max_documents), or set data.allow_fewer = true"
+        )
     val_ids = np.sort(order[:n_val])
     ids = np.sort(order[n_val : n_val + n_examples])
+    take = _document_windows if windows == "document" else _stream_windows
+    return take(ss, ids, seq_len), take(ss, val_ids, seq_len), available
 
-    def take(sel: npt.NDArray[np.int64]) -> Examples:
-        tok = np.stack([np.asarray(ss[int(i)][:seq_len], dtype=np.int64) for i in sel])
-        return Examples(sel.astype(np.int64), tok, ss.tokenizer_hash)
 
-    return take(ids), take(val_ids), len(eligible)
+def _document_windows(ss: ShardSet, ids: npt.NDArray[np.int64], seq_len: int) -> Examples:
+    """The first ``seq_len`` tokens of documents ``ids``."""
+    tok = np.zeros((len(ids), seq_len), dtype=np.int64)
+    for row, i in enumerate(ids):
+        tok[row] = ss[int(i)][:seq_len]
+    return Examples(ids.astype(np.int64), tok, ss.tokenizer_hash)
+
+
+def _stream_windows(ss: ShardSet, ids: npt.NDArray[np.int64], seq_len: int) -> Examples:
+    """Stream windows ``ids``: tokens ``[k * seq_len, (k + 1) * seq_len)`` of the shards'
+    concatenated token streams (a window may span two shards)."""
+    starts = np.cumsum([0] + [len(s.tokens) for s in ss.shards])
+    tok = np.zeros((len(ids), seq_len), dtype=np.int64)
+    for row, k in enumerate(ids):
+        a, b = int(k) * seq_len, (int(k) + 1) * seq_len
+        j = int(np.searchsorted(starts, a, side="right")) - 1
+        filled = 0
+        while filled < seq_len:
+            src = np.asarray(ss.shards[j].tokens)
+            lo = a + filled - int(starts[j])
+            piece = src[lo : lo + (b - a - filled)]
+            tok[row, filled : filled + len(piece)] = piece
+            filled += len(piece)
+            j += 1
+    return Examples(ids.astype(np.int64), tok, ss.tokenizer_hash)
 
 
 def write_example_texts(

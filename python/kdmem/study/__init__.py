@@ -83,9 +83,20 @@ def build_stages(cfg: ExperimentConfig, before: list[Stage] | None = None) -> li
         Stage(
             "study",
             stage_fns.study_stage(c),
-            {k: data[k] for k in ("n_examples", "n_validation", "seq_len", "sample_seed")},
+            {
+                k: data[k]
+                for k in (
+                    "n_examples",
+                    "n_validation",
+                    "seq_len",
+                    "sample_seed",
+                    "windows",
+                    "allow_fewer",
+                )
+            },
             ("shard",),
             (str(REL.study), str(REL.validation_set), str(REL.examples)),
+            version=2,  # 2: documents visited in a permutation of all ids (family-aligned)
         ),
     ]
     models: list[str] = []  # roles, each trained by the stage of the same name

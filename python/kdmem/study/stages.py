@@ -90,7 +90,13 @@ def study_stage(cfg: ExperimentConfig) -> StageFn:
         d = cfg.data
         lay = ctx.layout
         study, val, n_eligible = sample_study_set(
-            lay.shards, d.n_examples, d.n_validation, d.seq_len, d.sample_seed
+            lay.shards,
+            d.n_examples,
+            d.n_validation,
+            d.seq_len,
+            d.sample_seed,
+            windows=d.windows,
+            allow_fewer=d.allow_fewer,
         )
         write_examples(study, lay.study)
         write_examples(val, lay.validation_set)
