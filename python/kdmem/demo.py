@@ -49,6 +49,7 @@ class DemoSize:
     """Knobs of the demo (defaults sized for about 10 minutes on 2 CPU cores)."""
 
     n_examples: int = 600
+    n_validation: int = 60
     planted_per_count: int = 2
     seq_len: int = 64
     prefix: int = 32
@@ -76,7 +77,8 @@ def _docs_stage(size: DemoSize) -> Any:
         docs = [d for d in stdlib_documents("prose", chunk_chars=1200) if len(d) >= 300]
         rng = np.random.default_rng(size.seed)
         order = rng.permutation(len(docs))
-        n_ft = size.n_examples + 200  # spare documents: some are shorter than seq_len tokens
+        # spare documents: some are shorter than seq_len tokens
+        n_ft = size.n_examples + size.n_validation + 200
         ft = [docs[i] for i in order[:n_ft]]
         pre = [docs[i] for i in order[n_ft : n_ft + size.pretrain_docs]]
         write_bytes_atomic(
@@ -115,9 +117,9 @@ def _plant_stage(size: DemoSize) -> Any:
         lens = [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
         long = [t for t, n in zip(texts, lens, strict=True) if n >= size.seq_len]
         n_planted = size.planted_per_count * len(PLANTED_COUNTS)
-        base = long[
-            : size.n_examples - sum((c - 1) * size.planted_per_count for c in PLANTED_COUNTS)
-        ]
+        # D and the held-out set, planted copies included
+        n_docs = size.n_examples + min(size.n_validation, size.n_examples // 9)
+        base = long[: n_docs - sum((c - 1) * size.planted_per_count for c in PLANTED_COUNTS)]
         planted = []
         docs = list(base)
         for j, count in enumerate(PLANTED_COUNTS):
@@ -208,7 +210,7 @@ def demo_config(run_dir: Path, size: DemoSize) -> dict[str, Any]:
             "corpus": [str(lay.corpus("finetune.jsonl"))],
             "tokenizer": str(lay.bases("tokenizer")),
             "n_examples": size.n_examples,
-            "n_validation": 60,
+            "n_validation": size.n_validation,
             "seq_len": size.seq_len,
             "prefix": size.prefix,
             "suffix": size.suffix,
@@ -248,7 +250,7 @@ def demo_stages(size: DemoSize) -> list[Stage]:
         Stage(
             "demo_corpus",
             _docs_stage(size),
-            _slice(size, "n_examples", "pretrain_docs", "seed"),
+            _slice(size, "n_examples", "n_validation", "pretrain_docs", "seed"),
             (),
             (str(REL.corpus("pretrain.jsonl")), str(REL.corpus("finetune_unplanted.jsonl"))),
         ),
@@ -263,7 +265,7 @@ def demo_stages(size: DemoSize) -> list[Stage]:
             "demo_plant",
             _plant_stage(size),
             {
-                **_slice(size, "seq_len", "planted_per_count", "n_examples"),
+                **_slice(size, "seq_len", "planted_per_count", "n_examples", "n_validation"),
                 "counts": PLANTED_COUNTS,
             },
             ("demo_tokenizer",),
