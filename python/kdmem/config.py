@@ -176,6 +176,11 @@ class OptimConfig(Optim):
         "'random_head' also re-initialises the lm-head from the seed (untied heads only).",
     )
     keep_checkpoint: bool = opt(False, "Keep OUT/checkpoint after the final model is written.")
+    snapshot_every: int = opt(
+        0,
+        "Keep the model every N optimizer steps under OUT/steps/ (memorization over "
+        "training; 0 = never).",
+    )
     distributed: Distributed = opt(
         "ddp", "Multi-process strategy under torchrun / accelerate launch."
     )
@@ -183,6 +188,8 @@ class OptimConfig(Optim):
 
     def validate(self) -> None:
         super().validate()
+        if self.snapshot_every < 0:
+            raise ConfigError(f"invalid snapshot_every = {self.snapshot_every}: must be >= 0")
         if self.seq_len is not None and self.seq_len < 2:
             raise ConfigError(f"invalid seq_len = {self.seq_len}: must be >= 2")
 
@@ -245,7 +252,14 @@ class DistillConfig(OptimConfig, SoftKD):
 C = TypeVar("C", bound=OptimConfig)
 
 # Recipe fields that do not change the trained weights (excluded from the hash).
-_NOT_HASHED = {"out", "keep_checkpoint", "device", "generations_dir", "gen_batch_size"}
+_NOT_HASHED = {
+    "out",
+    "keep_checkpoint",
+    "device",
+    "generations_dir",
+    "gen_batch_size",
+    "snapshot_every",
+}
 
 
 def config_hash(cfg: OptimConfig) -> str:
@@ -356,6 +370,12 @@ class MeasureSection:
         "every non-memorized example.",
     )
     entropy_last_k: int = opt(50, "Positions at the end whose next-token entropy is averaged.")
+    every_steps: int = opt(
+        0,
+        "Memorization over training: keep every trained model every K optimizer steps and "
+        "measure each snapshot on a fixed random subset of D (0 = off).",
+    )
+    subset: int = opt(1000, "Examples of D (a seeded random subset) the snapshots are measured on.")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,6 +16,8 @@ A run directory is the only state of an experiment::
     validation/<role>.json   held-out loss and perplexity per model
     generations/             the teacher's hard-distillation continuations
     measure/<role>.parquet   per-example labels and scores per model
+    measure/steps/<role>/    memorization over training (measure.every_steps): one table per
+                             kept model of models/<role>/steps/, on data/steps_subset.parquet
     features.parquet         corpus features of D
     predictor/               predictor.json, scores.parquet (or skipped.json)
     sets/sets.json           set algebra of T, B, S
@@ -122,6 +124,11 @@ class Layout:
     def filtered(self) -> Path:
         return self._p("data", "filtered.parquet")
 
+    @property
+    def steps_subset(self) -> Path:
+        """The fixed random subset of D that model snapshots are measured on."""
+        return self._p("data", "steps_subset.parquet")
+
     # -- models and their outputs
     def model(self, role: str) -> Path:
         return self._p("models", role)
@@ -146,6 +153,18 @@ class Layout:
     @property
     def measure_dir(self) -> Path:
         return self._p("measure")
+
+    def model_snapshots(self, role: str) -> Path:
+        """``models/<role>/steps/``: the kept models (``step-NNNNNNN``) of a training run."""
+        return self._p("models", role, "steps")
+
+    def measure_steps(self, role: str) -> Path:
+        """``measure/steps/<role>/``: one table per kept model (``step-NNNNNNN.parquet``)."""
+        return self._p("measure", "steps", role)
+
+    def steps_summary(self, role: str) -> Path:
+        """``measure/steps/<role>.json``: memorization rate per kept model."""
+        return self._p("measure", "steps", f"{role}.json")
 
     @property
     def features(self) -> Path:

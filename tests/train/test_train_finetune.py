@@ -209,3 +209,52 @@ def test_seed_init_random_head_reinitialises_the_head_from_the_seed(env, tmp_pat
     # the recipe applies it: a run differs from the plain pretrained start only in the head
     r = finetune(_cfg(env, tmp_path / "rh", epochs=1, seed_init="random_head"), **QUIET)
     assert r["config"]["seed_init"] == "random_head"
+
+
+def test_snapshots_are_the_models_of_their_step_and_the_study_measures_them(env, tmp_path) -> None:
+    """snapshot_every = 4 keeps the model after steps 4, 8, 12; with a constant lr the one
+    after step 4 is exactly a 1-epoch (4-step) run's model (same data order). The study's
+    steps stages measure each kept model on a fixed subset of D (oracle: measure_tokens)."""
+    import shutil
+
+    from kdmem.config import ExperimentConfig, from_dict
+    from kdmem.corpus.examples import Examples, load_examples, write_examples
+    from kdmem.measure import measure_tokens
+    from kdmem.models.load import load_model, model_hash
+    from kdmem.pipeline import StageContext
+    from kdmem.rundir import Layout
+    from kdmem.study import stages
+
+    kw = dict(schedule="constant", warmup_steps=0, batch_size=8, val_data=None)
+    long = finetune(_cfg(env, tmp_path / "long", epochs=3, snapshot_every=4, **kw), **QUIET)
+    short = finetune(_cfg(env, tmp_path / "short", epochs=1, **kw), **QUIET)
+    snaps = sorted(p.name for p in (tmp_path / "long" / "steps").iterdir())
+    assert snaps == ["step-0000004", "step-0000008", "step-0000012"]
+    assert model_hash(tmp_path / "long" / "steps" / "step-0000004") == short["model_hash"]
+    assert model_hash(tmp_path / "long" / "steps" / "step-0000012") == long["model_hash"]
+
+    run = tmp_path / "run"
+    lay = Layout(run)
+    shutil.copytree(tmp_path / "long", lay.model("baseline_seed0"))
+    ids = np.arange(32, dtype=np.int64)
+    write_examples(Examples(ids, np.load(env.train).astype(np.int64)), lay.study)
+    cfg = from_dict(
+        ExperimentConfig,
+        {
+            "run": {"name": "t", "device": "cpu"},
+            "data": {"corpus": ["c"], "tokenizer": "t", "seq_len": 24, "prefix": 8, "suffix": 8},
+            "models": {"teacher": "T", "student": "S"},
+            "measure": {"every_steps": 4, "subset": 10},
+        },
+    )
+    ctx = StageContext(run, None, "steps", lambda _m: None)
+    stages.steps_subset_stage(cfg)(ctx)
+    subset = load_examples(lay.steps_subset)
+    assert len(subset) == 10 and set(subset.example_ids) <= set(ids.tolist())
+    stages.steps_stage(cfg, "baseline_seed0")(ctx)
+    summary = json.loads(lay.steps_summary("baseline_seed0").read_text())
+    assert [r["step"] for r in summary["steps"]] == [4, 8, 12]
+    for r, snap in zip(summary["steps"], snaps, strict=True):
+        model = load_model(lay.model_snapshots("baseline_seed0") / snap)
+        cols, _ = measure_tokens(model, subset.tokens[:, :16], 8)
+        assert r["memorized"] == int(cols["memorized"].sum())

@@ -56,6 +56,7 @@ def build_stages(cfg: ExperimentConfig, before: list[Stage] | None = None) -> li
         "precision": c.run.precision,
         "seq_len": c.data.seq_len,
         "seed_init": c.run.seed_init,
+        "snapshot_every": c.measure.every_steps,
     }
     before = list(before or [])
     roots = tuple(st.name for st in before)
@@ -175,6 +176,28 @@ def build_stages(cfg: ExperimentConfig, before: list[Stage] | None = None) -> li
         )
         measured.append(f"measure_{role}")
     analyses = []
+    if c.measure.every_steps:
+        stages.append(
+            Stage(
+                "steps_subset",
+                stage_fns.steps_subset_stage(c),
+                {"subset": c.measure.subset, "sample_seed": c.data.sample_seed},
+                ("study",),
+                (str(REL.steps_subset),),
+            )
+        )
+        for role in models:
+            stages.append(
+                Stage(
+                    f"steps_{role}",
+                    stage_fns.steps_stage(c, role),
+                    window,
+                    (role, "steps_subset"),
+                    (str(REL.steps_summary(role)),),
+                    scratch=(str(REL.measure_steps(role)),),
+                )
+            )
+            analyses.append(f"steps_{role}")
     if c.featurize.enabled:
         stages.append(
             Stage(

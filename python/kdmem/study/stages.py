@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from kdmem.analysis.filter import run_filter_compare, run_filter_flag
@@ -18,7 +19,12 @@ from kdmem.analysis.sets import analyze_sets, write_sets
 from kdmem.analysis.tables import RunDir
 from kdmem.atomic import write_json_atomic
 from kdmem.config import DistillConfig, ExperimentConfig, FinetuneConfig, Optim, config_from_dict
-from kdmem.corpus.examples import sample_study_set, write_example_texts, write_examples
+from kdmem.corpus.examples import (
+    load_examples,
+    sample_study_set,
+    write_example_texts,
+    write_examples,
+)
 from kdmem.corpus.featurize import featurize
 from kdmem.corpus.index import build_index
 from kdmem.corpus.shard import shard_corpus
@@ -136,6 +142,7 @@ def _recipe_fields(
         "precision": cfg.run.precision,
         "seed": seed,
         "seed_init": cfg.run.seed_init if seeded else "none",
+        "snapshot_every": cfg.measure.every_steps,
         "device": cfg.run.device,
         "seq_len": cfg.data.seq_len,
     }
@@ -243,6 +250,48 @@ def measure_stage(
         if reference is not None:
             metrics[reference] = _rate(lay.measure(reference))
         return metrics
+
+    return run
+
+
+def steps_subset_stage(cfg: ExperimentConfig) -> StageFn:
+    """The fixed random subset of D (``measure.subset`` examples, seeded by
+    ``data.sample_seed``) that every kept model is measured on."""
+
+    def run(ctx: StageContext) -> dict[str, Any]:
+        study = load_examples(ctx.layout.study)
+        rng = np.random.default_rng([cfg.data.sample_seed, 7])
+        rows = np.sort(
+            rng.choice(len(study), size=min(cfg.measure.subset, len(study)), replace=False)
+        )
+        write_examples(study.select(rows), ctx.layout.steps_subset)
+        return {"n_examples": len(rows)}
+
+    return run
+
+
+def steps_stage(cfg: ExperimentConfig, role: str) -> StageFn:
+    """Memorization over training: measure every kept model of ``role`` on the subset and
+    summarise the rate per step (``measure/steps/<role>.json``)."""
+
+    def run(ctx: StageContext) -> dict[str, Any]:
+        lay = ctx.layout
+        rows = []
+        for snap in sorted(lay.model_snapshots(role).glob("step-*")):
+            step = int(snap.name.removeprefix("step-"))
+            out = measure(
+                snap,
+                lay.steps_subset,
+                lay.measure_steps(role) / f"{snap.name}.parquet",
+                prefix=cfg.data.prefix,
+                suffix=cfg.data.suffix,
+                batch_size=cfg.measure.batch_size,
+                device=cfg.run.device,
+                role=role,
+            )
+            rows.append({"step": step, **_rate(out)})
+        write_json_atomic(lay.steps_summary(role), {"role": role, "steps": rows})
+        return {"snapshots": len(rows)}
 
     return run
 

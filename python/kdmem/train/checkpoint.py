@@ -48,11 +48,14 @@ __all__ = [
     "read_checkpoint_state",
     "save_checkpoint",
     "save_final",
+    "save_snapshot",
+    "snapshot_dir",
     "write_json_atomic",
 ]
 
 CHECKPOINT = "checkpoint"
 METRICS = "metrics.json"
+STEPS = "steps"
 STATE = "state.json"
 
 
@@ -191,6 +194,52 @@ def check_resume(
     return None, st
 
 
+def _save_lm(
+    target: Path,
+    lm: nn.Module,
+    tokenizer: Any,
+    optimizer: torch.optim.Optimizer,
+    wrapped: nn.Module,
+    dist: Dist,
+) -> None:
+    """Save the trained model as a loadable model directory at ``target`` (rank 0; FSDP
+    shards gathered first, a collective)."""
+    full = _full_state(wrapped, optimizer)[0] if is_fsdp(wrapped) else None
+    if not dist.is_main:
+        return
+    if full is not None:  # FSDP: a fresh CPU model holding the gathered weights
+        plain = AutoModelForCausalLM.from_config(lm.config)
+        plain.load_state_dict({k.removeprefix("lm."): v for k, v in full.items()})
+        plain.generation_config = lm.generation_config
+        save_model(plain, target, tokenizer)
+    else:
+        save_model(lm, target, tokenizer)  # type: ignore[arg-type]
+
+
+def snapshot_dir(out: Path, step: int) -> Path:
+    """``OUT/steps/step-NNNNNNN``: the model after optimizer step ``step``."""
+    return out / STEPS / f"step-{step:07d}"
+
+
+def save_snapshot(
+    out: Path,
+    step: int,
+    lm: nn.Module,
+    tokenizer: Any,
+    optimizer: torch.optim.Optimizer,
+    wrapped: nn.Module,
+    dist: Dist,
+) -> None:
+    """Keep the model after ``step`` as ``OUT/steps/step-NNNNNNN`` (a loadable model
+    directory, written atomically; never overwritten), for memorization over training."""
+    target = snapshot_dir(out, step)
+    if target.exists():  # already kept before a resume: the same weights (resume is exact)
+        dist.barrier()
+        return
+    _save_lm(target, lm, tokenizer, optimizer, wrapped, dist)
+    dist.barrier()
+
+
 def save_final(
     out: Path,
     lm: nn.Module,
@@ -204,20 +253,11 @@ def save_final(
 ) -> dict[str, Any]:
     """Write the trained model into ``OUT`` (safetensors + config + tokenizer), then
     ``metrics.json``, then ``kdmem.json`` (``complete: true``) last (collective)."""
-
-    sharded = is_fsdp(wrapped)
-    full = _full_state(wrapped, optimizer)[0] if sharded else None
+    staging = out / ".final"
+    if dist.is_main and staging.exists():
+        shutil.rmtree(staging)
+    _save_lm(staging, lm, tokenizer, optimizer, wrapped, dist)
     if dist.is_main:
-        staging = out / ".final"
-        if staging.exists():
-            shutil.rmtree(staging)
-        if full is not None:  # FSDP: a fresh CPU model holding the gathered weights
-            plain = AutoModelForCausalLM.from_config(lm.config)
-            plain.load_state_dict({k.removeprefix("lm."): v for k, v in full.items()})
-            plain.generation_config = lm.generation_config
-            save_model(plain, staging, tokenizer)
-        else:
-            save_model(lm, staging, tokenizer)  # type: ignore[arg-type]
         for f in sorted(staging.iterdir()):
             os.replace(f, out / f.name)
         staging.rmdir()

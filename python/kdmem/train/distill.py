@@ -46,6 +46,7 @@ from kdmem.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
     save_final,
+    save_snapshot,
     write_json_atomic,
 )
 from kdmem.train.process import (
@@ -322,6 +323,8 @@ def distill(
             }
             save_checkpoint(out, model, optimizer, state, dist)
             last_good = step
+        if cfg.snapshot_every and step % cfg.snapshot_every == 0:
+            save_snapshot(out, step, lm, known.tokenizer, optimizer, model, dist)
         if stop_after_step is not None and step == stop_after_step:
             raise KeyboardInterrupt(f"stopped after step {step}")
 

@@ -36,6 +36,7 @@ from kdmem.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
     save_final,
+    save_snapshot,
     write_json_atomic,
 )
 from kdmem.train.process import (
@@ -224,6 +225,8 @@ def finetune(
             }
             save_checkpoint(out, model, optimizer, state, dist)
             last_good = step
+        if cfg.snapshot_every and step % cfg.snapshot_every == 0:
+            save_snapshot(out, step, lm, mv.tokenizer, optimizer, model, dist)
         if stop_after_step is not None and step == stop_after_step:
             raise KeyboardInterrupt(f"stopped after step {step}")
 
