@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import tomli_w
 from tokenizers import Tokenizer
 
-from kdmem.atomic import write_bytes_atomic, write_json_atomic
+from kdmem.atomic import write_bytes_atomic, write_json_atomic, write_parquet_atomic
 from kdmem.config import FinetuneConfig, config_from_dict, load_config
 from kdmem.corpus.examples import Examples, write_examples
 from kdmem.corpus.shard import shard_corpus
@@ -37,7 +38,7 @@ from kdmem.models.tiny import build_model, tiny_config
 from kdmem.models.tokenizer import load_tokenizer, train_tokenizer
 from kdmem.pipeline import Stage, StageContext
 from kdmem.rundir import REL, Layout
-from kdmem.stdlib_corpus import stdlib_documents
+from kdmem.stdlib_corpus import stdlib_documents, stdlib_files
 from kdmem.study import run_experiment
 from kdmem.train import finetune
 
@@ -67,6 +68,7 @@ class DemoSize:
     pretrain_lr: float = 3e-3
     batch_size: int = 8
     pretrain_batch_size: int = 32
+    source_fraction: float = 0.5  # of the fine-tuning documents: stdlib source (natural repeats)
     seeds: tuple[int, ...] = (0, 1, 2)
     temperatures: tuple[float, ...] = (1.0, 4.0)  # sweep beside the main T = 2
     seed: int = 0
@@ -74,13 +76,26 @@ class DemoSize:
 
 def _docs_stage(size: DemoSize) -> Any:
     def run(ctx: StageContext) -> dict[str, Any]:
-        docs = [d for d in stdlib_documents("prose", chunk_chars=1200) if len(d) >= 300]
         rng = np.random.default_rng(size.seed)
-        order = rng.permutation(len(docs))
+        prose = [d for d in stdlib_documents("prose", chunk_chars=1200) if len(d) >= 300]
+        prose = [prose[i] for i in rng.permutation(len(prose))]
+        # the opening piece of every module, in a random order: what modules share there
+        # (codec class templates, licence headers, import blocks) recurs on its own; the
+        # modules' other pieces go to pretraining
+        files = stdlib_files()
+        source, later = [], []
+        for i in rng.permutation(len(files)):
+            pieces = stdlib_documents("definitions", chunk_chars=1200, files=[files[i]])
+            kept = [p for p in pieces if len(p) >= 300]
+            source += kept[:1]
+            later += kept[1:]
         # spare documents: some are shorter than seq_len tokens
         n_ft = size.n_examples + size.n_validation + 200
-        ft = [docs[i] for i in order[:n_ft]]
-        pre = [docs[i] for i in order[n_ft : n_ft + size.pretrain_docs]]
+        n_src = round(size.source_fraction * n_ft)
+        ft = prose[: n_ft - n_src] + source[:n_src]
+        ft = [ft[i] for i in rng.permutation(len(ft))]
+        rest = prose[n_ft - n_src :] + source[n_src:] + later
+        pre = [rest[i] for i in rng.permutation(len(rest))[: size.pretrain_docs]]
         write_bytes_atomic(
             ctx.layout.corpus("pretrain.jsonl"),
             "".join(json.dumps({"text": t}) + "\n" for t in pre).encode(),
@@ -134,6 +149,18 @@ def _plant_stage(size: DemoSize) -> Any:
             "".join(json.dumps({"text": t}) + "\n" for t in docs).encode(),
         )
         write_json_atomic(ctx.layout.corpus("planted.json"), planted)
+        # Which study examples are planted copies: example ids are the documents' positions
+        # in finetune.jsonl (the shards keep the input order; D uses document windows).
+        planted_texts = {p["text"] for p in planted}
+        write_parquet_atomic(
+            ctx.layout.groups,
+            pa.table(
+                {
+                    "example_id": pa.array(np.arange(len(docs)), pa.int64()),
+                    "group": ["planted" if t in planted_texts else "natural" for t in docs],
+                }
+            ),
+        )
         return {"documents": len(docs), "planted": n_planted}
 
     return run
@@ -250,7 +277,7 @@ def demo_stages(size: DemoSize) -> list[Stage]:
         Stage(
             "demo_corpus",
             _docs_stage(size),
-            _slice(size, "n_examples", "n_validation", "pretrain_docs", "seed"),
+            _slice(size, "n_examples", "n_validation", "pretrain_docs", "source_fraction", "seed"),
             (),
             (str(REL.corpus("pretrain.jsonl")), str(REL.corpus("finetune_unplanted.jsonl"))),
         ),
@@ -269,7 +296,11 @@ def demo_stages(size: DemoSize) -> list[Stage]:
                 "counts": PLANTED_COUNTS,
             },
             ("demo_tokenizer",),
-            (str(REL.corpus("finetune.jsonl")), str(REL.corpus("planted.json"))),
+            (
+                str(REL.corpus("finetune.jsonl")),
+                str(REL.corpus("planted.json")),
+                str(REL.groups),
+            ),
         ),
         Stage(
             "demo_base_student",

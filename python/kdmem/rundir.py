@@ -121,6 +121,12 @@ class Layout:
         return self._p("data", "examples.parquet")
 
     @property
+    def groups(self) -> Path:
+        """Optional ``example_id, group`` labels (e.g. the demo's planted vs natural) that
+        the analyses break their figures down by."""
+        return self._p("data", "groups.parquet")
+
+    @property
     def filtered(self) -> Path:
         return self._p("data", "filtered.parquet")
 

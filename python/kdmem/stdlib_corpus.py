@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import io
+import itertools
 import sysconfig
 import tokenize
 from collections.abc import Iterator
@@ -57,21 +58,69 @@ def _prose(source: str) -> list[str]:
     return [t for _, t in sorted(out, key=lambda x: x[0])]
 
 
+def _definitions(source: str, chunk_chars: int) -> list[str]:
+    """A module's source cut at top-level statement boundaries (decorators and preceding
+    comments stay with their statement) into pieces of about ``chunk_chars`` characters, so
+    pieces start where code units start: boilerplate that recurs across modules (codec
+    classes, licence headers, ``__main__`` blocks) recurs as whole pieces."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return []
+    lines = source.splitlines(keepends=True)
+    starts = sorted(
+        {0}
+        | {
+            min([n.lineno, *(d.lineno for d in getattr(n, "decorator_list", []))]) - 1
+            for n in tree.body
+        }
+    )
+    # a statement's leading comment lines belong to it
+    cuts = []
+    for s in starts:
+        while s > 0 and lines[s - 1].lstrip().startswith("#"):
+            s -= 1
+        cuts.append(s)
+    cuts = [*sorted(set(cuts)), len(lines)]
+    pieces: list[str] = []
+    buf = ""
+    for a, b in itertools.pairwise(cuts):
+        unit = "".join(lines[a:b])
+        if buf and len(buf) + len(unit) > chunk_chars:
+            pieces.append(buf)
+            buf = ""
+        buf += unit
+    if buf:
+        pieces.append(buf)
+    return pieces
+
+
 def stdlib_documents(
-    kind: str = "prose", chunk_chars: int = 2000, max_bytes: int | None = None
+    kind: str = "prose",
+    chunk_chars: int = 2000,
+    max_bytes: int | None = None,
+    files: list[Path] | None = None,
 ) -> Iterator[str]:
     """Yield documents of at most ``chunk_chars`` characters (split at line ends).
 
-    ``kind="prose"``: docstrings and comments; ``kind="source"``: whole source files.
-    Stops once ``max_bytes`` UTF-8 bytes were yielded (a single pass, no repetition).
+    ``kind="prose"``: docstrings and comments; ``kind="source"``: whole source files;
+    ``kind="definitions"``: source cut at top-level statements (pieces may exceed
+    ``chunk_chars`` by one statement before the line split). Stops once ``max_bytes``
+    UTF-8 bytes were yielded (a single pass, no repetition). ``files``: these modules only
+    (default: :func:`stdlib_files`).
     """
     total = 0
-    for path in stdlib_files():
+    for path in stdlib_files() if files is None else files:
         try:
             source = path.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
             continue
-        pieces = _prose(source) if kind == "prose" else [source]
+        if kind == "prose":
+            pieces = _prose(source)
+        elif kind == "definitions":
+            pieces = _definitions(source, chunk_chars)
+        else:
+            pieces = [source]
         for piece in pieces:
             buf: list[str] = []
             size = 0

@@ -257,3 +257,41 @@ def test_features_may_cover_more_examples_than_measure(run_copy: Path) -> None:
     pq.write_table(t.slice(3), p)
     with pytest.raises(StudySetMismatchError, match="lacks 3 of the 1500 example ids"):
         RunDir(run_copy).features()
+
+
+def test_sweep_places_the_main_students_jaccard_and_groups(run_copy: Path) -> None:
+    """With the run's config: the main soft students join the temperature sweep at their
+    temperature, with the spread over their seeds; Jaccard of seeds' memorized sets and
+    per-group counts match set arithmetic (oracles)."""
+    import pyarrow as pa
+
+    (run_copy / "config.toml").write_text("[soft]\ntemperature = 3.0\n")
+    ids = RunDir(run_copy).primary("teacher").example_id
+    groups = np.where(ids % 5 == 0, "planted", "natural")
+    pq.write_table(
+        pa.table({"example_id": pa.array(ids, pa.int64()), "group": list(groups)}),
+        run_copy / "data" / "groups.parquet",
+    )
+    fam = family_sets(RunDir(run_copy))
+    n = len(ids)
+    sweep = {s["temperature"]: s for s in fam["temperature_sweep"]}
+    assert sorted(sweep) == [1.0, 2.0, 3.0, 4.0]
+    main = sweep[3.0]
+    assert main["main"] and main["n_runs"] == 3 and not sweep[1.0]["main"]
+    rates = [len(raw_set(run_copy, f"student_soft_seed{k}")) / n for k in range(3)]
+    assert main["mean"] == pytest.approx(np.mean(rates))
+    assert main["std"] == pytest.approx(np.std(rates, ddof=1))
+    jac = fam["seed_stability"]["jaccard"]
+    for kind in ("baseline", "student_soft", "student_hard"):
+        sets_ = [raw_set(run_copy, f"{kind}_seed{k}") for k in range(3)]
+        want = [
+            len(a & b) / len(a | b)
+            for a, b in ((sets_[0], sets_[1]), (sets_[0], sets_[2]), (sets_[1], sets_[2]))
+        ]
+        assert [p["jaccard"] for p in jac[kind]["pairs"]] == pytest.approx(want)
+        assert jac[kind]["mean"] == pytest.approx(np.mean(want))
+    planted = set(ids[groups == "planted"].tolist())
+    for g, ids_g in (("planted", planted), ("natural", set(ids.tolist()) - planted)):
+        got = fam["groups"][g]
+        assert got["n"] == len(ids_g)
+        assert got["memorized"]["teacher"] == len(raw_set(run_copy, "teacher") & ids_g)

@@ -322,6 +322,19 @@ def _model_entry(p: Predictor) -> dict[str, Any]:
     return d
 
 
+def _held_out_metrics(y: np.ndarray, oof: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+    """ROC-AUC and PR-AUC of the out-of-fold (held-out) scores inside one example group."""
+    yg, sg = np.asarray(y, dtype=bool)[mask], np.asarray(oof)[mask]
+    out: dict[str, Any] = {"n": int(mask.sum()), "n_positive": int(yg.sum())}
+    if 0 < yg.sum() < len(yg):
+        metrics = sklearn_api().metrics
+        out["roc_auc"] = float(metrics.roc_auc_score(yg, sg))
+        out["pr_auc"] = float(metrics.average_precision_score(yg, sg))
+    else:
+        out["roc_auc"] = out["pr_auc"] = None  # one class only: undefined
+    return out
+
+
 def recall_threshold(y: np.ndarray, scores: np.ndarray, target_recall: float) -> float:
     """The highest threshold ``t`` with ``recall(scores >= t) >= target_recall`` on labels
     ``y``: the ``ceil(target_recall * n_pos)``-th highest positive score."""
@@ -436,6 +449,12 @@ def run_predict(
     into ``out`` (default ``RUN/predictor/``). Returns the JSON dict."""
     data = feature_matrix(run, features, target)
     result, model, oof = train_predictor(data, **kwargs)
+    groups = run.groups()
+    if groups is not None:
+        result["by_group"] = {
+            g: _held_out_metrics(data.y, oof, np.isin(data.example_id, ids))
+            for g, ids in groups.items()
+        }
     out_dir = Path(out) if out is not None else run.layout.predictor_dir
     scores = pa.table(
         {

@@ -202,20 +202,71 @@ def family_sets(run: RunDir, name: str | None = None) -> dict[str, Any]:
     if len(baselines) < 2:
         notes.append("one baseline seed: seed stability is over that single run")
 
-    sweep = []
-    temps = sorted(
-        {
-            r.temperature
-            for r in run.roles()
-            if r.kind == "student_soft" and r.temperature is not None
-        }
-    )
-    for temp in temps:
-        sweep_rates = [
-            float(t.memorized.mean()) for t in run.find("student_soft", temperature=temp)
+    # Seeds' memorized sets: how much two seeds of one kind agree (Jaccard).
+    jaccard: dict[str, Any] = {}
+    for kind, found in (
+        ("baseline", baselines),
+        *((f"student_{k}", v) for k, v in students.items()),
+    ):
+        if len(found) < 2:
+            continue
+        sets_ = [set(_ids(t).tolist()) for t in found]
+        pairs = [
+            {
+                "seeds": [found[i].role.seed, found[j].role.seed],
+                "jaccard": len(sets_[i] & sets_[j]) / len(sets_[i] | sets_[j])
+                if sets_[i] | sets_[j]
+                else None,
+            }
+            for i in range(len(found))
+            for j in range(i + 1, len(found))
         ]
-        mean, std = _mean_std(sweep_rates)
-        sweep.append({"temperature": temp, "n_runs": len(sweep_rates), "mean": mean, "std": std})
+        vals = [p["jaccard"] for p in pairs if p["jaccard"] is not None]
+        jaccard[kind] = {"pairs": pairs, "mean": float(np.mean(vals)) if vals else None}
+    stability["jaccard"] = jaccard
+
+    # Temperature sweep: the extra temperatures beside the main soft students (whose
+    # temperature config.toml records), with the spread over seeds where several ran.
+    sweep = []
+    main_t = run.main_temperature()
+    by_temp: dict[float | None, list[MeasureTable]] = {}
+    for r in run.roles():
+        if r.kind == "student_soft":
+            by_temp.setdefault(r.temperature, []).append(run.measure(r.name))
+    if None in by_temp and (main_t is None or len(by_temp) == 1):
+        del by_temp[None]  # no temperature to place the main students at, or no sweep
+    rows: dict[float, dict[str, Any]] = {}
+    for temp, tables in by_temp.items():
+        at = main_t if temp is None else temp
+        assert at is not None  # dropped above when unknown
+        row = rows.setdefault(at, {"main": False, "rates": []})
+        row["main"] |= temp is None
+        row["rates"] += [float(t.memorized.mean()) for t in tables]
+    for temp, row in sorted(rows.items()):
+        mean, std = _mean_std(row["rates"])
+        sweep.append(
+            {
+                "temperature": temp,
+                "main": row["main"],
+                "n_runs": len(row["rates"]),
+                "mean": mean,
+                "std": std,
+                "rates": row["rates"],
+            }
+        )
+
+    # Example groups (data/groups.parquet, e.g. the demo's planted vs natural): memorized
+    # counts per role inside each group.
+    groups_out: dict[str, Any] = {}
+    groups = run.groups()
+    if groups is not None:
+        for g, ids in groups.items():
+            groups_out[g] = {
+                "n": len(ids),
+                "memorized": {
+                    t.role.name: len(np.intersect1d(_ids(t), ids)) for t in measures.values()
+                },
+            }
 
     return {
         "name": name or run.name,
@@ -226,6 +277,7 @@ def family_sets(run: RunDir, name: str | None = None) -> dict[str, Any]:
         "per_seed": per_seed,
         "seed_stability": stability,
         "temperature_sweep": sweep,
+        "groups": groups_out,
         "notes": notes,
     }
 

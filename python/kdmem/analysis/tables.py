@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -397,6 +398,33 @@ class RunDir:
                 strict=True,
             )
         )
+
+    def groups(self) -> dict[str, npt.NDArray[np.int64]] | None:
+        """``data/groups.parquet`` as {group: sorted example ids}, or None when absent."""
+        path = self.layout.groups
+        if not path.exists():
+            return None
+        t = _read_parquet(path, "the run's example groups")
+        if not {"example_id", "group"} <= set(t.column_names):
+            raise TableSchemaError(f"{path} needs example_id and group columns")
+        ids = t.column("example_id").to_numpy().astype(np.int64)
+        names = t.column("group").to_pylist()
+        out: dict[str, list[int]] = {}
+        for i, g in zip(ids, names, strict=True):
+            out.setdefault(str(g), []).append(int(i))
+        return {g: np.array(sorted(v), dtype=np.int64) for g, v in sorted(out.items())}
+
+    def main_temperature(self) -> float | None:
+        """The main soft students' temperature (``[soft] temperature`` of ``config.toml``),
+        or None when the run has no config."""
+        if not self.layout.config.exists():
+            return None
+        try:
+            cfg = tomllib.loads(self.layout.config.read_text("utf-8"))
+        except (OSError, tomllib.TOMLDecodeError):
+            return None
+        t = cfg.get("soft", {}).get("temperature")
+        return float(t) if isinstance(t, (int, float)) else None
 
     def validation(self) -> dict[str, dict[str, Any]]:
         """``validation/<role>.json`` files as {role: {"loss": ..., "ppl": ..., ...}}."""
