@@ -207,7 +207,36 @@ def test_recipes_load_from_a_toml_file_with_options_winning(tmp_path: Path) -> N
 
 def test_resolved_toml_is_written_with_tomli_w(tmp_path: Path) -> None:
     (tmp_path / "e.toml").write_text(MINIMAL)
-    cfg = load_config(tmp_path / "e.toml", ['run.name="quote\\"d"'])
+    cfg = load_config(tmp_path / "e.toml", ['data.text_field="quote\\"d"'])
     text = to_toml(cfg)
-    assert tomllib.loads(text)["run"]["name"] == 'quote"d'
+    assert tomllib.loads(text)["data"]["text_field"] == 'quote"d'
     assert "threads" not in tomllib.loads(text)["run"]  # None means the default: omitted
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", "a\\\\b", ""])
+def test_run_names_are_not_paths(tmp_path: Path, name: str) -> None:
+    (tmp_path / "e.toml").write_text(MINIMAL)
+    with pytest.raises(ConfigError, match=r"run\.name"):
+        load_config(tmp_path / "e.toml", [f'run.name="{name}"'])
+
+
+def test_a_run_dir_outside_the_working_directory_is_printed(tmp_path: Path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from kdmem.cli import main
+
+    (tmp_path / "e.toml").write_text(MINIMAL)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    r = CliRunner().invoke(
+        main,
+        [
+            "run",
+            str(tmp_path / "e.toml"),
+            "--run-dir",
+            str(tmp_path / "elsewhere"),
+            "--plan",
+        ],
+    )
+    assert "outside the working directory" in r.output

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 import types
 import typing
@@ -291,6 +292,13 @@ class RunSection:
         "(pretrained initialisation, as in the paper) or 'random_head' (the lm-head "
         "re-initialised from the seed; untied heads only).",
     )
+
+    def validate(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name) or ".." in self.name:
+            raise ConfigError(
+                f"invalid run.name = {self.name!r}: use letters, digits, '.', '_' and '-' (no "
+                "path separators, no '..'); put the directory in run.dir"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

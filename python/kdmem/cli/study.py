@@ -42,6 +42,8 @@ def run_cmd(
 
     cfg = load_config(config, list(overrides))
     rd = Path(run_dir) if run_dir else cfg.run_dir()
+    if not rd.resolve().is_relative_to(Path.cwd().resolve()):
+        click.echo(f"kdmem: run directory {rd.resolve()} (outside the working directory)", err=True)
     if plan:
         from kdmem.study import plan_experiment
 
