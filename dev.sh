@@ -57,12 +57,32 @@ setup() {
   VIRTUAL_ENV=$VENV "$VENV/bin/maturin" develop --release --quiet
 }
 
+# A wheel for users runs on any CPU of its architecture: refuse CPU-specific flags from the
+# environment or a cargo config (the repository has none; tests/test_release.py checks that).
+portable_guard() {
+  local var cfg
+  for var in RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CFLAGS CXXFLAGS; do
+    if printf '%s' "${!var:-}" | grep -Eq 'target-cpu|target-feature=\+|-march=|-mcpu=|-mtune='; then
+      echo "error: $var=${!var} would make the wheel CPU-specific; unset it for ./dev.sh wheels" >&2
+      return 1
+    fi
+  done
+  for cfg in "${CARGO_HOME:-$HOME/.cargo}/config" "${CARGO_HOME:-$HOME/.cargo}/config.toml" \
+      .cargo/config .cargo/config.toml; do
+    if [ -f "$cfg" ] && grep -Eq 'target-cpu|target-feature *= *"\+' "$cfg"; then
+      echo "error: $cfg sets a CPU-specific flag; a release wheel must not" >&2
+      return 1
+    fi
+  done
+}
+
 # dist/: the wheel users on Linux x86_64 get (abi3, manylinux_2_17: RHEL/Rocky 8, Ubuntu 20.04+)
 # and the sdist everyone else builds from. zig (the pinned `ziglang` package) links against
 # glibc 2.17 symbols, so no manylinux container is needed. No -C target-cpu: the wheel runs on
 # every x86_64 CPU.
 build_wheels() {
   say "manylinux2014 abi3 wheel (maturin --zig) and sdist into dist/"
+  portable_guard
   rm -rf dist
   # maturin looks for zig on PATH, then for the ziglang package of the Python on PATH.
   PATH=$VENV/bin:$PATH VIRTUAL_ENV=$VENV "$VENV/bin/maturin" build --release --quiet \

@@ -155,8 +155,9 @@ def main() -> None:
     ap.add_argument("--kdmem", default=None, help="the installed `kdmem` command (default: PATH)")
     ap.add_argument("--cargo-toml", type=Path, default=SOURCE_ROOT / "Cargo.toml")
     args = ap.parse_args()
-    exe = args.kdmem or shutil.which("kdmem")
-    assert exe, "no `kdmem` command on PATH; pass --kdmem"
+    # shutil.which also finds `kdmem.exe` on Windows when given `.../Scripts/kdmem`.
+    exe = shutil.which(args.kdmem or "kdmem")
+    assert exe, f"no `kdmem` command at {args.kdmem or 'PATH'}"
     args.workdir.mkdir(parents=True, exist_ok=True)
 
     import kdmem
