@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # The report tests render in headless Chromium; in the test command a missing browser fails.
 export KDMEM_REQUIRE_CHROMIUM=1
 
-say() { printf '\n== %s\n' "$*"; }
+say() { printf '\n== %s  [%ss]\n' "$*" "$SECONDS"; }
 
 system_packages() {
   # Headless Chromium renders the HTML report in its tests (Debian's package).
