@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"measure"},
     {"corpus"},
     {"models", "pipeline"},
-    {"rundir", "config", "distributed", "identity", "progress", "extras", "stdlib_corpus"},
+    {"rundir", "config", "distributed", "identity", "progress", "extras", "lock", "stdlib_corpus"},
     {"atomic"},
     {"zlib", "_version"},
     {"errors"},

@@ -100,6 +100,10 @@ class NonFiniteLogitsError(KdmemError, ArithmeticError):
     """A model produced NaN logits while being measured; the message names the example and dtype."""
 
 
+class LockedError(KdmemError, OSError):
+    """Another process is writing the same output; the message names its pid."""
+
+
 class MissingDependencyError(KdmemError, ImportError):
     """An optional dependency is not installed; the message names the ``kdmem[extra]`` to install."""
 
@@ -114,6 +118,7 @@ __all__ = [
     "InvalidUtf8Error",
     "KdmemError",
     "KdmemIOError",
+    "LockedError",
     "MalformedRecordError",
     "MissingDependencyError",
     "MissingFieldError",

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from kdmem.errors import CorruptFileError, InvalidArgumentError
+from kdmem.lock import dir_lock
 from kdmem.rundir import Layout, read_manifest, write_manifest
 
 __all__ = ["Pipeline", "Stage", "StageContext", "StagePlan", "stable_hash"]
@@ -170,7 +171,12 @@ class Pipeline:
     # -- running
 
     def run(self, until: str | None = None) -> dict[str, Any]:
-        """Run every stage that is not up to date (up to and including ``until``)."""
+        """Run every stage that is not up to date (up to and including ``until``), holding
+        the run directory's write lock (a second ``kdmem run`` on it fails at once)."""
+        with dir_lock(self.run_dir, "kdmem run"):
+            return self._run(until)
+
+    def _run(self, until: str | None) -> dict[str, Any]:
         manifest = self.read_manifest()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for p in self.plan():

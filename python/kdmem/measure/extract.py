@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,15 @@ from transformers import PreTrainedModel
 
 from kdmem.atomic import write_parquet_atomic
 from kdmem.corpus.examples import load_examples
-from kdmem.distributed import MEASURE_TIMEOUT, close_distributed, init_distributed
+from kdmem.distributed import (
+    MEASURE_TIMEOUT,
+    close_distributed,
+    init_distributed,
+    is_main_process,
+)
 from kdmem.errors import InvalidArgumentError
 from kdmem.identity import check_same_tokenizer, tokenizer_hash
+from kdmem.lock import output_lock
 from kdmem.measure.batches import auto_batch_size, run_batches
 from kdmem.measure.chunks import ChunkedRun, data_fingerprint, made_from
 from kdmem.measure.generate import decoded_match_frac, verify_labels
@@ -184,190 +191,197 @@ def measure(
         )
     w = prefix + suffix
     ex = load_examples(data, w, strict=strict)
-    d = init_distributed(device, timeout=MEASURE_TIMEOUT)
-    try:
-        dev = d.device
-        m = load_model(model, dtype=dtype, device=dev, attn_implementation=attn_implementation)
-        rows = lm_head_rows(m)
-        check_token_range(ex.tokens, rows, f"{model} ({rows} lm-head rows)")
-        tok = model_tokenizer(model)
-        tok_hash = "" if tok is None else tokenizer_hash(tok)
-        tok_check = check_same_tokenizer(ex.tokenizer_hash, str(data), tok_hash, str(model))
-        m_hash = weights_hash(model, m)
-        ref = None
-        ref_hash = ""
-        r_rows = 0
-        r_tok_check = "skipped"
-        vocab = None
-        if reference is not None:
-            ref = load_model(
-                reference,
-                dtype=dtype,
-                device=dev,
-                attn_implementation=attn_implementation,
-                what="--reference",
-            )
-            r_rows = lm_head_rows(ref)
-            check_token_range(ex.tokens, r_rows, f"{reference} ({r_rows} lm-head rows)")
-            r_tok = model_tokenizer(reference)
-            r_tok_hash = "" if r_tok is None else tokenizer_hash(r_tok)
-            r_tok_check = check_same_tokenizer(
-                ex.tokenizer_hash, str(data), r_tok_hash, str(reference)
-            )
-            check_same_tokenizer(
-                tok_hash,
-                str(model),
-                r_tok_hash,
-                f"reference {reference}",
-                fix="KL needs one shared vocabulary",
-            )
-            t_size = len(tok) if tok is not None else min(rows, r_rows)
-            vocab = aligned_vocab(t_size, rows, r_rows)
-            ref_hash = weights_hash(reference, ref)
-        options = {
-            "prefix": prefix,
-            "suffix": suffix,
-            "dtype": dtype,
-            "attn": attn_implementation,
-            "reference_hash": ref_hash,
-            "reverse_kl": reverse_kl,
-            "reference_scores": ref_out is not None,
-            "vocab": vocab,
-            "chunk_size": chunk_size,
-            "mink_frac": MINK_FRAC,
-            "entropy_k": ENTROPY_K,
-            "partial": partial,
-            "version": FORMAT_VERSION,
-        }
-        fingerprint = hashlib.sha256(
-            json.dumps(
-                [m_hash, data_fingerprint(ex.example_ids, ex.tokens), options], sort_keys=True
-            ).encode()
-        ).hexdigest()
-        run = ChunkedRun(out_p, fingerprint, len(ex), chunk_size, d)
-        if run.done() and (ref_out is None or made_from(ref_out, fingerprint)):
-            return out_p
-        mine = run.prepare()
-        meter = Meter(progress, "measure", run.n_rows(mine), "seq", tokens_per=w)
-        for k in mine:
-            sl = run.rows(k)
-            cols, used = measure_tokens(
-                m,
-                ex.tokens[sl],
-                prefix,
-                reference=ref,
-                vocab=vocab,
-                reverse_kl=reverse_kl,
-                reference_scores=ref_out is not None,
-                batch_size=batch_size,
-                seq_chunk=seq_chunk,
-                example_ids=ex.example_ids[sl],
-                progress=meter,
-            )
-            if partial and cols:
-                # decoded partial score (Biderman et al. 2023): greedy steps, opt-in
-                cols["match_frac"] = decoded_match_frac(
-                    m, ex.tokens[sl], prefix, cols["memorized"], batch_size=batch_size
-                )
-                if ref is not None and ref_out is not None:
-                    cols[REFERENCE_PREFIX + "match_frac"] = decoded_match_frac(
-                        ref,
-                        ex.tokens[sl],
-                        prefix,
-                        cols[REFERENCE_PREFIX + "memorized"],
-                        batch_size=batch_size,
-                    )
-            table = (
-                _table(ex.example_ids[sl], cols)
-                if cols
-                else _empty_table(reference, reverse_kl, ref_out is not None, partial)
-            )
-            run.write_chunk(k, table, {"chunk": k, "batch_sizes": used, "rank": d.rank})
-        merged, metas = run.merge()
-        if merged is not None:
-            table = merged
-            ref_table = None
-            if ref_out is not None:  # split off the reference's own columns
-                names = table.column_names
-                ref_cols = [c for c in names if c.startswith(REFERENCE_PREFIX)]
-                ref_table = table.select(["example_id", *ref_cols]).rename_columns(
-                    ["example_id", *(c.removeprefix(REFERENCE_PREFIX) for c in ref_cols)]
-                )
-                table = table.select([c for c in names if not c.startswith(REFERENCE_PREFIX)])
-            batch_sizes = sorted({b for mt in metas for b in mt.get("batch_sizes", [])})
-
-            def meta_of(
-                t: Any, lm: Any, who: Any, name: str, its_hash: str, its_rows: int, check: str
-            ) -> dict[str, Any]:
-                return {
-                    "format": "kdmem-measure",
-                    "version": FORMAT_VERSION,
-                    "role": name,
-                    "model": str(who),
-                    "model_hash": its_hash,
-                    "reference": None,
-                    "reference_hash": None,
-                    "dtype": dtype,
-                    "batch_size": batch_sizes[-1] if batch_sizes else None,
-                    "batch_sizes": batch_sizes,
-                    "attn_implementation": str(lm.config._attn_implementation),
-                    "prefix": prefix,
-                    "suffix": suffix,
-                    "mink_frac": MINK_FRAC,
-                    "entropy_k": min(ENTROPY_K, w - 1),
-                    "aligned_vocab": None,
-                    "lm_head_rows": its_rows,
-                    "n_examples": len(ex),
-                    "n_short": ex.n_short,
-                    "n_memorized": int(np.asarray(t.column("memorized")).sum()),
-                    "tokenizer_hash": ex.tokenizer_hash,
-                    "tokenizer_check": check,
-                    "world_size": d.world_size,
-                    "device": dev.split(":")[0],
-                    "source": str(data),
-                    "verify": None,
-                }
-
-            def verify_of(lm: Any, t: Any) -> dict[str, Any]:
-                return verify_labels(
-                    lm,
-                    ex.tokens,
-                    ex.example_ids,
-                    prefix,
-                    np.asarray(t.column("memorized")),
-                    np.asarray(t.column("first_mismatch")),
-                    np.asarray(t.column("tie_gap")),
-                    k=verify_generate,
-                    tie_threshold=TIE_THRESHOLD[dtype] if tie_threshold is None else tie_threshold,
-                    batch_size=batch_size,
-                    spot_checks=spot_checks,
-                )
-
-            meta = meta_of(table, m, model, role or out_p.stem, m_hash, rows, tok_check)
+    # rank 0 holds the output's write lock: a second writer of the same file fails at once
+    lock = output_lock(out_p, "kdmem measure") if is_main_process() else nullcontext()
+    with lock:
+        d = init_distributed(device, timeout=MEASURE_TIMEOUT)
+        try:
+            dev = d.device
+            m = load_model(model, dtype=dtype, device=dev, attn_implementation=attn_implementation)
+            rows = lm_head_rows(m)
+            check_token_range(ex.tokens, rows, f"{model} ({rows} lm-head rows)")
+            tok = model_tokenizer(model)
+            tok_hash = "" if tok is None else tokenizer_hash(tok)
+            tok_check = check_same_tokenizer(ex.tokenizer_hash, str(data), tok_hash, str(model))
+            m_hash = weights_hash(model, m)
+            ref = None
+            ref_hash = ""
+            r_rows = 0
+            r_tok_check = "skipped"
+            vocab = None
             if reference is not None:
-                meta.update(reference=str(reference), reference_hash=ref_hash, aligned_vocab=vocab)
-            if verify_generate > 0 or spot_checks > 0:
-                meta["verify"] = verify_of(m, table)
-            if ref_out is not None and ref_table is not None:
-                # Written first: a finished --out (parts removed) implies a finished pair.
-                r_meta = meta_of(
-                    ref_table,
-                    ref,
+                ref = load_model(
                     reference,
-                    ref_out.stem,
-                    ref_hash,
-                    r_rows,
-                    r_tok_check,
+                    dtype=dtype,
+                    device=dev,
+                    attn_implementation=attn_implementation,
+                    what="--reference",
                 )
-                r_meta.update(measured_with=str(model), fingerprint=fingerprint)
+                r_rows = lm_head_rows(ref)
+                check_token_range(ex.tokens, r_rows, f"{reference} ({r_rows} lm-head rows)")
+                r_tok = model_tokenizer(reference)
+                r_tok_hash = "" if r_tok is None else tokenizer_hash(r_tok)
+                r_tok_check = check_same_tokenizer(
+                    ex.tokenizer_hash, str(data), r_tok_hash, str(reference)
+                )
+                check_same_tokenizer(
+                    tok_hash,
+                    str(model),
+                    r_tok_hash,
+                    f"reference {reference}",
+                    fix="KL needs one shared vocabulary",
+                )
+                t_size = len(tok) if tok is not None else min(rows, r_rows)
+                vocab = aligned_vocab(t_size, rows, r_rows)
+                ref_hash = weights_hash(reference, ref)
+            options = {
+                "prefix": prefix,
+                "suffix": suffix,
+                "dtype": dtype,
+                "attn": attn_implementation,
+                "reference_hash": ref_hash,
+                "reverse_kl": reverse_kl,
+                "reference_scores": ref_out is not None,
+                "vocab": vocab,
+                "chunk_size": chunk_size,
+                "mink_frac": MINK_FRAC,
+                "entropy_k": ENTROPY_K,
+                "partial": partial,
+                "version": FORMAT_VERSION,
+            }
+            fingerprint = hashlib.sha256(
+                json.dumps(
+                    [m_hash, data_fingerprint(ex.example_ids, ex.tokens), options], sort_keys=True
+                ).encode()
+            ).hexdigest()
+            run = ChunkedRun(out_p, fingerprint, len(ex), chunk_size, d)
+            if run.done() and (ref_out is None or made_from(ref_out, fingerprint)):
+                return out_p
+            mine = run.prepare()
+            meter = Meter(progress, "measure", run.n_rows(mine), "seq", tokens_per=w)
+            for k in mine:
+                sl = run.rows(k)
+                cols, used = measure_tokens(
+                    m,
+                    ex.tokens[sl],
+                    prefix,
+                    reference=ref,
+                    vocab=vocab,
+                    reverse_kl=reverse_kl,
+                    reference_scores=ref_out is not None,
+                    batch_size=batch_size,
+                    seq_chunk=seq_chunk,
+                    example_ids=ex.example_ids[sl],
+                    progress=meter,
+                )
+                if partial and cols:
+                    # decoded partial score (Biderman et al. 2023): greedy steps, opt-in
+                    cols["match_frac"] = decoded_match_frac(
+                        m, ex.tokens[sl], prefix, cols["memorized"], batch_size=batch_size
+                    )
+                    if ref is not None and ref_out is not None:
+                        cols[REFERENCE_PREFIX + "match_frac"] = decoded_match_frac(
+                            ref,
+                            ex.tokens[sl],
+                            prefix,
+                            cols[REFERENCE_PREFIX + "memorized"],
+                            batch_size=batch_size,
+                        )
+                table = (
+                    _table(ex.example_ids[sl], cols)
+                    if cols
+                    else _empty_table(reference, reverse_kl, ref_out is not None, partial)
+                )
+                run.write_chunk(k, table, {"chunk": k, "batch_sizes": used, "rank": d.rank})
+            merged, metas = run.merge()
+            if merged is not None:
+                table = merged
+                ref_table = None
+                if ref_out is not None:  # split off the reference's own columns
+                    names = table.column_names
+                    ref_cols = [c for c in names if c.startswith(REFERENCE_PREFIX)]
+                    ref_table = table.select(["example_id", *ref_cols]).rename_columns(
+                        ["example_id", *(c.removeprefix(REFERENCE_PREFIX) for c in ref_cols)]
+                    )
+                    table = table.select([c for c in names if not c.startswith(REFERENCE_PREFIX)])
+                batch_sizes = sorted({b for mt in metas for b in mt.get("batch_sizes", [])})
+
+                def meta_of(
+                    t: Any, lm: Any, who: Any, name: str, its_hash: str, its_rows: int, check: str
+                ) -> dict[str, Any]:
+                    return {
+                        "format": "kdmem-measure",
+                        "version": FORMAT_VERSION,
+                        "role": name,
+                        "model": str(who),
+                        "model_hash": its_hash,
+                        "reference": None,
+                        "reference_hash": None,
+                        "dtype": dtype,
+                        "batch_size": batch_sizes[-1] if batch_sizes else None,
+                        "batch_sizes": batch_sizes,
+                        "attn_implementation": str(lm.config._attn_implementation),
+                        "prefix": prefix,
+                        "suffix": suffix,
+                        "mink_frac": MINK_FRAC,
+                        "entropy_k": min(ENTROPY_K, w - 1),
+                        "aligned_vocab": None,
+                        "lm_head_rows": its_rows,
+                        "n_examples": len(ex),
+                        "n_short": ex.n_short,
+                        "n_memorized": int(np.asarray(t.column("memorized")).sum()),
+                        "tokenizer_hash": ex.tokenizer_hash,
+                        "tokenizer_check": check,
+                        "world_size": d.world_size,
+                        "device": dev.split(":")[0],
+                        "source": str(data),
+                        "verify": None,
+                    }
+
+                def verify_of(lm: Any, t: Any) -> dict[str, Any]:
+                    return verify_labels(
+                        lm,
+                        ex.tokens,
+                        ex.example_ids,
+                        prefix,
+                        np.asarray(t.column("memorized")),
+                        np.asarray(t.column("first_mismatch")),
+                        np.asarray(t.column("tie_gap")),
+                        k=verify_generate,
+                        tie_threshold=TIE_THRESHOLD[dtype]
+                        if tie_threshold is None
+                        else tie_threshold,
+                        batch_size=batch_size,
+                        spot_checks=spot_checks,
+                    )
+
+                meta = meta_of(table, m, model, role or out_p.stem, m_hash, rows, tok_check)
+                if reference is not None:
+                    meta.update(
+                        reference=str(reference), reference_hash=ref_hash, aligned_vocab=vocab
+                    )
                 if verify_generate > 0 or spot_checks > 0:
-                    r_meta["verify"] = verify_of(ref, ref_table)
-                write_parquet_atomic(ref_out, with_table_meta(ref_table, r_meta))
-            run.finish(table, meta)
-        d.barrier()
-    finally:
-        close_distributed(d)
-    return out_p
+                    meta["verify"] = verify_of(m, table)
+                if ref_out is not None and ref_table is not None:
+                    # Written first: a finished --out (parts removed) implies a finished pair.
+                    r_meta = meta_of(
+                        ref_table,
+                        ref,
+                        reference,
+                        ref_out.stem,
+                        ref_hash,
+                        r_rows,
+                        r_tok_check,
+                    )
+                    r_meta.update(measured_with=str(model), fingerprint=fingerprint)
+                    if verify_generate > 0 or spot_checks > 0:
+                        r_meta["verify"] = verify_of(ref, ref_table)
+                    write_parquet_atomic(ref_out, with_table_meta(ref_table, r_meta))
+                run.finish(table, meta)
+            d.barrier()
+        finally:
+            close_distributed(d)
+        return out_p
 
 
 def _empty_table(reference: object, reverse_kl: bool, pair: bool, partial: bool) -> pa.Table:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,15 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel
 
 from kdmem.corpus.examples import Examples, load_examples
-from kdmem.distributed import MEASURE_TIMEOUT, close_distributed, init_distributed
+from kdmem.distributed import (
+    MEASURE_TIMEOUT,
+    close_distributed,
+    init_distributed,
+    is_main_process,
+)
 from kdmem.errors import InvalidArgumentError
 from kdmem.identity import check_same_tokenizer
+from kdmem.lock import output_lock
 from kdmem.measure.batches import auto_batch_size, run_batches
 from kdmem.measure.chunks import ChunkedRun, data_fingerprint
 from kdmem.models.load import lm_head_rows, load_model, weights_hash
@@ -237,60 +244,67 @@ def generate(
         )
     out = Path(out_dir) / GENERATIONS_FILE
     ex: Examples = load_examples(data, prefix, strict=strict)
-    d = init_distributed(device, timeout=MEASURE_TIMEOUT)
-    try:
-        m = load_model(model, dtype=dtype, device=d.device, attn_implementation=attn_implementation)
-        rows = lm_head_rows(m)
-        check_token_range(ex.tokens, rows, f"{model} ({rows} lm-head rows)")
-        check_same_tokenizer(ex.tokenizer_hash, str(data), model_tokenizer_hash(model), str(model))
-        teacher_hash = weights_hash(model, m)
-        fp = data_fingerprint(ex.example_ids, ex.tokens[:, :prefix])
-        fingerprint = hashlib.sha256(
-            f"generate|{teacher_hash}|{fp}|{prefix}|{new_tokens}|{dtype}|{chunk_size}".encode()
-        ).hexdigest()
-        run = ChunkedRun(out, fingerprint, len(ex), chunk_size, d)
-        if run.done():
-            return out
-        mine = run.prepare()
-        meter = Meter(progress, "generate", run.n_rows(mine), "seq", tokens_per=new_tokens)
-        for k in mine:
-            sl = run.rows(k)
-            cont = greedy_continuations(
-                m,
-                ex.tokens[sl, :prefix],
-                new_tokens,
-                batch_size=batch_size,
-                cache=cache,
-                progress=meter,
+    # rank 0 holds the output's write lock: a second writer of the same file fails at once
+    lock = output_lock(out, "kdmem generate") if is_main_process() else nullcontext()
+    with lock:
+        d = init_distributed(device, timeout=MEASURE_TIMEOUT)
+        try:
+            m = load_model(
+                model, dtype=dtype, device=d.device, attn_implementation=attn_implementation
             )
-            seqs = np.concatenate([ex.tokens[sl, :prefix], cont], axis=1)
-            table = pa.table(
-                {
-                    "example_id": pa.array(ex.example_ids[sl], type=pa.int64()),
-                    "input_ids": pa.array(list(seqs), type=pa.list_(pa.int64())),
+            rows = lm_head_rows(m)
+            check_token_range(ex.tokens, rows, f"{model} ({rows} lm-head rows)")
+            check_same_tokenizer(
+                ex.tokenizer_hash, str(data), model_tokenizer_hash(model), str(model)
+            )
+            teacher_hash = weights_hash(model, m)
+            fp = data_fingerprint(ex.example_ids, ex.tokens[:, :prefix])
+            fingerprint = hashlib.sha256(
+                f"generate|{teacher_hash}|{fp}|{prefix}|{new_tokens}|{dtype}|{chunk_size}".encode()
+            ).hexdigest()
+            run = ChunkedRun(out, fingerprint, len(ex), chunk_size, d)
+            if run.done():
+                return out
+            mine = run.prepare()
+            meter = Meter(progress, "generate", run.n_rows(mine), "seq", tokens_per=new_tokens)
+            for k in mine:
+                sl = run.rows(k)
+                cont = greedy_continuations(
+                    m,
+                    ex.tokens[sl, :prefix],
+                    new_tokens,
+                    batch_size=batch_size,
+                    cache=cache,
+                    progress=meter,
+                )
+                seqs = np.concatenate([ex.tokens[sl, :prefix], cont], axis=1)
+                table = pa.table(
+                    {
+                        "example_id": pa.array(ex.example_ids[sl], type=pa.int64()),
+                        "input_ids": pa.array(list(seqs), type=pa.list_(pa.int64())),
+                    }
+                )
+                run.write_chunk(k, table, {"chunk": k})
+            merged, _ = run.merge()
+            if merged is not None:
+                table = merged
+                meta = {
+                    "format": "kdmem-generations",
+                    "version": 1,
+                    "teacher": str(model),
+                    "teacher_hash": teacher_hash,
+                    "tokenizer_hash": ex.tokenizer_hash,
+                    "prefix": prefix,
+                    "new_tokens": new_tokens,
+                    "dtype": dtype,
+                    "cache": _cache_impl(m, cache) or "dynamic",
+                    "attn_implementation": str(m.config._attn_implementation),
+                    "n_examples": len(ex),
+                    "n_short": ex.n_short,
+                    "source": str(data),
                 }
-            )
-            run.write_chunk(k, table, {"chunk": k})
-        merged, _ = run.merge()
-        if merged is not None:
-            table = merged
-            meta = {
-                "format": "kdmem-generations",
-                "version": 1,
-                "teacher": str(model),
-                "teacher_hash": teacher_hash,
-                "tokenizer_hash": ex.tokenizer_hash,
-                "prefix": prefix,
-                "new_tokens": new_tokens,
-                "dtype": dtype,
-                "cache": _cache_impl(m, cache) or "dynamic",
-                "attn_implementation": str(m.config._attn_implementation),
-                "n_examples": len(ex),
-                "n_short": ex.n_short,
-                "source": str(data),
-            }
-            run.finish(table, meta)
-        d.barrier()
-    finally:
-        close_distributed(d)
-    return out
+                run.finish(table, meta)
+            d.barrier()
+        finally:
+            close_distributed(d)
+        return out

@@ -1,0 +1,74 @@
+"""One writer at a time: an advisory lock on an output directory.
+
+Commands that write a directory (``kdmem run`` on a run directory, ``kdmem measure`` and
+``kdmem generate`` on their output) take :func:`dir_lock` for as long as they write. A second
+writer fails at once with one line naming the holder's pid, instead of racing the first on
+the same files. The lock is ``fcntl.flock`` on ``DIR/.kdmem.lock`` (released by the kernel
+when the holder dies, so a killed run never leaves a stale lock); the file records the
+holder's pid for the message. On systems without ``fcntl`` (Windows) no lock is taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from kdmem.errors import LockedError
+
+fcntl: Any
+try:  # POSIX
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+__all__ = ["LOCK_NAME", "dir_lock", "output_lock"]
+
+LOCK_NAME = ".kdmem.lock"
+
+
+def dir_lock(
+    directory: str | os.PathLike[str], what: str = "kdmem"
+) -> contextlib.AbstractContextManager[None]:
+    """Hold the write lock of ``directory`` (created if missing; ``DIR/.kdmem.lock``) for
+    the ``with`` block. Raises :class:`~kdmem.errors.LockedError` naming the holder's pid
+    when another process holds it. Take it once per command (not re-entrant)."""
+    d = Path(directory)
+    return _lock(d / LOCK_NAME, str(d), what)
+
+
+def output_lock(
+    path: str | os.PathLike[str], what: str = "kdmem"
+) -> contextlib.AbstractContextManager[None]:
+    """The write lock of one output file ``path`` (``.NAME.lock`` beside it), so writers of
+    different files in one directory do not exclude each other."""
+    p = Path(path)
+    return _lock(p.with_name(f".{p.name}.lock"), str(p), what)
+
+
+@contextlib.contextmanager
+def _lock(path: Path, target: str, what: str) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            raise LockedError(
+                f"{target} is being written by another {what} process (pid {holder}); wait "
+                "for it to finish or stop it, then rerun (finished work is kept)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
