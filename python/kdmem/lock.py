@@ -4,8 +4,8 @@ Commands that write a directory (``kdmem run`` on a run directory, ``kdmem measu
 ``kdmem generate`` on their output) take :func:`dir_lock` for as long as they write. A second
 writer fails at once with one line naming the holder's pid, instead of racing the first on
 the same files. The lock is ``fcntl.flock`` on ``DIR/.kdmem.lock`` (released by the kernel
-when the holder dies, so a killed run never leaves a stale lock); the file records the
-holder's pid for the message. On systems without ``fcntl`` (Windows) no lock is taken.
+when the holder dies, so a killed run never leaves a stale lock; a finished one removes the
+file); the file records the holder's pid for the message. On systems without ``fcntl`` (Windows) no lock is taken.
 """
 
 from __future__ import annotations
@@ -48,27 +48,43 @@ def output_lock(
     return _lock(p.with_name(f".{p.name}.lock"), str(p), what)
 
 
-@contextlib.contextmanager
-def _lock(path: Path, target: str, what: str) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+def _acquire(path: Path, target: str, what: str) -> int:
+    """An fd of ``path`` holding its exclusive flock. A lock file unlinked by a holder that
+    just finished is stale: if the locked inode is no longer the one at ``path``, retry."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
             raise LockedError(
                 f"{target} is being written by another {what} process (pid {holder}); wait "
                 "for it to finish or stop it, then rerun (finished work is kept)"
             ) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _lock(path: Path, target: str, what: str) -> Iterator[None]:
+    """Hold the lock; the lock file is removed (while still held) when the block ends, so
+    finished writers leave nothing behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    fd = _acquire(path, target, what)
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        yield
     finally:
+        path.unlink(missing_ok=True)
+        fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
