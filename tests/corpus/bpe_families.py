@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 (multilingual and confusable characters on purpose)
 """Byte-level BPE tokenizers in the style of each family kdmem's fast encoder covers, trained
 locally (no downloads) with Python ``tokenizers`` and dressed in the family's configuration:
 

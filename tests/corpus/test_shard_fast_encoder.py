@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 (multilingual and confusable characters on purpose)
 """kdmem's byte-level BPE encoder gives the ids of Python ``tokenizers`` (the oracle), per
 tokenizer family, on random and real text; other tokenizers keep the library, and the
 manifest says which encoder ran."""
@@ -61,7 +62,9 @@ def oracle(family_tok: Path, batch: list[str]) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(batch=st.lists(texts, min_size=1, max_size=40))
 def test_random_text_encodes_like_tokenizers(tmp_path: Path, family: str, batch: list[str]) -> None:
     tok = family_tokenizer(family)
@@ -91,7 +94,9 @@ def test_other_tokenizers_keep_the_library(tmp_path: Path) -> None:
     from kdmem import _core
 
     res = shard_corpus(
-        [write_jsonl(tmp_path / "c.jsonl", ["a small big", "big"])], wide_tokenizer(), tmp_path / "o"
+        [write_jsonl(tmp_path / "c.jsonl", ["a small big", "big"])],
+        wide_tokenizer(),
+        tmp_path / "o",
     )
     assert res.encoder == "tokenizers"
     spec = json.loads(family_tokenizer("llama3").read_text())

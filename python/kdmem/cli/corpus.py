@@ -9,6 +9,7 @@ import click
 
 from kdmem.cli._app import main
 from kdmem.cli._options import (
+    cache_option,
     index_option,
     partial_out_option,
     progress_bars,
@@ -249,6 +250,7 @@ def index_cmd(
     help="Merge the --partial-out results of every shard into --out.",
 )
 @ray_option
+@cache_option
 def featurize(examples: str, index_dir: str, out: str | None, **kw: Any) -> None:
     """Corpus features of EXAMPLES: zlib entropy, duplicate counts, longest verbatim match and
     n-gram overlap against an index (docs/formats.md).
@@ -305,6 +307,7 @@ def featurize(examples: str, index_dir: str, out: str | None, **kw: Any) -> None
     help="Merge the round-2 results of every shard into --out.",
 )
 @ray_option
+@cache_option
 def scan(generations: str, index_dir: str, out: str | None, **kw: Any) -> None:
     """Every maximal span of at least --min-len tokens of each generation that occurs verbatim
     in the index, with its count and locations.

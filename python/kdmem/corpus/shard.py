@@ -232,9 +232,7 @@ def shard_corpus(
             encoder=encoder,
             progress=_counters(progress),
         )
-        return _result(
-            outp, manifest, resumed, shard_tokens=planned, memory=budget, before=before
-        )
+        return _result(outp, manifest, resumed, shard_tokens=planned, memory=budget, before=before)
     if any(s is None for s in sources):
         native = [sp for sp, s in zip(specs, sources, strict=True) if s is None]
         raise InvalidArgumentError(
@@ -267,9 +265,7 @@ def shard_corpus(
     resumed = w.resumed_shards
     if not w.is_complete:
         _feed_texts(w, srcs, skip_bad, batch_size, _counters(progress), max_documents)
-    return _result(
-        outp, w.finish(", ".join(specs[:3])), resumed, encoder=w.encoder, before=before
-    )
+    return _result(outp, w.finish(", ".join(specs[:3])), resumed, encoder=w.encoder, before=before)
 
 
 def _feed_texts(

@@ -394,7 +394,7 @@ impl ShardSink {
             return Ok(ShardSink {
                 dir: dir.clone(),
                 opts,
-                resumed: base_shard,
+                resumed: 0,
                 manifest: base,
                 base_shard,
                 base_doc,
