@@ -1,21 +1,27 @@
 """Token sharding: `kdmem shard` vs Python `tokenizers` encode_batch vs datatrove.
 
-    .venv/bin/python benches/bench_shard.py [--mb 100] [--threads 2] [--work /tmp/kdmem-bench-shard]
+    .venv/bin/python benches/bench_shard.py [--mb 100] [--threads 1,2] [--family gpt2]
+                                            [--work /tmp/kdmem-bench-shard]
 
 Corpus: the running Python's standard-library sources in <= 3,000-character documents, cycled
 until --mb megabytes of UTF-8, as one JSONL file (built at run time, cached in --work).
 Tokenizer: a byte-level BPE with a 32,768-token vocabulary trained locally on the first
-20 MB (no downloads). Every contender runs in its own subprocess on the same file and
-tokenizer; wall time and peak RSS (``ru_maxrss`` of that child, from ``os.wait4``) are
-reported (and CPU seconds, user + sys, which stay meaningful on a shared machine), with the
-ratio against Python ``tokenizers``.
+20 MB (no downloads), in the style of --family: ``gpt2`` (GPT-2 / GPT-NeoX: the ByteLevel
+pre-tokenizer), ``llama3`` (cl100k split regex, as Llama-3 and OLMo-2) or ``qwen3`` (Qwen's
+split regex and NFC). Every contender runs in its own subprocess on the same file and
+tokenizer, at each thread count of --threads; wall time and peak RSS (``ru_maxrss`` of that
+child, from ``os.wait4``) are reported (and CPU seconds, user + sys, which stay meaningful on
+a shared machine), with the ratio against Python ``tokenizers`` at the same thread count,
+and whether the ids are identical (SHA-256 of the token stream of each output).
 
-- kdmem: ``kdmem.corpus.shard_corpus`` (Rust reader thread + rayon tokenization + writer).
+- kdmem: ``kdmem.corpus.shard_corpus`` (Rust reader thread + rayon tokenization + writer,
+  kdmem's byte-level BPE encoder).
+- kdmem-hf: the same with ``encoder="tokenizers"`` (the library inside kdmem's pipeline).
 - tokenizers: read lines, ``json.loads``, ``Tokenizer.encode_batch(batch of 1,000,
-  add_special_tokens=False)`` with RAYON_NUM_THREADS=--threads, EOS appended, written
+  add_special_tokens=False)`` with RAYON_NUM_THREADS=threads, EOS appended, written
   incrementally as a uint16 numpy array (plus offsets) - the usual Python recipe.
 - datatrove: ``DocumentTokenizer`` (no shuffling) fed the same documents (its JsonlReader
-  needs orjson, which is not pinned), if it runs.
+  needs orjson, which is not pinned), if it runs (at the largest thread count only).
 
 Then the bounded-memory check: peak RSS of kdmem on corpora of 1x and >= 10x its in-flight
 buffer (4 batches of 4 MiB = 16 MiB of text).
@@ -57,10 +63,17 @@ def build_corpus(path: Path, mb: float) -> tuple[int, int]:
     return n, size
 
 
-def train_tokenizer(corpus: Path, out: Path) -> Path:
+CL100K = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN = CL100K.replace(r"\p{N}{1,3}", r"\p{N}")
+
+
+def train_tokenizer(corpus: Path, out: Path, family: str = "gpt2") -> Path:
     if out.exists():
         return out
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     def texts():
         size = 0
@@ -73,7 +86,15 @@ def train_tokenizer(corpus: Path, out: Path) -> Path:
                     return
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if family == "gpt2":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        split = pre_tokenizers.Split(Regex(QWEN if family == "qwen3" else CL100K), "isolated")
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        )
+    if family == "qwen3":
+        tok.normalizer = normalizers.NFC()
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=32768,
@@ -89,11 +110,15 @@ def train_tokenizer(corpus: Path, out: Path) -> Path:
 # ---- contenders (each runs in a child process: `bench_shard.py --run NAME ...`) ----------
 
 
-def run_kdmem(corpus: Path, tok: Path, out: Path, threads: int) -> int:
+def run_kdmem(corpus: Path, tok: Path, out: Path, threads: int, encoder: str = "auto") -> int:
     from kdmem.corpus import shard_corpus
 
-    res = shard_corpus([corpus], tok, out, threads=threads, overwrite=True)
+    res = shard_corpus([corpus], tok, out, threads=threads, overwrite=True, encoder=encoder)
     return res.n_tokens
+
+
+def run_kdmem_hf(corpus: Path, tok: Path, out: Path, threads: int) -> int:
+    return run_kdmem(corpus, tok, out, threads, encoder="tokenizers")
 
 
 def run_tokenizers(corpus: Path, tok: Path, out: Path, threads: int) -> int:
@@ -155,13 +180,40 @@ def run_datatrove(corpus: Path, tok: Path, out: Path, threads: int) -> int:
     return total
 
 
-RUNNERS = {"kdmem": run_kdmem, "tokenizers": run_tokenizers, "datatrove": run_datatrove}
+RUNNERS = {
+    "kdmem": run_kdmem,
+    "kdmem-hf": run_kdmem_hf,
+    "tokenizers": run_tokenizers,
+    "datatrove": run_datatrove,
+}
+
+
+def ids_digest(name: str, out: Path) -> str:
+    """SHA-256 of the output's token stream (little-endian uint16, EOS included), to check
+    that contenders produced the same ids; computed after the timed part."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    if name.startswith("kdmem"):
+        from kdmem.corpus import open_shards
+
+        for s in open_shards(out).shards:
+            h.update(np.ascontiguousarray(s.tokens, dtype="<u2").tobytes())
+    elif name == "tokenizers":
+        h.update((out / "tokens.u16").read_bytes())
+    else:
+        return ""
+    return h.hexdigest()
 
 
 def child(name: str, corpus: Path, tok: Path, out: Path, threads: int, result: Path) -> None:
     t0 = time.perf_counter()
     n = RUNNERS[name](corpus, tok, out, threads)
-    result.write_text(json.dumps({"tokens": n, "seconds": time.perf_counter() - t0}))
+    seconds = time.perf_counter() - t0
+    r = {"tokens": n, "seconds": seconds, "ids": ids_digest(name, out)}
+    result.write_text(json.dumps(r))
 
 
 def measure(
@@ -216,10 +268,13 @@ def measure(
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=float, default=100.0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    ap.add_argument("--family", default="gpt2", choices=["gpt2", "llama3", "qwen3"])
     ap.add_argument("--work", type=Path, default=Path("/tmp/kdmem-bench-shard"))
     ap.add_argument(
-        "--skip", default="", help="comma-separated: kdmem, tokenizers, datatrove, memory"
+        "--skip",
+        default="",
+        help="comma-separated: kdmem, kdmem-hf, tokenizers, datatrove, memory",
     )
     ap.add_argument("--memory-multiple", type=float, default=10.0)
     ap.add_argument("--timeout", type=float, default=1800)
@@ -231,47 +286,62 @@ def main() -> None:
     ap.add_argument("--result", type=Path)
     args = ap.parse_args()
     if args.run:
-        child(args.run, args.corpus, args.tokenizer, args.out, args.threads, args.result)
+        child(args.run, args.corpus, args.tokenizer, args.out, int(args.threads), args.result)
         return
+    thread_counts = [int(t) for t in str(args.threads).split(",")]
 
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
     corpus = work / "corpus.jsonl"
     n_docs, n_bytes = build_corpus(corpus, args.mb)
-    tok = train_tokenizer(corpus, work / "tokenizer.json")
+    name = "tokenizer.json" if args.family == "gpt2" else f"tokenizer-{args.family}.json"
+    tok = train_tokenizer(corpus, work / name, args.family)
     print(
         f"corpus: {n_docs:,} documents, {n_bytes / 1e6:.1f} MB of text "
-        f"({corpus.stat().st_size / 1e6:.1f} MB JSONL), BPE vocab 32768, threads {args.threads}"
+        f"({corpus.stat().st_size / 1e6:.1f} MB JSONL), {args.family}-style BPE vocab 32768, "
+        f"threads {args.threads}"
     )
     skip = set(filter(None, args.skip.split(",")))
-    rows = {}
-    for name in ("kdmem", "tokenizers", "datatrove"):
-        if name in skip:
-            continue
-        r = measure(name, corpus, tok, work, args.threads, args.timeout)
-        if r is None:
-            continue
-        rows[name] = r
-        print(
-            f"  {name:<11} {r['seconds']:7.2f} s  {n_bytes / 1e6 / r['seconds']:6.1f} MB/s  "
-            f"{r['tokens'] / r['seconds'] / 1e6:6.2f} M tokens/s  peak RSS {r['rss_mb']:7.1f} MB  "
-            f"CPU {r['cpu']:6.1f} s ({n_bytes / 1e6 / r['cpu']:5.2f} MB per CPU-s)  "
-            f"({r['tokens']:,} tokens)"
-        )
-    if "kdmem" in rows and "tokenizers" in rows:
-        a, b = rows["kdmem"], rows["tokenizers"]
-        print(
-            f"ratio kdmem / tokenizers.encode_batch throughput: {b['seconds'] / a['seconds']:.2f}x "
-            f"(CPU time {b['cpu'] / a['cpu']:.2f}x)"
-        )
-        if a["tokens"] != b["tokens"]:
-            print(f"  note: token counts differ ({a['tokens']} vs {b['tokens']})")
-    if "kdmem" in rows and "datatrove" in rows:
-        a, b = rows["kdmem"], rows["datatrove"]
-        print(
-            f"ratio kdmem / datatrove DocumentTokenizer throughput: {b['seconds'] / a['seconds']:.2f}x "
-            f"(CPU time {b['cpu'] / a['cpu']:.2f}x)"
-        )
+    summary = []
+    for threads in thread_counts:
+        print(f"threads {threads}:")
+        rows = {}
+        names = ["kdmem", "kdmem-hf", "tokenizers"]
+        if threads == max(thread_counts):
+            names.append("datatrove")
+        for name in names:
+            if name in skip:
+                continue
+            r = measure(name, corpus, tok, work, threads, args.timeout)
+            if r is None:
+                continue
+            rows[name] = r
+            print(
+                f"  {name:<11} {r['seconds']:7.2f} s  {n_bytes / 1e6 / r['seconds']:6.1f} MB/s  "
+                f"{r['tokens'] / r['seconds'] / 1e6:6.2f} M tokens/s  "
+                f"peak RSS {r['rss_mb']:7.1f} MB  CPU {r['cpu']:6.1f} s "
+                f"({n_bytes / 1e6 / r['cpu']:5.2f} MB per CPU-s)  ({r['tokens']:,} tokens)"
+            )
+        ref = rows.get("tokenizers")
+        for name in ("kdmem", "kdmem-hf", "datatrove"):
+            a = rows.get(name)
+            if a is None or ref is None:
+                continue
+            same = "identical ids" if a["ids"] and a["ids"] == ref["ids"] else "ids NOT compared"
+            if a["ids"] and ref["ids"] and a["ids"] != ref["ids"]:
+                same = "IDS DIFFER"
+            line = (
+                f"ratio {name} / tokenizers.encode_batch at {threads} thread(s): "
+                f"{ref['seconds'] / a['seconds']:.2f}x wall, {ref['cpu'] / a['cpu']:.2f}x CPU "
+                f"({same})"
+            )
+            print("  " + line)
+            if name == "kdmem":
+                summary.append(line)
+    if summary:
+        print("summary:")
+        for line in summary:
+            print("  " + line)
 
     if "memory" in skip:
         return
@@ -281,7 +351,7 @@ def main() -> None:
         mb = IN_FLIGHT_MB * mult
         c = work / f"mem-{mult:g}x.jsonl"
         build_corpus(c, mb)
-        r = measure("kdmem", c, tok, work, args.threads, args.timeout)
+        r = measure("kdmem", c, tok, work, max(thread_counts), args.timeout)
         if r:
             print(
                 f"  kdmem on {mb:6.1f} MB ({mult:g}x): peak RSS {r['rss_mb']:6.1f} MB, "
