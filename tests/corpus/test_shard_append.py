@@ -59,7 +59,7 @@ def test_append_then_index_featurize_and_scan_equal_a_full_rerun(tmp_path: Path)
     gens.write_text(
         "".join(
             json.dumps({"input_ids": r}) + "\n"
-            for r in [planted + [3, 4, 5] + old_docs[5][:8], old_docs[11][:14], [1, 2] * 9]
+            for r in [[*planted, 3, 4, 5, *old_docs[5][:8]], old_docs[11][:14], [1, 2] * 9]
         )
     )
     opts = dict(prefix=4, suffix=6, ngram=(2, 5), tokenizer=str(tok), threads=2)
@@ -192,7 +192,7 @@ def test_memory_sizes_shards_and_small_budgets_name_the_minimum(tmp_path: Path) 
     assert res.memory == 1_000_000_000
     assert res.shard_tokens == int((1_000_000_000 - (64 << 20)) / 6.4)
     assert _core.parse_size("512MiB") == 512 << 20
-    assert 0 < _core.default_memory()
+    assert _core.default_memory() > 0
     with pytest.raises(InvalidArgumentError) as e:
         shard_corpus([src], bpe_tokenizer(), tmp_path / "p", memory="50MB", threads=2)
     msg = str(e.value)
@@ -201,8 +201,16 @@ def test_memory_sizes_shards_and_small_budgets_name_the_minimum(tmp_path: Path) 
         shard_corpus([src], bpe_tokenizer(), tmp_path / "q", memory="1GB", shard_tokens=1 << 30)
     assert (
         run(
-            ["shard", str(src), "--tokenizer", str(bpe_tokenizer())]
-            + ["--out", str(tmp_path / "r"), "--memory", "2GB"]
+            [
+                "shard",
+                str(src),
+                "--tokenizer",
+                str(bpe_tokenizer()),
+                "--out",
+                str(tmp_path / "r"),
+                "--memory",
+                "2GB",
+            ]
         )
         == 0
     )
