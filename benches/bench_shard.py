@@ -113,7 +113,10 @@ def train_tokenizer(corpus: Path, out: Path, family: str = "gpt2") -> Path:
 def run_kdmem(corpus: Path, tok: Path, out: Path, threads: int, encoder: str = "auto") -> int:
     from kdmem.corpus import shard_corpus
 
-    res = shard_corpus([corpus], tok, out, threads=threads, overwrite=True, encoder=encoder)
+    memory = os.environ.get("BENCH_MEMORY") or None
+    res = shard_corpus(
+        [corpus], tok, out, threads=threads, overwrite=True, encoder=encoder, memory=memory
+    )
     return res.n_tokens
 
 
@@ -190,19 +193,32 @@ RUNNERS = {
 
 def ids_digest(name: str, out: Path) -> str:
     """SHA-256 of the output's token stream (little-endian uint16, EOS included), to check
-    that contenders produced the same ids; computed after the timed part."""
+    that contenders produced the same ids. Computed by the parent after the child ends, in
+    1 MiB reads (no memory maps: a parent that grew would inflate the next child's peak RSS,
+    which counts the pages it shares with the parent until it execs)."""
     import hashlib
 
-    import numpy as np
-
     h = hashlib.sha256()
-    if name.startswith("kdmem"):
-        from kdmem.corpus import open_shards
 
-        for s in open_shards(out).shards:
-            h.update(np.ascontiguousarray(s.tokens, dtype="<u2").tobytes())
+    def feed(path: Path, start: int, length: int) -> None:
+        with open(path, "rb") as f:
+            f.seek(start)
+            while length > 0:
+                chunk = f.read(min(length, 1 << 20))
+                if not chunk:
+                    break
+                h.update(chunk)
+                length -= len(chunk)
+
+    if name.startswith("kdmem"):
+        manifest = json.loads((out / "shards.json").read_text())
+        if manifest["dtype"] != "u16":
+            return ""
+        for entry in manifest["shards"]:
+            feed(out / entry["name"], 128, 2 * entry["n_tokens"])  # tokens follow the header
     elif name == "tokenizers":
-        h.update((out / "tokens.u16").read_bytes())
+        path = out / "tokens.u16"
+        feed(path, 0, path.stat().st_size)
     else:
         return ""
     return h.hexdigest()
@@ -211,13 +227,17 @@ def ids_digest(name: str, out: Path) -> str:
 def child(name: str, corpus: Path, tok: Path, out: Path, threads: int, result: Path) -> None:
     t0 = time.perf_counter()
     n = RUNNERS[name](corpus, tok, out, threads)
-    seconds = time.perf_counter() - t0
-    r = {"tokens": n, "seconds": seconds, "ids": ids_digest(name, out)}
-    result.write_text(json.dumps(r))
+    result.write_text(json.dumps({"tokens": n, "seconds": time.perf_counter() - t0}))
 
 
 def measure(
-    name: str, corpus: Path, tok: Path, work: Path, threads: int, timeout: float
+    name: str,
+    corpus: Path,
+    tok: Path,
+    work: Path,
+    threads: int,
+    timeout: float,
+    memory: str = "",
 ) -> dict | None:
     out = work / f"out-{name}"
     shutil.rmtree(out, ignore_errors=True)
@@ -229,6 +249,7 @@ def measure(
         TOKENIZERS_PARALLELISM="true",
         KDMEM_NUM_THREADS=str(threads),
         HF_HUB_OFFLINE="1",
+        BENCH_MEMORY=memory,
     )
     cmd = [
         sys.executable,
@@ -258,6 +279,7 @@ def measure(
         print(f"  {name}: failed (exit {proc.returncode}): {tail[0][:200]}")
         return None
     r = json.loads(result.read_text())
+    r["ids"] = ids_digest(name, out)  # here, so reading the output is not in the child's RSS
     r["wall"] = wall
     r["rss_mb"] = usage.ru_maxrss / 1024  # Linux: KiB
     r["cpu"] = usage.ru_utime + usage.ru_stime
@@ -357,6 +379,13 @@ def main() -> None:
                 f"  kdmem on {mb:6.1f} MB ({mult:g}x): peak RSS {r['rss_mb']:6.1f} MB, "
                 f"{r['seconds']:.2f} s"
             )
+    # A small --memory: shards sized for it, and the writer within it.
+    r = measure("kdmem", c, tok, work, max(thread_counts), args.timeout, memory="256MB")
+    if r:
+        print(
+            f"  kdmem --memory 256MB on {mb:6.1f} MB: peak RSS {r['rss_mb']:6.1f} MB "
+            f"(budget 256 MB), {r['seconds']:.2f} s"
+        )
 
 
 if __name__ == "__main__":
