@@ -3,8 +3,11 @@
     .venv/bin/python benches/bench_shard.py [--mb 100] [--threads 1,2] [--family gpt2]
                                             [--work /tmp/kdmem-bench-shard]
 
-Corpus: the running Python's standard-library sources in <= 3,000-character documents, cycled
-until --mb megabytes of UTF-8, as one JSONL file (built at run time, cached in --work).
+Corpus: real text in <= 3,000-character documents without repeats (the running Python's
+standard-library sources, then the installed packages' sources, headers and text files, as
+``bench_index.py`` reads them; ``--stdlib-only``: the standard library alone, cycled, which
+repeats every 12.6 MB and flatters any tokenizer cache) up to --mb megabytes of UTF-8, as one
+JSONL file (built at run time, cached in --work).
 Tokenizer: a byte-level BPE with a 32,768-token vocabulary trained locally on the first
 20 MB (no downloads), in the style of --family: ``gpt2`` (GPT-2 / GPT-NeoX: the ByteLevel
 pre-tokenizer), ``llama3`` (cl100k split regex, as Llama-3 and OLMo-2) or ``qwen3`` (Qwen's
@@ -36,31 +39,59 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 IN_FLIGHT_MB = 16.8  # 4 batches x 4 MiB, see kdmem_core::shard::pipeline
 
 
-def build_corpus(path: Path, mb: float) -> tuple[int, int]:
-    """Write a JSONL corpus of about ``mb`` MB of text; returns (documents, text bytes)."""
+def real_documents(stdlib_only: bool = False) -> Iterator[str]:
+    """Real text in <= 3,000-character documents, in a fixed order and without repeats: the
+    standard library's sources (12.6 MB on Python 3.11), then (unless ``stdlib_only``) the
+    installed packages' Python sources, stubs, C/C++ headers and sources, and text files (a
+    few hundred MB in kdmem's venv), as ``benches/bench_index.py`` reads them."""
+    import sysconfig
+
     from kdmem.stdlib_corpus import stdlib_documents
 
+    yield from stdlib_documents(kind="source", chunk_chars=3000)
+    if stdlib_only:
+        return
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    for ext in ("py", "pyi", "h", "hpp", "cuh", "c", "cpp", "txt", "md", "rst", "js"):
+        for p in sorted(purelib.rglob(f"*.{ext}")):
+            text = p.read_text(encoding="utf-8", errors="replace")
+            yield from (text[i : i + 3000] for i in range(0, len(text), 3000))
+
+
+def build_corpus(path: Path, mb: float, stdlib_only: bool = False) -> tuple[int, int, int]:
+    """Write a JSONL corpus of about ``mb`` MB of text (:func:`real_documents`, cycled only
+    if they run out); returns (documents, text bytes, bytes before the first repeat)."""
     meta = path.with_suffix(".meta.json")
     if path.exists() and meta.exists():
         m = json.loads(meta.read_text())
-        if m["mb"] == mb:
-            return m["docs"], m["bytes"]
-    base = list(stdlib_documents(kind="source", chunk_chars=3000))
+        if m["mb"] == mb and m.get("stdlib_only") == stdlib_only and "unique" in m:
+            return m["docs"], m["bytes"], m["unique"]
     target = int(mb * 1e6)
     size = n = 0
+    unique = None
     with open(path, "w", encoding="utf-8") as f:
         while size < target:
-            t = base[n % len(base)]
-            f.write(json.dumps({"text": t}) + "\n")
-            size += len(t.encode("utf-8"))
-            n += 1
-    meta.write_text(json.dumps({"mb": mb, "docs": n, "bytes": size}))
-    return n, size
+            for t in real_documents(stdlib_only):
+                if size >= target:
+                    break
+                f.write(json.dumps({"text": t}) + "\n")
+                size += len(t.encode("utf-8"))
+                n += 1
+            if unique is None:
+                unique = size
+    unique = size if unique is None else unique
+    meta.write_text(
+        json.dumps(
+            {"mb": mb, "docs": n, "bytes": size, "unique": unique, "stdlib_only": stdlib_only}
+        )
+    )
+    return n, size, unique
 
 
 CL100K = (
@@ -292,6 +323,11 @@ def main() -> None:
     ap.add_argument("--mb", type=float, default=100.0)
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     ap.add_argument("--family", default="gpt2", choices=["gpt2", "llama3", "qwen3"])
+    ap.add_argument(
+        "--stdlib-only",
+        action="store_true",
+        help="the standard library's sources alone, cycled (the corpus of earlier figures)",
+    )
     ap.add_argument("--work", type=Path, default=Path("/tmp/kdmem-bench-shard"))
     ap.add_argument(
         "--skip",
@@ -300,13 +336,23 @@ def main() -> None:
     )
     ap.add_argument("--memory-multiple", type=float, default=10.0)
     ap.add_argument("--timeout", type=float, default=1800)
-    # child mode
+    # child modes
+    ap.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--run", default=None)
     ap.add_argument("--corpus", type=Path)
     ap.add_argument("--tokenizer", type=Path)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--result", type=Path)
     args = ap.parse_args()
+    if args.prepare:
+        corpus = args.work / ("corpus-stdlib.jsonl" if args.stdlib_only else "corpus-real.jsonl")
+        kind = "stdlib" if args.stdlib_only else "real"
+        args.work.mkdir(parents=True, exist_ok=True)
+        build_corpus(corpus, args.mb, args.stdlib_only)
+        train_tokenizer(corpus, args.work / f"tokenizer-{args.family}-{kind}.json", args.family)
+        for mult in (1.0, args.memory_multiple):
+            build_corpus(args.work / f"mem-{mult:g}x.jsonl", IN_FLIGHT_MB * mult, args.stdlib_only)
+        return
     if args.run:
         child(args.run, args.corpus, args.tokenizer, args.out, int(args.threads), args.result)
         return
@@ -314,14 +360,21 @@ def main() -> None:
 
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
-    corpus = work / "corpus.jsonl"
-    n_docs, n_bytes = build_corpus(corpus, args.mb)
-    name = "tokenizer.json" if args.family == "gpt2" else f"tokenizer-{args.family}.json"
-    tok = train_tokenizer(corpus, work / name, args.family)
+    corpus = work / ("corpus-stdlib.jsonl" if args.stdlib_only else "corpus-real.jsonl")
+    kind = "stdlib" if args.stdlib_only else "real"
+    tok = work / f"tokenizer-{args.family}-{kind}.json"
+    # Built in a child: a parent that grew would inflate every later child's peak RSS
+    # (ru_maxrss counts what a child shares with its parent until it execs).
+    prep = [sys.executable, __file__, "--prepare", "--mb", str(args.mb), "--work", str(work)]
+    prep += ["--family", args.family] + (["--stdlib-only"] if args.stdlib_only else [])
+    subprocess.run(prep, check=True)
+    m = json.loads(corpus.with_suffix(".meta.json").read_text())
+    n_docs, n_bytes, unique = m["docs"], m["bytes"], m["unique"]
     print(
         f"corpus: {n_docs:,} documents, {n_bytes / 1e6:.1f} MB of text "
-        f"({corpus.stat().st_size / 1e6:.1f} MB JSONL), {args.family}-style BPE vocab 32768, "
-        f"threads {args.threads}"
+        f"({corpus.stat().st_size / 1e6:.1f} MB JSONL; "
+        + ("no document repeats" if unique >= n_bytes else f"repeats after {unique / 1e6:.1f} MB")
+        + f"), {args.family}-style BPE vocab 32768, threads {args.threads}"
     )
     skip = set(filter(None, args.skip.split(",")))
     summary = []
@@ -372,7 +425,6 @@ def main() -> None:
     for mult in (1.0, args.memory_multiple):
         mb = IN_FLIGHT_MB * mult
         c = work / f"mem-{mult:g}x.jsonl"
-        build_corpus(c, mb)
         r = measure("kdmem", c, tok, work, max(thread_counts), args.timeout)
         if r:
             print(

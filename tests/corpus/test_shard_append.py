@@ -227,3 +227,18 @@ def test_a_document_too_big_for_the_budget_names_the_minimum(tmp_path: Path) -> 
     msg = str(e.value)
     assert "\n" not in msg and ":2 has" in msg and "pass --memory" in msg
     shutil.rmtree(tmp_path / "o", ignore_errors=True)
+
+
+def test_append_from_a_python_read_source(tmp_path: Path) -> None:
+    """Parquet (read in Python, fed to the Rust writer) appends like a native file."""
+    import pyarrow as pa
+
+    base = tmp_path / "set"
+    shard_corpus([write_jsonl(tmp_path / "a.jsonl", CORPUS[:10])], bpe_tokenizer(), base)
+    p = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"text": CORPUS[10:]}), p)
+    res = shard_corpus([p], bpe_tokenizer(), base, append=True, shard_tokens=60)
+    assert res.appended_shards > 1 and res.encoder == "kdmem-bpe"
+    assert docs(base) == encode(CORPUS)
+    again = shard_corpus([p], bpe_tokenizer(), base, append=True, shard_tokens=60)
+    assert again.appended_shards == 0 and docs(base) == encode(CORPUS)

@@ -144,8 +144,10 @@ pub fn shard_files(cfg: &ShardConfig, ctl: &Control) -> Result<ShardReport> {
         format!("text_field {:?}", cfg.text_field),
         format!("skip_bad {}", cfg.skip_bad),
         format!("shard_tokens {}", plan.shard_tokens),
-        format!("max_shard_tokens {}", plan.max_shard_tokens),
     ];
+    if cfg.memory.is_some() {
+        parts.push(plan.hash_part());
+    }
     let mut total = 0u64;
     for p in &cfg.inputs {
         let md = fs::metadata(p).map_err(|e| Error::io("read", p, e))?;

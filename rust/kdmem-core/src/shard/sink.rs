@@ -65,6 +65,16 @@ pub struct ShardPlan {
     pub batch_bytes: usize,
 }
 
+impl ShardPlan {
+    /// The configuration-hash line for the memory cap. Runs add it only when `--memory` is
+    /// given: with the machine's default budget the cap is far above any real document
+    /// (about 10^8 tokens per GB), so leaving it out keeps a run's identity the same across
+    /// machines and the same as before `--memory` existed, for resume.
+    pub fn hash_part(&self) -> String {
+        format!("max_shard_tokens {}", self.max_shard_tokens)
+    }
+}
+
 /// Choose shard sizes for a budget of `memory` bytes (default:
 /// [`memory::default_budget`]): shards whose suffix-array build fits the budget
 /// ([`memory::tokens_within`]), at most `shard_tokens` when given, else at most

@@ -156,15 +156,17 @@ impl FedWriter {
             }
         };
         let p = plan(opts.memory, opts.shard_tokens, meta.dtype, n_threads)?;
-        let parts = vec![
+        let mut parts = vec![
             format!("tokenizer {}", hex(&meta.tokenizer_hash)),
             format!("dtype {}", meta.dtype.name()),
             format!("eos {:?}", meta.eos_id),
             format!("vocab_size {}", meta.vocab_size),
             format!("shard_tokens {}", p.shard_tokens),
-            format!("max_shard_tokens {}", p.max_shard_tokens),
-            format!("source {}", opts.config),
         ];
+        if opts.memory.is_some() {
+            parts.push(p.hash_part());
+        }
+        parts.push(format!("source {}", opts.config));
         let mut so = SinkOptions::new(opts.out, meta, p.shard_tokens, config_hash(&parts));
         so.max_shard_tokens = p.max_shard_tokens;
         so.memory = p.memory;

@@ -89,6 +89,34 @@ fn ids_and_eos_match_the_tokenizer() {
 }
 
 #[test]
+fn default_runs_keep_the_configuration_hash_of_earlier_versions() {
+    // Without --memory a run's identity is the lines kdmem hashed before --memory existed,
+    // so finished and interrupted outputs of earlier versions are still reused or resumed.
+    let t = tempfile::tempdir().unwrap();
+    let tok = tiny_tokenizer(t.path());
+    let input = corpus(t.path(), &docs(5));
+    let mut cfg = ShardConfig::new(vec![input.clone()], tok.clone(), t.path().join("o"));
+    cfg.shard_tokens = Some(100);
+    let rep = run(&cfg).unwrap();
+    let st = ShardTokenizer::load(&tok, &EosChoice::Auto).unwrap();
+    let abs = fs::canonicalize(&input).unwrap();
+    let want = config_hash(&[
+        format!("tokenizer {}", hex(&st.hash)),
+        "dtype u16".into(),
+        "eos Some(256)".into(),
+        "text_field \"text\"".into(),
+        "skip_bad false".into(),
+        "shard_tokens 100".into(),
+        format!("input {} {}", abs.display(), fs::metadata(&input).unwrap().len()),
+    ]);
+    assert_eq!(rep.manifest.config_hash, want);
+    // An explicit budget is part of the identity (it may move shard boundaries).
+    cfg.out = t.path().join("m");
+    cfg.memory = Some(1 << 30);
+    assert_ne!(run(&cfg).unwrap().manifest.config_hash, want);
+}
+
+#[test]
 fn resume_keeps_finished_shards_and_ends_identical() {
     let t = tempfile::tempdir().unwrap();
     let tok = tiny_tokenizer(t.path());
