@@ -16,8 +16,8 @@
 //! smaller under a small `--memory`, see [`plan`]) plus its token ids (4 bytes per token),
 //! the writers' two 1 MiB buffers, the tokenizer and a word cache per thread
 //! (`shard::bpe`): about 4 x (4 MiB + 4 MiB) + 2 MiB + threads x 10 MiB. Measured
-//! (`benches/bench_shard.py`, 32k BPE, 2 threads, whole `python` process): peak RSS 103 MB on
-//! a 16.8 MB corpus (1x the in-flight text) and 114 MB on 168 MB (10x).
+//! (`benches/bench_shard.py`, 32k BPE, 2 threads, whole `python` process): peak RSS 134 MB on
+//! a 16.8 MB corpus (1x the in-flight text) and 156 MB on 168 MB (10x).
 //!
 //! **Shard size.** From the memory budget (`--memory`, default three quarters of the
 //! machine's): shards whose suffix-array build fits it, at most 2^30 tokens ([`plan`]).
