@@ -107,7 +107,11 @@ fn default_runs_keep_the_configuration_hash_of_earlier_versions() {
         "text_field \"text\"".into(),
         "skip_bad false".into(),
         "shard_tokens 100".into(),
-        format!("input {} {}", abs.display(), fs::metadata(&input).unwrap().len()),
+        format!(
+            "input {} {}",
+            abs.display(),
+            fs::metadata(&input).unwrap().len()
+        ),
     ]);
     assert_eq!(rep.manifest.config_hash, want);
     // An explicit budget is part of the identity (it may move shard boundaries).
