@@ -90,12 +90,19 @@ def shard_files(
     text_field: str = "text",
     eos: str = "auto",
     skip_bad: bool = False,
-    shard_tokens: int = 1073741824,
+    shard_tokens: int | None = None,
+    memory: int | None = None,
     overwrite: bool = False,
+    append: bool = False,
+    encoder: str = "auto",
     batch_bytes: int = 4194304,
     progress: Callable[[int, int, int, int], Any] | None = None,
-) -> tuple[str, int]: ...
-def tokenizer_info(path: str | PathLike[str], eos: str = "auto") -> tuple[str, int, int | None]: ...
+) -> tuple[str, int, int, int]: ...
+def tokenizer_info(
+    path: str | PathLike[str], eos: str = "auto", encoder: str = "auto"
+) -> tuple[str, int, int | None, str, str]: ...
+def parse_size(text: str) -> int: ...
+def default_memory() -> int: ...
 
 @final
 class ShardWriter:
@@ -107,8 +114,11 @@ class ShardWriter:
         tokenizer: str | PathLike[str] | None = None,
         dtype: str = "auto",
         eos: str = "auto",
-        shard_tokens: int = 1073741824,
+        shard_tokens: int | None = None,
+        memory: int | None = None,
         overwrite: bool = False,
+        append: bool = False,
+        encoder: str = "auto",
         threads: int | None = None,
         vocab_size: int = 0,
         tokenizer_hash: str | None = None,
@@ -124,6 +134,8 @@ class ShardWriter:
     def dtype(self) -> str: ...
     @property
     def eos_id(self) -> int | None: ...
+    @property
+    def encoder(self) -> str | None: ...
     def add_texts(self, texts: list[str], source: str, first_record: int) -> int: ...
     def skip_records(self, n: int, bad: bool = False) -> None: ...
     def add_tokens(
@@ -139,6 +151,8 @@ __all__ = [
     "_error_kinds",
     "_raise_error_sample",
     "build_index",
+    "default_memory",
+    "parse_size",
     "resolve_threads",
     "shard_files",
     "tokenizer_info",

@@ -175,3 +175,66 @@ def test_ray_matches_local(corpus: Path, local: tuple[Path, Path, Path]) -> None
         ma = json.loads(ta.schema.metadata[b"kdmem"])
         mb = json.loads(tb.schema.metadata[b"kdmem"])
         assert {**ma, "index": ""} == {**mb, "index": ""}
+
+
+@pytest.mark.slow
+def test_two_ray_nodes_match_local_and_retry_a_killed_task(
+    corpus: Path, local: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two Ray nodes on this machine (ray.cluster_utils.Cluster, 1 CPU each): index, featurize
+    and scan equal the local path; a task whose worker is killed (SIGKILL) is retried, the
+    other shards' parts are computed once, and a rerun recomputes nothing."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    from kdmem.corpus.partcache import ENV_TEST_LOG
+
+    idx_local, f_local, s_local = local
+    d = corpus
+    idx = tmp_path / "idx"
+    shutil.copytree(d / "shards", idx)
+    n = len(list(idx.glob("*.kdt")))
+    log = tmp_path / "log"
+    log.mkdir()
+    monkeypatch.setenv(ENV_TEST_LOG, str(log))  # before the nodes start: workers inherit it
+    (log / "kill-featurize-1").touch()
+    (log / "kill-scan-lm-2").touch()
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+    )
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    f, s = tmp_path / "f.parquet", tmp_path / "s.parquet"
+    fopts = dict(prefix=4, suffix=8, ngram=(2, 5), tokenizer=str(d / "tokenizer.json"), threads=1)
+    try:
+        assert len(ray.nodes()) == 2
+        report = build_index(idx, threads=1, ray=True)
+        assert report["built"] == n
+        assert build_index(idx, threads=1, ray=True)["built"] == 0  # finished shards are kept
+        featurize(d / "ex.jsonl", idx, f, ray=True, **fopts)
+        scan(d / "gens.jsonl", idx, s, min_len=3, max_locations=4, ray=True)
+        attempts = sorted(p.name.rsplit("-", 1)[0] for p in log.glob("attempt-*"))
+        nodes = {p.read_text() for p in log.glob("attempt-*")}
+        # A rerun finds every part stored: no task runs at all.
+        featurize(d / "ex.jsonl", idx, f, ray=True, **fopts)
+        scan(d / "gens.jsonl", idx, s, min_len=3, max_locations=4, ray=True)
+        assert len(list(log.glob("attempt-*"))) == len(attempts)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    same_index(idx, idx_local)
+    want = sorted(
+        [f"attempt-featurize-{k}" for k in range(n)]
+        + [f"attempt-scan-lm-{k}" for k in range(n)]
+        + [f"attempt-scan-hits-{k}" for k in range(n)]
+        + ["attempt-featurize-1", "attempt-scan-lm-2"]  # killed once, retried once
+    )
+    assert attempts == want
+    assert not list(log.glob("kill-*"))
+    assert len(nodes) == 2, nodes  # both nodes ran tasks
+    for a, b in ((f, f_local), (s, s_local)):
+        ta, tb = pq.read_table(a), pq.read_table(b)
+        assert ta.replace_schema_metadata(None).equals(tb.replace_schema_metadata(None))
+        ma = json.loads(ta.schema.metadata[b"kdmem"])
+        mb = json.loads(tb.schema.metadata[b"kdmem"])
+        assert {**ma, "index": ""} == {**mb, "index": ""}

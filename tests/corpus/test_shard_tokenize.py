@@ -55,7 +55,7 @@ def test_tokenizer_hash_matches_rust_and_the_formula(tmp_path: Path) -> None:
     want = hashlib.sha256(text.encode()).hexdigest()
     assert tokenizer_hash(tok) == want
     assert tokenizer_hash(bpe_tokenizer().parent) == want
-    h, vocab_size, eos_id = _core.tokenizer_info(bpe_tokenizer())
+    h, vocab_size, eos_id, _encoder, _note = _core.tokenizer_info(bpe_tokenizer())
     assert (h, vocab_size, eos_id) == (want, tok.get_vocab_size(True), tok.token_to_id(EOS))
 
 

@@ -57,6 +57,13 @@ ray_option = click.option(
     help="One Ray task per shard (joins RAY_ADDRESS or starts a local cluster); "
     "same output as a local run.",
 )
+cache_option = click.option(
+    "--cache/--no-cache",
+    default=True,
+    show_default=True,
+    help="Keep each shard's partial result in OUT.parts/ and reuse those of unchanged shards "
+    "(after kdmem shard --append, only the new shards are queried); same output either way.",
+)
 partial_out_option = click.option(
     "--partial-out",
     type=click.Path(file_okay=False),

@@ -9,6 +9,7 @@ import click
 
 from kdmem.cli._app import main
 from kdmem.cli._options import (
+    cache_option,
     index_option,
     partial_out_option,
     progress_bars,
@@ -24,9 +25,16 @@ def _shard_summary(res: ShardResult) -> None:
     click.echo(
         f"{res.out}: {res.n_docs:,} documents, {res.n_tokens:,} tokens in {res.n_shards} shard(s), "
         f"dtype {res.dtype}, eos {res.eos_id}, tokenizer {res.tokenizer_hash[:12]}"
+        + (f", encoder {res.encoder}" if res.encoder else "")
         + (f", resumed {res.resumed_shards} shard(s)" if res.resumed_shards else "")
+        + (f", appended {res.appended_shards} shard(s)" if res.appended_shards else "")
         + (f", skipped {res.skipped_bad:,} bad record(s)" if res.skipped_bad else "")
     )
+    if res.shard_tokens is not None and res.memory is not None:
+        click.echo(
+            f"  shards of up to {res.shard_tokens:,} tokens: indexing one fits in "
+            f"--memory {res.memory / 1e9:.2f} GB"
+        )
 
 
 @main.command()
@@ -53,12 +61,32 @@ def _shard_summary(res: ShardResult) -> None:
 )
 @click.option(
     "--shard-tokens",
-    default=1 << 30,
-    show_default=True,
+    default=None,
     type=click.IntRange(min=1),
-    help="Tokens per shard (a shard ends after the document reaching it).",
+    help="Tokens per shard (a shard ends after the document reaching it). "
+    "[default: what --memory can index, at most 2^30]",
+)
+@click.option(
+    "--memory",
+    default=None,
+    help="Memory budget, e.g. 8GB: shards are sized so that indexing one fits in it, and the "
+    "writer's buffers stay within it. [default: 3/4 of this machine's memory]",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a different earlier output in --out.")
+@click.option(
+    "--append",
+    is_flag=True,
+    help="Add INPUT... to the finished shard set in --out as new shards (document ids "
+    "continue; the old set stays intact until the new shards are committed).",
+)
+@click.option(
+    "--encoder",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "tokenizers"]),
+    help="auto: kdmem's byte-level BPE encoder for GPT-2/NeoX/Llama-3/OLMo-2/Qwen-style "
+    "tokenizers (same ids), the tokenizers library otherwise; tokenizers: always the library.",
+)
 @click.option("--split", default="train", show_default=True, help="Split of datasets inputs.")
 @click.option(
     "--max-documents",
@@ -69,7 +97,8 @@ def _shard_summary(res: ShardResult) -> None:
 def shard(inputs: tuple[str, ...], **kw: Any) -> None:
     """Tokenize INPUT... (.jsonl[.gz|.zst], .txt, .parquet, datasets dir, hf:NAME) into shards.
 
-    Output is byte-identical for any --threads; a killed run resumes when rerun.
+    Output is byte-identical for any --threads; a killed run resumes when rerun; --append
+    adds new documents to an existing set as new shards.
     """
     from kdmem.corpus.shard import shard_corpus
 
@@ -221,6 +250,7 @@ def index_cmd(
     help="Merge the --partial-out results of every shard into --out.",
 )
 @ray_option
+@cache_option
 def featurize(examples: str, index_dir: str, out: str | None, **kw: Any) -> None:
     """Corpus features of EXAMPLES: zlib entropy, duplicate counts, longest verbatim match and
     n-gram overlap against an index (docs/formats.md).
@@ -277,6 +307,7 @@ def featurize(examples: str, index_dir: str, out: str | None, **kw: Any) -> None
     help="Merge the round-2 results of every shard into --out.",
 )
 @ray_option
+@cache_option
 def scan(generations: str, index_dir: str, out: str | None, **kw: Any) -> None:
     """Every maximal span of at least --min-len tokens of each generation that occurs verbatim
     in the index, with its count and locations.

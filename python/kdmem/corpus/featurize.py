@@ -46,6 +46,7 @@ from kdmem.atomic import write_parquet_atomic
 from kdmem.corpus.examples import load_token_examples
 from kdmem.corpus.fanout import map_shards, read_parts, write_part
 from kdmem.corpus.index import Index, n_shard_files
+from kdmem.corpus.partcache import PartCache, digest, runs, stored_task
 from kdmem.errors import InvalidArgumentError, MalformedRecordError
 from kdmem.progress import Meter, Progress
 from kdmem.rundir import table_meta, with_table_meta
@@ -341,13 +342,16 @@ def featurize(
     chunk: int = 4096,
     progress: Progress | None = None,
     ray: bool = False,
+    cache: bool = True,
 ) -> Path:
     """Write ``out`` (Parquet, one row per example of at least ``prefix + suffix`` tokens).
 
     ``tokenizer`` (a tokenizer.json or HF directory) decodes token ids for the zlib features
     when the examples carry no text. Raises ``TokenizerMismatchError`` when the examples'
     tokenizer differs from the index's. ``ray``: one :func:`featurize_partial` Ray task per
-    shard, then the same merge (identical output).
+    shard, then the same merge (identical output). ``cache``: keep each shard's partial
+    result in ``OUT.parts/`` and reuse those of unchanged shards (after an append, only the
+    new shards are queried; :mod:`kdmem.corpus.partcache`).
     """
     _check_lengths(prefix, suffix)
     if any(n < 1 for n in ngram):
@@ -357,10 +361,38 @@ def featurize(
     )
     # EXAMPLES are read (and text tokenized) once here; Ray tasks read their own copy.
     win = _windows(examples, tokenizer, text_field, prefix + suffix)
-    if ray:
-        partials = map_shards(featurize_partial, examples, index, chunk=chunk, **kw)
-    else:
-        partials = [_partial(win, index, None, prefix, suffix, threads, chunk, progress)]
+    store = None
+    if cache:
+        w = prefix + suffix
+        windows = np.stack([t[:w] for t in win.tokens]) if win.tokens else np.zeros((0, w))
+        base = digest(PARTIAL_FORMAT, prefix, suffix, win.ids, windows.astype(np.int64))
+        store = PartCache.beside(out, index, "featurize", base)
+    if store is None:
+        if ray:
+            partials = map_shards(featurize_partial, examples, index, chunk=chunk, **kw)
+        else:
+            partials = [_partial(win, index, None, prefix, suffix, threads, chunk, progress)]
+        return _merge(win, partials, out, index, ngram, exclude_self, tokenizer, threads)
+    partials, missing = store.lookup()
+    if win.tok_hash and set(win.tok_hash) != {"0"}:
+        first = Index(index, shards=[0])  # the check _partial makes, for all-cached runs too
+        if set(first.tokenizer_hash) != {"0"}:
+            first.check_tokenizer(win.tok_hash)
+    if missing and ray:
+        partials += map_shards(
+            stored_task,
+            examples,
+            index,
+            shards=missing,
+            task=featurize_partial,
+            cache=store.spec,
+            chunk=chunk,
+            **kw,
+        )
+    for run in runs(missing) if not ray else []:
+        part = _partial(win, index, run, prefix, suffix, threads, chunk, progress)
+        store.store(part, run)
+        partials.append(part)
     return _merge(win, partials, out, index, ngram, exclude_self, tokenizer, threads)
 
 
@@ -381,6 +413,7 @@ def run_featurize(
     text_field: str = "text",
     threads: int | None = None,
     progress: Progress | None = None,
+    cache: bool = True,
 ) -> Path:
     """``kdmem featurize`` in any of its three modes; returns the file written.
 
@@ -432,4 +465,5 @@ def run_featurize(
         threads=threads,
         progress=progress,
         ray=ray,
+        cache=cache,
     )

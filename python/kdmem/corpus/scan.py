@@ -39,6 +39,7 @@ from kdmem.corpus.featurize import (
     partial_meta,
 )
 from kdmem.corpus.index import Index, n_shard_files
+from kdmem.corpus.partcache import PartCache, digest, runs, stored_task
 from kdmem.errors import InvalidArgumentError
 from kdmem.progress import Meter, Progress
 from kdmem.rundir import with_table_meta
@@ -252,6 +253,7 @@ def scan(
     chunk: int = 1024,
     progress: Progress | None = None,
     ray: bool = False,
+    cache: bool = True,
 ) -> Path:
     """Write ``out`` (Parquet): one row per maximal span, sorted by (example_id, start).
 
@@ -259,11 +261,46 @@ def scan(
     ``shard``, ``document``, ``offset`` (lists of at most ``max_locations`` locations, corpus
     order). Generations are read like featurize's examples (shards, Parquet or JSONL with
     ``input_ids`` or text plus ``--tokenizer``, 2-D ``.npy``). ``ray``: both rounds run as one
-    Ray task per shard (identical output).
+    Ray task per shard (identical output). ``cache``: keep each shard's round-1 result (and
+    round-2 result, reused while the spans are unchanged) in ``OUT.parts/``, so a rerun after
+    an append queries only the new shards in round 1 (:mod:`kdmem.corpus.partcache`).
     """
     _check_options(min_len, max_locations)
     kw: dict[str, Any] = dict(tokenizer=tokenizer, text_field=text_field, threads=threads)
     hits_kw: dict[str, Any] = dict(min_len=min_len, max_locations=max_locations, **kw)
+    if cache:
+        ids, tokens, _texts, _hash = load_token_examples(generations, tokenizer, text_field)
+        base = digest(LM_PARTIAL_FORMAT, ids, [digest(t.astype(np.int64)) for t in tokens])
+        lm_store = PartCache.beside(out, index, "scan-lm", base)
+        if lm_store is not None:
+            hits_store = PartCache(
+                lm_store.directory,
+                "scan-hits",
+                digest(HITS_PARTIAL_FORMAT, base, min_len, max_locations),
+                lm_store.keys,
+            )
+            lm = _cached_parts(
+                lm_store,
+                scan_lm_partial,
+                generations,
+                index,
+                (),
+                ray,
+                dict(chunk=chunk, **kw),
+                progress,
+            )
+            hits = _cached_parts(
+                hits_store,
+                scan_hits_partial,
+                generations,
+                index,
+                (lm,),
+                ray,
+                hits_kw,
+                None,
+                spans=merged_spans(lm, min_len),
+            )
+            return scan_merge(hits, out, index=index)
     if ray:
         lm = map_shards(scan_lm_partial, generations, index, chunk=chunk, **kw)
         hits = map_shards(scan_hits_partial, generations, index, lm, **hits_kw)
@@ -271,6 +308,61 @@ def scan(
         lm = [scan_lm_partial(generations, index, chunk=chunk, progress=progress, **kw)]
         hits = [scan_hits_partial(generations, index, lm, **hits_kw)]
     return scan_merge(hits, out, index=index)
+
+
+def _same_spans(table: pa.Table, spans: list[tuple[int, int, int]], ids: Any) -> bool:
+    if table.num_rows != len(spans):
+        return False
+    want = [(int(ids[j]), st, n) for j, st, n in spans]
+    got = zip(
+        table.column("example_id").to_pylist(),
+        table.column("start").to_pylist(),
+        table.column("length").to_pylist(),
+        strict=True,
+    )
+    return all(g == w for g, w in zip(got, want, strict=True))
+
+
+def _cached_parts(
+    store: PartCache,
+    task: Any,
+    generations: str | os.PathLike[str],
+    index: str | os.PathLike[str],
+    args: tuple[Any, ...],
+    ray: bool,
+    kw: dict[str, Any],
+    progress: Progress | None,
+    spans: tuple[Any, list[tuple[int, int, int]]] | None = None,
+) -> list[pa.Table]:
+    """Stored parts of unchanged shards, plus ``task`` run on the others (one Ray task per
+    shard, or locally one call per contiguous run), each stored. With ``spans`` (round 2:
+    ``merged_spans``' example ids and spans), a stored part counts only if it holds exactly
+    these spans."""
+    parts, missing = store.lookup()
+    if spans is not None:
+        ids, current = spans
+        keep = [p for p in parts if _same_spans(p, current, ids)]
+        for p in parts:
+            if not any(p is q for q in keep):
+                missing += partial_meta(p, HITS_PARTIAL_FORMAT)["shards"]
+        parts, missing = keep, sorted(missing)
+    if missing and ray:
+        parts += map_shards(
+            stored_task,
+            generations,
+            index,
+            *args,
+            shards=missing,
+            task=task,
+            cache=store.spec,
+            **kw,
+        )
+    for run in runs(missing) if not ray else []:
+        extra = {} if progress is None else {"progress": progress}
+        part = task(generations, index, *args, shards=run, **kw, **extra)
+        store.store(part, run)
+        parts.append(part)
+    return parts
 
 
 def run_scan(
@@ -289,6 +381,7 @@ def run_scan(
     text_field: str = "text",
     threads: int | None = None,
     progress: Progress | None = None,
+    cache: bool = True,
 ) -> Path:
     """``kdmem scan`` in any of its modes; returns the file written.
 
@@ -328,5 +421,6 @@ def run_scan(
         max_locations=max_locations,
         progress=progress,
         ray=ray,
+        cache=cache,
         **common,
     )

@@ -11,12 +11,24 @@ thread, rayon tokenization, ordered writes, GIL released) and everything else (`
   ``<|end_of_text|>``, ``</s>``, ``<eos>``, ``<|eos|>``, ``<|end|>`` in the vocabulary, else
   none; ``"none"``; or a token / id);
 - ``dtype="auto"`` stores u16 when the vocabulary has at most 65,536 ids, else u32;
-- shards are cut after the document that brings a shard to ``shard_tokens`` tokens, so the
-  bytes do not depend on ``threads``, and reruns are byte-identical;
-- a killed run resumes: finished shards are verified and kept, their records skipped.
+- shards are cut after the document that brings a shard to ``shard_tokens`` tokens (and
+  before one that would take it past what ``memory`` can index), so the bytes do not depend
+  on ``threads``, and reruns are byte-identical;
+- a killed run resumes: finished shards are verified and kept, their records skipped;
+- ``append=True`` adds the inputs to a finished set as new shards (document ids continue;
+  the set's manifest is replaced in one atomic rename once every new shard is written, so a
+  killed append leaves the old set as it was and resumes when rerun).
 
-Memory is bounded by the in-flight batches (about 34 MiB plus the tokenizer for the native
-path; ``batch_size`` texts for the Python path), not by the corpus size.
+Byte-level BPE tokenizers of the GPT-2, GPT-NeoX/Pythia, Llama-3, OLMo-2 and Qwen families are
+encoded by kdmem's own encoder (identical ids, several times faster than ``tokenizers``;
+``kdmem_core::shard::bpe`` says which tokenizers qualify); others by ``tokenizers``. The
+manifest's ``encoder`` says which (``kdmem-bpe`` or ``tokenizers``); ``encoder="tokenizers"``
+forces the library.
+
+**Memory** (``memory``, default three quarters of the machine's): shards are sized so that
+indexing one fits the budget (about 6.4 bytes/token for u16 shards, 8.4 for u32; at most 2^30
+tokens), and the writer's own buffers shrink to fit it. The writer itself needs about 100 MB
+plus 16 MB per thread; the in-flight batches are at most 4 x 4 MiB of text.
 """
 
 from __future__ import annotations
@@ -67,9 +79,38 @@ class ShardResult:
     eos_id: int | None
     tokenizer_hash: str
     manifest: dict[str, Any]
+    encoder: str | None = None
+    """``kdmem-bpe`` or ``tokenizers`` (see the module docs)."""
+    shard_tokens: int | None = None
+    """Shard size this run used (from ``memory`` unless given)."""
+    memory: int | None = None
+    """Memory budget in bytes this run planned with."""
+    appended_shards: int = 0
+    """Shards this call added to an existing set (``append=True``)."""
 
 
-def _result(out: Path, manifest_json: str, resumed: int) -> ShardResult:
+def memory_bytes(memory: int | str | None) -> int | None:
+    """``memory`` in bytes: an int as it is, a string such as ``8GB`` / ``512MiB`` parsed, None
+    kept (the machine's default, three quarters of its memory)."""
+    if memory is None or isinstance(memory, int):
+        if isinstance(memory, int) and memory < 1:
+            raise InvalidArgumentError(f"invalid memory = {memory}: pass a positive byte count")
+        return memory
+    from kdmem import _core
+
+    return int(_core.parse_size(str(memory)))
+
+
+def _result(
+    out: Path,
+    manifest_json: str,
+    resumed: int,
+    *,
+    encoder: str | None = None,
+    shard_tokens: int | None = None,
+    memory: int | None = None,
+    before: int | None = None,
+) -> ShardResult:
     m = json.loads(manifest_json)
     return ShardResult(
         out=out,
@@ -82,7 +123,21 @@ def _result(out: Path, manifest_json: str, resumed: int) -> ShardResult:
         eos_id=m["eos_id"],
         tokenizer_hash=m["tokenizer_hash"],
         manifest=m,
+        encoder=m.get("encoder", encoder),
+        shard_tokens=shard_tokens,
+        memory=memory,
+        appended_shards=0 if before is None else len(m["shards"]) - before,
     )
+
+
+def _shards_before(out: Path, append: bool) -> int | None:
+    """Shards of the set an append adds to (None when not appending or nothing is there)."""
+    if not append:
+        return None
+    try:
+        return len(json.loads((out / "shards.json").read_text())["shards"])
+    except (OSError, ValueError, KeyError):
+        return None  # the writer reports what is wrong
 
 
 def shard_corpus(
@@ -95,8 +150,11 @@ def shard_corpus(
     text_field: str = "text",
     eos: str = "auto",
     skip_bad: bool = False,
-    shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    shard_tokens: int | None = None,
+    memory: int | str | None = None,
     overwrite: bool = False,
+    append: bool = False,
+    encoder: str = "auto",
     split: str = "train",
     batch_size: int = 4096,
     max_documents: int | None = None,
@@ -114,8 +172,16 @@ def shard_corpus(
         text_field: the JSON key / column holding the text.
         eos: ``auto``, ``none`` or a token (string or id) appended after every document.
         skip_bad: count and skip malformed records instead of failing.
-        shard_tokens: token budget per shard (a shard ends after the document reaching it).
-        overwrite: replace a different earlier output in ``out``.
+        shard_tokens: token budget per shard (a shard ends after the document reaching it);
+            default: what ``memory`` can index, at most 2^30.
+        memory: memory budget (bytes, or a string such as ``8GB``); default three quarters of
+            the machine's memory. A budget too small for one document is an error naming the
+            minimum.
+        overwrite: replace a different earlier output in ``out`` (with ``append``: drop an
+            unfinished append of other inputs; the set itself is never replaced).
+        append: add the inputs to the finished shard set in ``out`` as new shards (same
+            tokenizer, dtype and EOS; otherwise an error names both); rerunning it is a no-op.
+        encoder: ``auto`` (kdmem's byte-level BPE encoder where it applies) or ``tokenizers``.
         split: split for ``datasets`` inputs.
         batch_size: rows per batch for Python-read sources.
         max_documents: read at most this many records (good and bad, in input order) from
@@ -136,6 +202,8 @@ def shard_corpus(
     specs = [str(i) for i in inputs]
     sources = [classify_source(s, text_field, split) for s in specs]
     outp = Path(out)
+    mem = memory_bytes(memory)
+    before = _shards_before(outp, append)
     if all(s is None for s in sources):
         if max_documents is not None:
             raise InvalidArgumentError(
@@ -148,7 +216,7 @@ def shard_corpus(
                 raise KdmemIOError(
                     f"cannot read {s}: no such file; check that the path exists and that you may read it"
                 )
-        manifest, resumed = _core.shard_files(
+        manifest, resumed, planned, budget = _core.shard_files(
             [Path(s) for s in specs],
             Path(tokenizer),
             outp,
@@ -158,10 +226,13 @@ def shard_corpus(
             eos=eos,
             skip_bad=skip_bad,
             shard_tokens=shard_tokens,
+            memory=mem,
             overwrite=overwrite,
+            append=append,
+            encoder=encoder,
             progress=_counters(progress),
         )
-        return _result(outp, manifest, resumed)
+        return _result(outp, manifest, resumed, shard_tokens=planned, memory=budget, before=before)
     if any(s is None for s in sources):
         native = [sp for sp, s in zip(specs, sources, strict=True) if s is None]
         raise InvalidArgumentError(
@@ -185,13 +256,16 @@ def shard_corpus(
         dtype=dtype,
         eos=eos,
         shard_tokens=shard_tokens,
+        memory=mem,
         overwrite=overwrite,
+        append=append,
+        encoder=encoder,
         threads=threads,
     )
     resumed = w.resumed_shards
     if not w.is_complete:
         _feed_texts(w, srcs, skip_bad, batch_size, _counters(progress), max_documents)
-    return _result(outp, w.finish(", ".join(specs[:3])), resumed)
+    return _result(outp, w.finish(", ".join(specs[:3])), resumed, encoder=w.encoder, before=before)
 
 
 def _feed_texts(
@@ -248,4 +322,4 @@ def _feed_texts(
                 progress(docs, tokens, chars, 0)
 
 
-__all__ = ["DEFAULT_SHARD_TOKENS", "ShardResult", "shard_corpus"]
+__all__ = ["DEFAULT_SHARD_TOKENS", "ShardResult", "memory_bytes", "shard_corpus"]

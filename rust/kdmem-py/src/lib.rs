@@ -22,6 +22,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(index::verify_index, m)?)?;
     m.add_function(wrap_pyfunction!(shard::shard_files, m)?)?;
     m.add_function(wrap_pyfunction!(shard::tokenizer_info, m)?)?;
+    m.add_function(wrap_pyfunction!(shard::parse_size, m)?)?;
+    m.add_function(wrap_pyfunction!(shard::default_memory, m)?)?;
     m.add_class::<shard::ShardWriter>()?;
     m.add_function(wrap_pyfunction!(_error_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(_raise_error_sample, m)?)?;

@@ -11,8 +11,15 @@
 //! `eos_id: null`). `--eos none` never appends; `--eos TOKEN` looks `TOKEN` up in the
 //! vocabulary (or, if it is a decimal number below the vocabulary size, uses it as the id).
 //!
-//! Cost: encoding is the tokenizer's own O(text) work; one `ShardTokenizer` is shared by all
-//! worker threads (`tokenizers::Tokenizer` is `Sync`).
+//! **Encoder.** Byte-level BPE tokenizers of the GPT-2, GPT-NeoX/Pythia, Llama-3, OLMo-2 and
+//! Qwen families are encoded by kdmem's own exact encoder ([`crate::shard::bpe`], several
+//! times faster); every other tokenizer by the `tokenizers` library. The rule is
+//! [`ByteLevelBpe::from_tokenizer`]: every component must be one that encoder reproduces, and
+//! a self-check sample must encode identically; [`ShardTokenizer::encoder`] names the one in
+//! use and [`ShardTokenizer::encoder_note`] why (both are recorded in the manifest).
+//! [`EncoderChoice::Tokenizers`] forces the library.
+//!
+//! Cost: O(text) per document; one `ShardTokenizer` is shared by all worker threads.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +27,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
+use crate::shard::bpe::{self, ByteLevelBpe};
 use crate::shard::format::Dtype;
 
 /// End-of-text tokens recognised by `--eos auto`, in priority order.
@@ -50,6 +58,35 @@ impl EosChoice {
             "auto" => EosChoice::Auto,
             "none" => EosChoice::None,
             t => EosChoice::Token(t.to_string()),
+        }
+    }
+}
+
+/// Which encoder turns text into ids (the ids are the same either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EncoderChoice {
+    /// kdmem's byte-level BPE encoder when the tokenizer qualifies, else `tokenizers`.
+    #[default]
+    Auto,
+    /// Always the `tokenizers` library.
+    Tokenizers,
+}
+
+/// Name recorded in the manifest when the `tokenizers` library encoded a shard set.
+pub const TOKENIZERS_ENCODER: &str = "tokenizers";
+
+impl EncoderChoice {
+    /// Parse `auto` or `tokenizers`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(EncoderChoice::Auto),
+            "tokenizers" => Ok(EncoderChoice::Tokenizers),
+            other => Err(Error::InvalidArgument {
+                name: "encoder".into(),
+                value: other.into(),
+                fix: "use auto (kdmem's byte-level BPE encoder where it applies) or tokenizers"
+                    .into(),
+            }),
         }
     }
 }
@@ -115,6 +152,8 @@ pub fn hex(bytes: &[u8]) -> String {
 /// A loaded tokenizer plus what a shard header needs from it.
 pub struct ShardTokenizer {
     tok: Tokenizer,
+    fast: Option<ByteLevelBpe>,
+    note: String,
     path: PathBuf,
     /// See [`tokenizer_hash`].
     pub hash: [u8; 32],
@@ -130,13 +169,25 @@ impl std::fmt::Debug for ShardTokenizer {
             .field("path", &self.path)
             .field("vocab_size", &self.vocab_size)
             .field("eos_id", &self.eos_id)
+            .field("encoder", &self.encoder())
             .finish()
     }
 }
 
 impl ShardTokenizer {
-    /// Load `tokenizer.json` (or a directory containing one) and resolve the EOS choice.
+    /// Load `tokenizer.json` (or a directory containing one) and resolve the EOS choice, with
+    /// [`EncoderChoice::Auto`].
     pub fn load(path: impl AsRef<Path>, eos: &EosChoice) -> Result<Self> {
+        Self::load_with(path, eos, EncoderChoice::Auto)
+    }
+
+    /// [`ShardTokenizer::load`] with an explicit encoder choice. Compiling the fast encoder
+    /// costs O(vocabulary + merges) once (about 0.1-0.5 s for a 150k vocabulary).
+    pub fn load_with(
+        path: impl AsRef<Path>,
+        eos: &EosChoice,
+        encoder: EncoderChoice,
+    ) -> Result<Self> {
         let mut path = path.as_ref().to_path_buf();
         if path.is_dir() {
             path = path.join("tokenizer.json");
@@ -177,9 +228,18 @@ impl ShardTokenizer {
                 },
             },
         };
+        let (fast, note) = match encoder {
+            EncoderChoice::Tokenizers => (None, "forced by --encoder tokenizers".to_string()),
+            EncoderChoice::Auto => match ByteLevelBpe::from_tokenizer(&tok) {
+                Ok(f) => (Some(f), "byte-level BPE of a supported family".to_string()),
+                Err(why) => (None, format!("not kdmem's fast path: {why}")),
+            },
+        };
         Ok(ShardTokenizer {
             hash: tokenizer_hash(&tok),
             tok,
+            fast,
+            note,
             path,
             vocab_size,
             eos_id,
@@ -196,9 +256,30 @@ impl ShardTokenizer {
         &self.tok
     }
 
+    /// The encoder in use: [`bpe::NAME`] or [`TOKENIZERS_ENCODER`].
+    pub fn encoder(&self) -> &'static str {
+        if self.fast.is_some() {
+            bpe::NAME
+        } else {
+            TOKENIZERS_ENCODER
+        }
+    }
+
+    /// Why that encoder (for the manifest and logs; one clause).
+    pub fn encoder_note(&self) -> &str {
+        &self.note
+    }
+
     /// Token ids of `text` (no special tokens) followed by EOS if enabled, appended to `out`.
     /// `path` and `line` name the record in errors.
     pub fn encode_into(&self, text: &str, out: &mut Vec<u32>, path: &str, line: u64) -> Result<()> {
+        if let Some(f) = &self.fast {
+            f.encode_into(text, out);
+            if let Some(e) = self.eos_id {
+                out.push(e);
+            }
+            return Ok(());
+        }
         let enc = self
             .tok
             .encode_fast(text, false)

@@ -4,32 +4,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use proptest::prelude::*;
-use tokenizers::models::bpe::BPE;
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::{AddedToken, Tokenizer};
 
 use super::*;
-
-/// A byte-level BPE with no merges: one token per byte, plus `<|endoftext|>` (id 256).
-fn tiny_tokenizer(dir: &Path) -> PathBuf {
-    let mut vocab = tokenizers::models::bpe::Vocab::new();
-    let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
-    alphabet.sort();
-    for (i, c) in alphabet.iter().enumerate() {
-        vocab.insert(c.to_string(), i as u32);
-    }
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, vec![])
-        .build()
-        .unwrap();
-    let mut tok = Tokenizer::new(bpe);
-    tok.with_pre_tokenizer(Some(ByteLevel::default()));
-    tok.add_special_tokens(vec![AddedToken::from("<|endoftext|>", true)])
-        .unwrap();
-    let p = dir.join("tokenizer.json");
-    tok.save(&p, false).unwrap();
-    p
-}
+use crate::shard::format::{self, Dtype, ShardReader};
+use crate::shard::test_util::tiny_tokenizer;
+use std::fs;
+use tokenizers::Tokenizer;
 
 fn corpus(dir: &Path, docs: &[String]) -> PathBuf {
     let p = dir.join("c.jsonl");
@@ -77,7 +57,7 @@ proptest! {
             let out = t.path().join(format!("o{threads}"));
             let mut cfg = ShardConfig::new(vec![input.clone()], tok.clone(), out.clone());
             cfg.threads = Some(threads);
-            cfg.shard_tokens = shard_tokens;
+            cfg.shard_tokens = Some(shard_tokens);
             cfg.batch_bytes = bb;
             let rep = run(&cfg).unwrap();
             prop_assert_eq!(rep.manifest.n_docs(), n as u64);
@@ -109,13 +89,45 @@ fn ids_and_eos_match_the_tokenizer() {
 }
 
 #[test]
+fn default_runs_keep_the_configuration_hash_of_earlier_versions() {
+    // Without --memory a run's identity is the lines kdmem hashed before --memory existed,
+    // so finished and interrupted outputs of earlier versions are still reused or resumed.
+    let t = tempfile::tempdir().unwrap();
+    let tok = tiny_tokenizer(t.path());
+    let input = corpus(t.path(), &docs(5));
+    let mut cfg = ShardConfig::new(vec![input.clone()], tok.clone(), t.path().join("o"));
+    cfg.shard_tokens = Some(100);
+    let rep = run(&cfg).unwrap();
+    let st = ShardTokenizer::load(&tok, &EosChoice::Auto).unwrap();
+    let abs = fs::canonicalize(&input).unwrap();
+    let want = config_hash(&[
+        format!("tokenizer {}", hex(&st.hash)),
+        "dtype u16".into(),
+        "eos Some(256)".into(),
+        "text_field \"text\"".into(),
+        "skip_bad false".into(),
+        "shard_tokens 100".into(),
+        format!(
+            "input {} {}",
+            abs.display(),
+            fs::metadata(&input).unwrap().len()
+        ),
+    ]);
+    assert_eq!(rep.manifest.config_hash, want);
+    // An explicit budget is part of the identity (it may move shard boundaries).
+    cfg.out = t.path().join("m");
+    cfg.memory = Some(1 << 30);
+    assert_ne!(run(&cfg).unwrap().manifest.config_hash, want);
+}
+
+#[test]
 fn resume_keeps_finished_shards_and_ends_identical() {
     let t = tempfile::tempdir().unwrap();
     let tok = tiny_tokenizer(t.path());
     let input = corpus(t.path(), &docs(40));
     let full = t.path().join("full");
     let mut cfg = ShardConfig::new(vec![input.clone()], tok.clone(), full.clone());
-    cfg.shard_tokens = 100;
+    cfg.shard_tokens = Some(100);
     let rep = run(&cfg).unwrap();
     assert!(rep.manifest.shards.len() >= 4);
     let want = files(&full);
@@ -159,7 +171,7 @@ fn resume_keeps_finished_shards_and_ends_identical() {
 
     // A different configuration is refused, naming the fix.
     let mut cfg4 = cfg2.clone();
-    cfg4.shard_tokens = 99;
+    cfg4.shard_tokens = Some(99);
     let e = run(&cfg4).unwrap_err();
     assert!(e.to_string().contains("--overwrite"), "{e}");
     cfg4.overwrite = true;
@@ -211,7 +223,7 @@ fn disk_full_is_reported_and_leaves_no_partial_shard() {
     let input = corpus(t.path(), &docs(30));
     let out = t.path().join("o");
     let mut cfg = ShardConfig::new(vec![input], tok, out.clone());
-    cfg.shard_tokens = 50;
+    cfg.shard_tokens = Some(50);
     // The writer runs on the calling thread, so the thread-local hook reaches it.
     format::TEST_FAULT.with(|f| f.set(Some(300)));
     let e = run(&cfg);
@@ -232,7 +244,7 @@ fn cancellation_stops_without_partial_files_and_counters_advance() {
     let input = corpus(t.path(), &docs(50));
     let out = t.path().join("o");
     let mut cfg = ShardConfig::new(vec![input], tok, out.clone());
-    cfg.shard_tokens = 40;
+    cfg.shard_tokens = Some(40);
     let ctl = Control::new();
     ctl.cancel();
     let e = shard_files(&cfg, &ctl).unwrap_err();
