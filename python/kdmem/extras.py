@@ -2,11 +2,11 @@
 
 kdmem's core install (numpy, pyarrow, click, tqdm, tokenizers and the Rust extension) shards,
 indexes and scans corpora. Models need ``kdmem[torch]`` (torch, transformers, safetensors,
-accelerate), the predictor and the report's figures ``kdmem[analysis]`` (scikit-learn,
-matplotlib), hub datasets ``kdmem[hf]`` and ``--ray`` fan-out ``kdmem[ray]``.
+accelerate), the predictor and the report ``kdmem[analysis]`` (scikit-learn, matplotlib,
+Jinja2), hub datasets ``kdmem[hf]`` and ``--ray`` fan-out ``kdmem[ray]``.
 
 Each subsystem calls :func:`require` once, where it is entered (``kdmem.models``,
-``kdmem.train``, ``kdmem.measure``, ``kdmem.analysis.predictor``, the report's figures,
+``kdmem.train``, ``kdmem.measure``, ``kdmem.analysis.predictor``, the report and its figures,
 ``kdmem.corpus.sources`` for hub datasets, ``kdmem.corpus.fanout`` for Ray), so a missing
 package is one ``kdmem: error:`` line naming the extra to install instead of an ImportError
 deep in a traceback. ``import kdmem`` and ``kdmem --help`` import none of them.
@@ -27,6 +27,7 @@ EXTRAS: dict[str, str] = {
     "accelerate": "torch",
     "sklearn": "analysis",
     "matplotlib": "analysis",
+    "jinja2": "analysis",
     "datasets": "hf",
     "ray": "ray",
 }
