@@ -28,12 +28,19 @@ def predicted_run(tmp_path_factory: pytest.TempPathFactory, synthetic_run: Path)
     run_predict(RunDir(dst), resamples=20, seed=0)
     # The filter experiment as the study writes it; seed 1's soft student stands in for the
     # student re-distilled without the flagged examples.
-    from kdmem.analysis.filter import compare_filtered, flag_examples
+    from kdmem.analysis.filter import compare_filtered, flag_examples, flag_summary
     from kdmem.atomic import write_json_atomic
 
     flags = flag_examples(RunDir(dst), threshold=0.5)
     flagged = sorted(int(i) for i in flags["example_id"][flags["flagged"]])
-    write_json_atomic(dst / "filter" / "flagged.json", {"threshold": 0.5, "flagged": flagged})
+    models = [
+        flag_summary(RunDir(dst), flag_examples(RunDir(dst), model=m), "student_soft_seed0")
+        for m in ("paper", "natural")
+    ]
+    write_json_atomic(
+        dst / "filter" / "flagged.json",
+        {"threshold": 0.5, "model": "paper", "flagged": flagged, "models": models},
+    )
     res = compare_filtered(RunDir(dst), "student_soft_seed0", "student_soft_seed1", flagged)
     write_json_atomic(dst / "filter" / "filter.json", res)
     return dst

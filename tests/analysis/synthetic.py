@@ -188,6 +188,23 @@ def write_synthetic_run(
     log_ppl_teacher = log_ppl_base - 0.3 + rng.normal(0.0, 0.2, n)
     kl_tb = np.abs(rng.normal(0.2, 0.1, n)) * np.exp(0.3 * z)
 
+    # The run's tokenizer (a word-level one) and decoded spot checks in the teacher's table:
+    # one agreeing, one not, and one whose decoded text must be escaped by the report.
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from kdmem.identity import tokenizer_hash
+
+    tok = Tokenizer(
+        models.WordLevel({"[UNK]": 0, "the": 1, "<b>bold</b>": 2, "cat": 3}, unk_token="[UNK]")
+    )
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    (root / "tokenizer").mkdir(parents=True, exist_ok=True)
+    tok.save(str(root / "tokenizer" / "tokenizer.json"))
+    spot = [
+        {"example_id": int(ids[0]), "decoded": [1, 3], "match": True},
+        {"example_id": int(ids[1]), "decoded": [1, 2, 3], "match": False},
+    ]
+
     def table(memorized: np.ndarray, log_ppl: np.ndarray, role: str, kl: np.ndarray | None) -> None:
         npred = spec.window - 1
         first_mismatch = np.where(memorized, spec.suffix, rng.integers(0, spec.suffix, n)).astype(
@@ -219,6 +236,8 @@ def write_synthetic_run(
             "dtype": "float32",
             "model_hash": f"synthetic-{role}",
             "reference_model_hash": "synthetic-baseline_seed0" if kl is not None else None,
+            "tokenizer_hash": tokenizer_hash(tok),
+            "verify": {"spot_checks": spot} if role == "teacher" else None,
         }
         t = pa.table(cols).replace_schema_metadata({"kdmem": json.dumps(meta)})
         write_parquet_atomic(root / "measure" / f"{role}.parquet", t)
@@ -260,6 +279,24 @@ def write_synthetic_run(
         }
     )
     write_parquet_atomic(root / "features.parquet", features)
+    # Example groups as the demo writes them: the first tenth "planted", the rest "natural".
+    group = np.where(np.arange(n) < n // 10, "planted", "natural")
+    write_parquet_atomic(
+        root / "data" / "groups.parquet",
+        pa.table({"example_id": pa.array(ids, pa.int64()), "group": pa.array(group.tolist())}),
+    )
+    # Memorization over training of the first soft student: rates rising over three kept
+    # models, on a subset of 100 examples.
+    write_json_atomic(
+        root / "measure" / "steps" / "student_soft_seed0.json",
+        {
+            "role": "student_soft_seed0",
+            "steps": [
+                {"step": step, "memorized": mem, "rate": mem / 100}
+                for step, mem in ((10, 1), (20, 3), (30, 4))
+            ],
+        },
+    )
     write_parquet_atomic(
         root / "data" / "examples.parquet",
         pa.table({"example_id": pa.array(ids, pa.int64()), "text": pa.array(texts, pa.string())}),

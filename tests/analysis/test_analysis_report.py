@@ -32,7 +32,8 @@ def report_dir(predicted_run: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def test_report_files_and_summary(report_dir: Path, predicted_run: Path) -> None:
     summary = json.loads((report_dir / "summary.json").read_text())
     assert summary["format"] == "kdmem-report" and summary["version"] == 1
-    assert set(summary["sections"].values()) == {"ok"}, summary.get("notes")
+    # Every section but the cross-family one (one family here) has its inputs.
+    assert {k for k, v in summary["sections"].items() if v != "ok"} == {"families"}
     assert summary["n_examples"] == 1500
     assert summary["rates"]["teacher"]["n_memorized"] == 90
     assert summary["predictor"]["target"] == "student_soft_seed0"
@@ -59,6 +60,7 @@ def test_report_files_and_summary(report_dir: Path, predicted_run: Path) -> None
         "fig-temperature.png",
         "fig-coefficients.png",
         "fig-roc-pr.png",
+        "fig-training.png",
     }
     assert set(summary["figures"]) == expected
     for name in expected:
@@ -166,12 +168,15 @@ def test_renders_in_headless_chromium(report_dir: Path, tmp_path: Path) -> None:
         "coefficients",
         "calibration",
         "utility",
+        "training",
+        "spot-checks",
+        "directions",
         "examples",
     ):
         assert f'<table class="{cls}">' in dom, cls
     assert "<script" not in dom.lower()
     assert ESCAPED in dom  # the planted markup is text in the DOM, not an element
-    assert dom.count("<img ") == 7
+    assert dom.count("<img ") == 8
 
 
 def test_teacher_only_run(tmp_path: Path, synthetic_run: Path) -> None:
@@ -184,3 +189,97 @@ def test_teacher_only_run(tmp_path: Path, synthetic_run: Path) -> None:
     assert s["rates"] == "ok"
     assert s["examples"] == "omitted" and s["zlib"] == "omitted" and s["sets"] == "omitted"
     assert "baseline" in rep.summary["notes"]["zlib"]
+
+
+def test_directions_match_the_sets_analysis(report_dir: Path, predicted_run: Path) -> None:
+    from kdmem.analysis import RunDir
+    from kdmem.analysis.sets import family_sets
+
+    summary = json.loads((report_dir / "summary.json").read_text())
+    fam = family_sets(RunDir(predicted_run))
+    assert summary["directions"] == fam["directions"]
+    # Recomputed from the measure tables by hand: hard vs soft teacher-specific inheritance.
+    import pyarrow.parquet as pq
+
+    def mem(role: str) -> set[int]:
+        t = pq.read_table(predicted_run / "measure" / f"{role}.parquet").to_pydict()
+        return {i for i, m in zip(t["example_id"], t["memorized"], strict=True) if m}
+
+    t = mem("teacher")
+    soft = sum(len((t & mem(f"student_soft_seed{k}")) - mem(f"baseline_seed{k}")) for k in range(3))
+    hard = sum(len((t & mem(f"student_hard_seed{k}")) - mem(f"baseline_seed{k}")) for k in range(3))
+    inh = summary["directions"]["hard_inherits_more"]
+    assert (inh["soft_inherited"], inh["hard_inherited"], inh["holds"]) == (soft, hard, hard > soft)
+    html = (report_dir / "index.html").read_text()
+    assert 'class="directions"' in html
+
+
+def test_report_groups_jaccard_steps_and_both_filter_models(
+    report_dir: Path, predicted_run: Path
+) -> None:
+    summary = json.loads((report_dir / "summary.json").read_text())
+    groups = summary["sets"]["groups"]
+    assert set(groups) == {"planted", "natural"}
+    assert groups["planted"]["n"] == 150 and groups["natural"]["n"] == 1350
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(predicted_run / "measure" / "teacher.parquet").to_pydict()
+    planted_mem = sum(m for i, m in zip(t["example_id"], t["memorized"], strict=True) if i < 150)
+    assert groups["planted"]["memorized"]["teacher"] == planted_mem
+    assert set(summary["predictor"]["by_group"]) == {"planted", "natural"}
+    jac = summary["sets"]["seed_stability"]["jaccard"]
+    assert set(jac) == {"baseline", "student_soft", "student_hard"}
+    main = [x for x in summary["temperature_sweep"] if x["main"]]
+    assert summary["memorization_over_training"]["student_soft_seed0"][-1]["rate"] == 0.04
+    assert {m["model"] for m in summary["filter"]["models"]} == {"paper", "natural"}
+    assert summary["filter"]["model_used"] == "paper"
+    html = (report_dir / "index.html").read_text()
+    for cls in ("groups", "jaccard", "predictor-groups", "filter-models", "training"):
+        assert f'class="{cls}"' in html, cls
+    assert main == []  # the synthetic run has no config.toml: no main temperature to place
+
+
+def test_spot_checks_are_decoded_and_escaped(report_dir: Path) -> None:
+    summary = json.loads((report_dir / "summary.json").read_text())
+    assert summary["spot_checks"]["n"] == 2 and summary["spot_checks"]["n_agree"] == 1
+    html = (report_dir / "index.html").read_text()
+    assert "the cat" in html  # decoded with the run's tokenizer (ids 1, 3)
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html and "<b>bold</b>" not in html
+
+
+def test_spot_checks_with_another_tokenizer_show_ids(tmp_path: Path, predicted_run: Path) -> None:
+    from tokenizers import Tokenizer, models
+
+    run = tmp_path / "run"
+    shutil.copytree(predicted_run, run)
+    Tokenizer(models.WordLevel({"[UNK]": 0, "dog": 1}, unk_token="[UNK]")).save(
+        str(run / "tokenizer" / "tokenizer.json")
+    )
+    rep = build_report(run, tmp_path / "out")
+    html = rep.index.read_text()
+    assert "tokenizer hashes differ" in html and "[1, 3]" in html and "the cat" not in html
+
+
+def test_cross_family_section(tmp_path: Path, predicted_run: Path) -> None:
+    from tests.analysis.conftest import SPEC
+    from tests.analysis.synthetic import write_synthetic_run
+
+    other = write_synthetic_run(tmp_path / "olmo2", SPEC, seed=1)
+    res = CliRunner().invoke(
+        main,
+        ["report", str(predicted_run), "--out", str(tmp_path / "r"), "--family", f"olmo2={other}"],
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["sections"]["families"] == "ok"
+    pair = summary["cross_family"][0]
+    assert pair["families"] == ["pythia", "olmo2"] and pair["n_common"] == 1500
+    import pyarrow.parquet as pq
+
+    def mem(run: Path) -> set[int]:
+        t = pq.read_table(run / "measure" / "teacher.parquet").to_pydict()
+        return {i for i, m in zip(t["example_id"], t["memorized"], strict=True) if m}
+
+    assert pair["overlap"]["teacher"]["intersection"] == len(mem(predicted_run) & mem(other))
+    bad = CliRunner().invoke(main, ["report", str(predicted_run), "--family", "olmo2"])
+    assert bad.exit_code == 2 and "expected NAME=DIR" in bad.output

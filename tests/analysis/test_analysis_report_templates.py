@@ -32,6 +32,7 @@ from kdmem.analysis.sections.memorization import (
     ZlibView,
 )
 from kdmem.analysis.sections.prefilter import FilterView, PredictorView
+from kdmem.analysis.sections.training import FamiliesView, SpotChecksView, TrainingView
 
 # Corpus texts a model may memorize: markup, entities, quotes, template syntax, control
 # characters (C0, DEL, C1, line and paragraph separators) and non-ASCII.
@@ -124,6 +125,9 @@ def test_a_value_is_escaped_in_every_template() -> None:
         "predictor": PredictorView,
         "utility": UtilityView,
         "filter": FilterView,
+        "training": TrainingView,
+        "families": FamiliesView,
+        "spot_checks": SpotChecksView,
         "examples": ExamplesView,
     }
     assert set(views) == set(TITLES)
@@ -164,8 +168,10 @@ def _value(tp: Any, bad: str) -> Any:
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         return _value(next(a for a in typing.get_args(tp) if a is not type(None)), bad)
     if typing.get_origin(tp) is tuple:
-        item = typing.get_args(tp)[0]
-        return (_value(item, bad), _value(item, bad))
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: two of them
+            return (_value(args[0], bad), _value(args[0], bad))
+        return tuple(_value(a, bad) for a in args)  # tuple[X, Y, ...]: one of each
     if tp is str:
         return bad
     if tp is int:

@@ -295,3 +295,37 @@ def test_sweep_places_the_main_students_jaccard_and_groups(run_copy: Path) -> No
         got = fam["groups"][g]
         assert got["n"] == len(ids_g)
         assert got["memorized"]["teacher"] == len(raw_set(run_copy, "teacher") & ids_g)
+
+
+def test_paper_directions_hand_computed() -> None:
+    """Two seeds, hand-made counts: every direction recomputed by hand."""
+    from kdmem.analysis.sets import paper_directions
+
+    rates = {
+        "baseline": {"mean": 0.10},
+        "student_soft": {"mean": 0.05},
+        "student_hard": {"mean": 0.12},
+    }
+
+    def block(n: int, easy: int, inh: int) -> dict[str, int]:
+        return {"n_memorized": n, "in_easy": easy, "inherited": inh}
+
+    per_seed = [
+        {"soft": block(10, 10, 0), "hard": block(20, 17, 3)},
+        {"soft": block(10, 9, 1), "hard": block(20, 19, 1)},
+    ]
+    d = paper_directions(rates, per_seed)
+    # hard 0.12 > baseline 0.10: the first direction fails on the hard student.
+    assert d["students_below_baseline"]["holds"] is False
+    # soft 19/20 = 95%, hard 36/40 = 90%: both >= 90%.
+    assert d["students_in_easy"]["soft"]["share"] == 0.95
+    assert d["students_in_easy"]["hard"]["share"] == 0.9
+    assert d["students_in_easy"]["holds"] is True
+    # (T ∩ S) \\ B: soft 0 + 1 = 1, hard 3 + 1 = 4.
+    inh = d["hard_inherits_more"]
+    assert (inh["soft_inherited"], inh["hard_inherited"], inh["holds"]) == (1, 4, True)
+    # Without students nothing can be checked: None, not a pass.
+    none = paper_directions({"baseline": {"mean": 0.1}}, [{}])
+    assert none["students_below_baseline"]["holds"] is None
+    assert none["students_in_easy"]["holds"] is None
+    assert none["hard_inherits_more"]["holds"] is None

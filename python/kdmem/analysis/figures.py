@@ -31,6 +31,7 @@ __all__ = [
     "Plot",
     "RatesPlot",
     "RocPrPlot",
+    "StepsPlot",
     "TemperaturePlot",
     "UpSetPlot",
     "ZlibPlot",
@@ -196,6 +197,23 @@ class TemperaturePlot:
         )
         ax.set_xlabel("temperature T")
         ax.set_ylabel("soft student memorized (%)")
+        return fig
+
+
+@dataclass(frozen=True)
+class StepsPlot:
+    """Memorization (%) of the fixed subset vs training step, one line per trained model."""
+
+    series: Sequence[tuple[str, Sequence[int], Sequence[float]]]  # (role, steps, percent)
+
+    def draw(self) -> Figure:
+        fig = _figure(6.4, 3.8)
+        ax = fig.subplots()
+        for role, steps, percent in self.series:
+            ax.plot(list(steps), list(percent), marker="o", markersize=3, label=role)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("memorized (% of the subset)")
+        ax.legend(fontsize=8, frameon=False)
         return fig
 
 

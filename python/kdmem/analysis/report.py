@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import functools
 import html
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,12 +87,15 @@ def build_report(
     max_examples: int = 50,
     sample_size: int = 2000,
     seed: int = 0,
+    families: Mapping[str, str | Path | RunDir] | None = None,
 ) -> Report:
     """Write ``index.html``, ``summary.json`` and ``fig-*.png`` into ``out`` (default
     ``RUN/report/``), each atomically.
 
     ``max_examples`` memorized examples are listed with their text; ``sample_size`` random
-    examples (drawn with ``seed``) are the background of the zlib scatter.
+    examples (drawn with ``seed``) are the background of the zlib scatter. ``families`` names
+    runs of other model families over the same documents (name -> run directory) for the
+    cross-family section.
 
     Raises:
         MissingStageInputError: the run has no measure tables at all.
@@ -109,7 +113,12 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("fig-*.png"):
         old.unlink()
-    sections = _sections.gather(run, max_examples=max_examples, sample_size=sample_size, seed=seed)
+    others = {
+        name: r if isinstance(r, RunDir) else RunDir(r) for name, r in (families or {}).items()
+    }
+    sections = _sections.gather(
+        run, max_examples=max_examples, sample_size=sample_size, seed=seed, others=others
+    )
     images: dict[str, str] = {}
     for fig in (f for s in sections for f in s.figures):
         data = figures.png(fig.plot)
@@ -141,6 +150,8 @@ def build_report(
     }
     for s in sections:
         summary.update(s.summary)
+    if "sets" in summary:
+        summary["directions"] = summary["sets"]["directions"]
     summary_path = out_dir / "summary.json"
     write_json_atomic(summary_path, summary)
     return Report(index=index, summary_path=summary_path, summary=summary)

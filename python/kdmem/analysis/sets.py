@@ -272,6 +272,7 @@ def family_sets(run: RunDir, name: str | None = None) -> dict[str, Any]:
         "name": name or run.name,
         "path": str(run.path),
         "n_examples": n,
+        "directions": paper_directions(rates_by_kind, per_seed),
         "rates": rates,
         "rates_by_kind": rates_by_kind,
         "per_seed": per_seed,
@@ -280,6 +281,62 @@ def family_sets(run: RunDir, name: str | None = None) -> dict[str, Any]:
         "groups": groups_out,
         "notes": notes,
     }
+
+
+EASY_SHARE = 0.9  # the paper: >= 90% of a student's memorized set lies in T ∩ B
+
+
+def paper_directions(
+    rates_by_kind: Mapping[str, Any], per_seed: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The paper's three directional findings, checked on one family, with the counts behind
+    each (``holds`` is None where the run lacks the models to check it):
+
+    * ``students_below_baseline``: each student kind's mean rate (main temperature, over
+      seeds) is below the baselines' mean rate;
+    * ``students_in_easy``: >= 90% of each student kind's memorized examples (pooled over
+      seeds) lie in T ∩ B;
+    * ``hard_inherits_more``: hard students inherit more teacher-specific examples,
+      (T ∩ S) \\ B, than soft students (summed over the seeds where both ran).
+    """
+    out: dict[str, Any] = {}
+    base = rates_by_kind.get("baseline")
+    below: dict[str, Any] = {"baseline_rate": base["mean"] if base else None}
+    checks = []
+    for kind in ("soft", "hard"):
+        st = rates_by_kind.get(f"student_{kind}")
+        if st is None or base is None:
+            continue
+        below[f"{kind}_rate"] = st["mean"]
+        checks.append(st["mean"] < base["mean"])
+    below["holds"] = all(checks) if checks else None
+    out["students_below_baseline"] = below
+
+    easy: dict[str, Any] = {"threshold": EASY_SHARE}
+    checks = []
+    for kind in ("soft", "hard"):
+        blocks = [e[kind] for e in per_seed if kind in e]
+        if not blocks:
+            continue
+        n_mem = sum(int(b["n_memorized"]) for b in blocks)
+        in_easy = sum(int(b["in_easy"]) for b in blocks)
+        share = _ratio(in_easy, n_mem)
+        easy[kind] = {"n_memorized": n_mem, "in_easy": in_easy, "share": share}
+        if share is not None:
+            checks.append(share >= EASY_SHARE)
+    easy["holds"] = all(checks) if checks else None
+    out["students_in_easy"] = easy
+
+    both = [e for e in per_seed if "soft" in e and "hard" in e]
+    soft_inh = sum(int(e["soft"]["inherited"]) for e in both)
+    hard_inh = sum(int(e["hard"]["inherited"]) for e in both)
+    out["hard_inherits_more"] = {
+        "seeds": len(both),
+        "soft_inherited": soft_inh,
+        "hard_inherited": hard_inh,
+        "holds": hard_inh > soft_inh if both else None,
+    }
+    return out
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:
@@ -417,6 +474,32 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _holds(v: bool | None) -> str:
+    return "not checked (models missing)" if v is None else ("holds" if v else "does NOT hold")
+
+
+def format_directions(d: Mapping[str, Any]) -> list[str]:
+    """One line per directional finding of the paper (:func:`paper_directions`)."""
+    below = d["students_below_baseline"]
+    rates = ", ".join(
+        f"{k} {_pct(below[f'{k}_rate'])}" for k in ("soft", "hard") if f"{k}_rate" in below
+    )
+    easy = d["students_in_easy"]
+    shares = ", ".join(
+        f"{k} {easy[k]['in_easy']}/{easy[k]['n_memorized']}" for k in ("soft", "hard") if k in easy
+    )
+    inh = d["hard_inherits_more"]
+    return [
+        f"students memorize less than the baseline: {_holds(below['holds'])} "
+        f"(baseline {_pct(below['baseline_rate'])}; {rates or 'no students'})",
+        f">= {easy['threshold']:.0%} of each student's memorized set in T∩B: "
+        f"{_holds(easy['holds'])} ({shares or 'no students'})",
+        f"hard KD inherits more teacher-specific examples than soft: {_holds(inh['holds'])} "
+        f"((T∩S)\\B: hard {inh['hard_inherited']}, soft {inh['soft_inherited']}, "
+        f"over {inh['seeds']} seed(s))",
+    ]
+
+
 def format_sets(result: Mapping[str, Any]) -> str:
     """Human-readable tables of an :func:`analyze_sets` result."""
     out: list[str] = []
@@ -476,6 +559,7 @@ def format_sets(result: Mapping[str, Any]) -> str:
                 line += f"; {blk['baseline_all_student_none']} of them in no {kind} seed ({blk['n_student_seeds']})"
         out.append("")
         out.append(line)
+        out += ["", *format_directions(fam["directions"])]
         if fam["temperature_sweep"]:
             out.append("")
             out.append(

@@ -414,17 +414,46 @@ class RunDir:
             out.setdefault(str(g), []).append(int(i))
         return {g: np.array(sorted(v), dtype=np.int64) for g, v in sorted(out.items())}
 
+    def _config(self) -> dict[str, Any]:
+        """``config.toml`` as a dict ({} when the run has none or it does not parse: the
+        report then leaves out what it would have said from it)."""
+        if not self.layout.config.exists():
+            return {}
+        try:
+            return tomllib.loads(self.layout.config.read_text("utf-8"))
+        except (OSError, tomllib.TOMLDecodeError):
+            return {}
+
     def main_temperature(self) -> float | None:
         """The main soft students' temperature (``[soft] temperature`` of ``config.toml``),
         or None when the run has no config."""
-        if not self.layout.config.exists():
-            return None
-        try:
-            cfg = tomllib.loads(self.layout.config.read_text("utf-8"))
-        except (OSError, tomllib.TOMLDecodeError):
-            return None
-        t = cfg.get("soft", {}).get("temperature")
+        t = self._config().get("soft", {}).get("temperature")
         return float(t) if isinstance(t, (int, float)) else None
+
+    def seed_init(self) -> str | None:
+        """``[run] seed_init`` of ``config.toml`` (what a seed changes), None without a config."""
+        cfg = self._config()
+        if not cfg:
+            return None
+        v = cfg.get("run", {}).get("seed_init", "none")
+        return str(v)
+
+    def steps(self) -> dict[str, list[dict[str, Any]]]:
+        """Memorization over training: ``measure/steps/<role>.json`` as {role: [{"step",
+        "n", "n_memorized", "rate", ...}]} ({} when the run kept no snapshots)."""
+        d = self.layout.measure_dir / "steps"
+        out: dict[str, list[dict[str, Any]]] = {}
+        if not d.is_dir():
+            return out
+        for p in sorted(d.glob("*.json")):
+            try:
+                obj = json.loads(p.read_text("utf-8"))
+            except ValueError as e:
+                raise CorruptFileError(
+                    f"{p} is not valid JSON ({e}); delete it and rerun `kdmem run`"
+                ) from None
+            out[str(obj.get("role", p.stem))] = list(obj.get("steps", []))
+        return out
 
     def validation(self) -> dict[str, dict[str, Any]]:
         """``validation/<role>.json`` files as {role: {"loss": ..., "ppl": ..., ...}}."""

@@ -198,11 +198,27 @@ def sets(run_dirs: tuple[str, ...], out: str | None, as_json: bool) -> None:
     help="Random examples in the zlib scatter.",
 )
 @click.option("--seed", default=0, show_default=True, type=int)
-def report(run_dir: str, **kw: Any) -> None:
+@click.option(
+    "--family",
+    "families",
+    multiple=True,
+    metavar="NAME=DIR",
+    help="A run of another model family over the same documents, for the cross-family "
+    "section (repeatable), e.g. --family olmo2=runs/olmo2.",
+)
+def report(run_dir: str, families: tuple[str, ...], **kw: Any) -> None:
     """Write RUN_DIR/report/index.html (self-contained), summary.json and figure files."""
     from kdmem.analysis.report import build_report
 
-    rep = build_report(run_dir, **kw)
+    named: dict[str, str] = {}
+    for item in families:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise click.BadParameter(f"{item!r}: expected NAME=DIR", param_hint="--family")
+        if not Path(path).is_dir():
+            raise click.BadParameter(f"{path}: no such run directory", param_hint="--family")
+        named[name] = path
+    rep = build_report(run_dir, families=named, **kw)
     omitted = [k for k, v in rep.summary["sections"].items() if v != "ok"]
     click.echo(str(rep.index))
     line = f"kdmem: wrote {rep.index} and {rep.summary_path}"

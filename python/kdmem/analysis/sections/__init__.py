@@ -4,12 +4,14 @@ Sections follow the paper's analyses (Borkar et al. 2026), in this order (:data:
 rates, T/B/S overlaps (UpSet), zlib vs baseline perplexity of easy examples, entropy vs
 log-probability on (T ∩ B) \\ S, memorization vs distillation temperature, the predictor
 (metrics, ROC/PR, coefficients), utility (validation loss/perplexity), pre-filtering
-(memorization before and after re-distilling without the flagged examples) and the memorized
+(memorization before and after re-distilling without the flagged examples), memorization over
+training, the overlap with other model families, decoded spot checks and the memorized
 examples with their text::
 
     base.py          Section, Table, Figure; how numbers are shown
     memorization.py  rates, sets, zlib, mechanism, temperature, utility, examples
     prefilter.py     predictor, filter
+    training.py      training (rate vs step), families (cross-family), spot_checks
 
 Each section function returns a :class:`Section`: its view (tables, figures, values for its
 template ``templates/sections/<id>.html.j2``) or a note naming the missing input and the
@@ -19,6 +21,8 @@ incompatible run directory) raise.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from kdmem.analysis.sections.base import TITLES, Figure, Section, Table, num, pct
 from kdmem.analysis.sections.memorization import (
@@ -31,14 +35,23 @@ from kdmem.analysis.sections.memorization import (
     zlib,
 )
 from kdmem.analysis.sections.prefilter import predictor, prefilter
+from kdmem.analysis.sections.training import families, spot_checks, training
 from kdmem.analysis.tables import RunDir
 
 __all__ = ["TITLES", "Figure", "Section", "Table", "gather", "num", "pct"]
 
 
-def gather(run: RunDir, *, max_examples: int, sample_size: int, seed: int) -> list[Section]:
+def gather(
+    run: RunDir,
+    *,
+    max_examples: int,
+    sample_size: int,
+    seed: int,
+    others: Mapping[str, RunDir] | None = None,
+) -> list[Section]:
     """Every section of the report, in :data:`TITLES` order (computed in that order too, so
-    the first inconsistency found is reported as before)."""
+    the first inconsistency found is reported as before). ``others``: runs of other model
+    families over the same documents, for the cross-family section."""
     out = [rates(run)]
     sets_section, fam = sets(run)
     out += [
@@ -49,6 +62,9 @@ def gather(run: RunDir, *, max_examples: int, sample_size: int, seed: int) -> li
         predictor(run),
         utility(run),
         prefilter(run),
+        training(run),
+        families(run, others or {}),
+        spot_checks(run),
         examples(run, max_examples=max_examples),
     ]
     return out

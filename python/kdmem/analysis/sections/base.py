@@ -45,6 +45,9 @@ TITLES: dict[str, str] = {
     "predictor": "Predicting student memorization before distillation",
     "utility": "Utility: held-out validation loss and perplexity",
     "filter": "Pre-filtering and re-distillation",
+    "training": "Memorization over training",
+    "families": "Across model families",
+    "spot_checks": "Decoded spot checks",
     "examples": "Memorized examples",
 }
 """Section id -> title, in report order."""

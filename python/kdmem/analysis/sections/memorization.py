@@ -38,14 +38,29 @@ MAX_TEXT_CHARS = 600  # an example's text is cut here in the examples table
 # ---- rates ------------------------------------------------------------------------------------
 
 
+SEED_MEANING = {
+    "none": "Baselines and students start from the same pretrained weights: a seed changes "
+    "the order of the training data only (as in the paper).",
+    "random_head": "A seed changes the data order and re-initialises the lm-head "
+    '(run.seed_init = "random_head"): seeds differ in initialisation too.',
+}
+
+
 @dataclass(frozen=True)
 class RatesView:
-    """rates.html.j2: rate per role (table and bars); prefix/suffix lengths in tokens."""
+    """rates.html.j2: rate per role (table and bars); prefix/suffix lengths in tokens; what a
+    seed means in this run."""
 
     prefix: str
     suffix: str
     table: Table
     figure: Figure
+    seed_note: str | None
+
+
+def _mean_of(t: MeasureTable, column: str) -> str:
+    """Mean of an optional per-example score column, ``-`` when the table lacks it."""
+    return num(float(np.mean(t.columns[column]))) if column in t.columns and t.n else "-"
 
 
 def rates(run: RunDir) -> Section:
@@ -65,6 +80,8 @@ def rates(run: RunDir) -> Section:
                 t.n,
                 nm,
                 pct(nm / t.n if t.n else None),
+                _mean_of(t, "tf_match_frac"),
+                _mean_of(t, "match_frac"),
             ]
         )
     summary = {
@@ -72,6 +89,11 @@ def rates(run: RunDir) -> Section:
             "n_memorized": int(t.memorized.sum()),
             "n": t.n,
             "rate": float(t.memorized.mean()) if t.n else None,
+            **{
+                f"mean_{c}": float(np.mean(t.columns[c]))
+                for c in ("tf_match_frac", "match_frac")
+                if c in t.columns and t.n
+            },
         }
         for name, t in ms.items()
     }
@@ -81,13 +103,26 @@ def rates(run: RunDir) -> Section:
         suffix=suffix,
         table=table(
             "rates",
-            ["role", "kind", "T", "seed", "examples", "memorized", "rate"],
+            [
+                "role",
+                "kind",
+                "T",
+                "seed",
+                "examples",
+                "memorized",
+                "rate",
+                "partial (teacher-forced)",
+                "partial (decoded)",
+            ],
             rows,
             left=2,
         ),
         figure=Figure("rates", "memorization rate per role", plot),
+        seed_note=SEED_MEANING.get(seed_init) if (seed_init := run.seed_init()) else None,
     )
-    return Section("rates", view, summary={"rates": summary})
+    return Section(
+        "rates", view, summary={"rates": summary, "seed_init": run.seed_init() or "unknown"}
+    )
 
 
 # ---- sets -------------------------------------------------------------------------------------
@@ -98,11 +133,58 @@ class SetsView:
     """sets.html.j2: per-seed set sizes and inheritance, seed stability, the UpSet regions
     and the family analysis' notes."""
 
+    directions: Table
     table: Table
     stability: Table | None
+    jaccard: Table | None
+    groups: Table | None
     upset: Table
     upset_figure: Figure | None
     notes: tuple[str, ...]
+
+
+def _holds(v: bool | None) -> str:
+    return "not checked" if v is None else ("yes" if v else "NO")
+
+
+def _directions_table(d: Mapping[str, Any]) -> Table:
+    """The paper's three directional findings (:func:`kdmem.analysis.sets.paper_directions`)
+    with the counts behind each."""
+    below, easy, inh = (
+        d["students_below_baseline"],
+        d["students_in_easy"],
+        d["hard_inherits_more"],
+    )
+    rates = "; ".join(
+        f"{k} {pct(below[f'{k}_rate'])}" for k in ("soft", "hard") if f"{k}_rate" in below
+    )
+    shares = "; ".join(
+        f"{k} {easy[k]['in_easy']} of {easy[k]['n_memorized']} ({pct(easy[k]['share'])})"
+        for k in ("soft", "hard")
+        if k in easy
+    )
+    return table(
+        "directions",
+        ["the paper finds", "here", "counts"],
+        [
+            [
+                "students memorize less than the baseline",
+                _holds(below["holds"]),
+                f"baseline {pct(below['baseline_rate'])}; {rates or 'no students'}",
+            ],
+            [
+                f">= {100 * easy['threshold']:.0f}% of a student's memorized set lies in T ∩ B",
+                _holds(easy["holds"]),
+                shares or "no students",
+            ],
+            [
+                "hard KD inherits more teacher-specific examples, (T ∩ S) \\ B, than soft KD",
+                _holds(inh["holds"]),
+                f"hard {inh['hard_inherited']}, soft {inh['soft_inherited']} "
+                f"(over {inh['seeds']} seed(s) with both)",
+            ],
+        ],
+    )
 
 
 def sets(run: RunDir) -> tuple[Section, dict[str, Any] | None]:
@@ -142,7 +224,28 @@ def sets(run: RunDir) -> tuple[Section, dict[str, Any] | None]:
         if kind in st
     ]
     labels, regions = _upset_regions(run)
+    jac_rows = [
+        [
+            kind,
+            len(v["pairs"]),
+            pct(v["mean"]),
+            ", ".join(f"{p['seeds'][0]}~{p['seeds'][1]} {pct(p['jaccard'])}" for p in v["pairs"]),
+        ]
+        for kind, v in st.get("jaccard", {}).items()
+    ]
+    groups = fam.get("groups") or {}
+    roles = list(run.all_measures())
+    group_rows = [
+        [g, v["n"], *[v["memorized"].get(r, 0) for r in roles]] for g, v in groups.items()
+    ]
     view = SetsView(
+        directions=_directions_table(fam["directions"]),
+        jaccard=table(
+            "jaccard", ["models", "seed pairs", "mean Jaccard", "pairs"], jac_rows, left=1
+        )
+        if jac_rows
+        else None,
+        groups=table("groups", ["group", "examples", *roles], group_rows) if group_rows else None,
         table=table(
             "sets",
             [
@@ -316,9 +419,20 @@ def temperature(fam: Mapping[str, Any] | None) -> Section:
         percent_mean=[100 * x["mean"] for x in sweep],
         percent_std=[100 * (x["std"] or 0.0) for x in sweep],
     )
-    rows = [[num(x["temperature"]), x["n_runs"], pct(x["mean"]), pct(x["std"])] for x in sweep]
+    rows = [
+        [
+            num(x["temperature"]),
+            "main students" if x.get("main") else "sweep",
+            x["n_runs"],
+            pct(x["mean"]),
+            pct(x["std"]),
+        ]
+        for x in sweep
+    ]
     view = TemperatureView(
-        table=table("temperature", ["T", "runs", "rate (mean)", "rate (std)"], rows),
+        table=table(
+            "temperature", ["T", "runs from", "runs", "rate (mean)", "rate (std)"], rows, left=2
+        ),
         figure=Figure("temperature", "memorization vs temperature", plot),
     )
     return Section("temperature", view, summary={"temperature_sweep": sweep})

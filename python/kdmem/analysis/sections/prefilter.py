@@ -40,6 +40,7 @@ class PredictorView:
     roc_pr: Figure | None
     roc_pr_note: str | None  # why ``roc_pr`` is None
     calibration: Table
+    by_group: Table | None  # held-out metrics per example group (data/groups.parquet)
 
 
 def _mean_std(x: Mapping[str, Any]) -> str:
@@ -65,6 +66,9 @@ def predictor(run: RunDir) -> Section:
         "coefficients_paper_protocol": pp["coefficients"],
         "natural_prevalence": {k: v for k, v in nat.items() if k != "reliability"},
     }
+    by_group = res.get("by_group") or {}
+    if by_group:
+        summary["by_group"] = by_group
     names = res["feature_names"]
     scores_path = run.layout.predictor_scores
     roc_pr = None
@@ -155,6 +159,16 @@ def predictor(run: RunDir) -> Section:
                 if b["count"]
             ],
         ),
+        by_group=table(
+            "predictor-groups",
+            ["group", "examples", "memorized", "held-out ROC-AUC", "held-out PR-AUC"],
+            [
+                [g, v["n"], v["n_positive"], num(v["roc_auc"]), num(v["pr_auc"])]
+                for g, v in by_group.items()
+            ],
+        )
+        if by_group
+        else None,
     )
     return Section("predictor", view, summary={"predictor": summary})
 
@@ -167,6 +181,7 @@ class FilterView:
     """filter.html.j2: flagged examples and memorization before and after filtering."""
 
     table: Table
+    models: Table | None  # what each saved predictor would flag (flagged.json "models")
     new_total: int  # newly memorized examples after filtering
     new_shown: tuple[int, ...]  # the first MAX_NEW_IDS of their ids
 
@@ -229,9 +244,40 @@ def prefilter(run: RunDir) -> Section:
         ["memorized both before and after", len(res.get("still_memorized", []))],
     ]
     new = [int(i) for i in res.get("new", [])]
+    model_rows = [
+        [
+            str(m.get("model")) + (" (used)" if m.get("model") == flagged.get("model") else ""),
+            num(m.get("threshold")),
+            m.get("n_flagged"),
+            pct(m.get("flagged_share")),
+            f"{m.get('target_memorized_flagged')} of {m.get('target_memorized')}"
+            if "target_memorized" in m
+            else "-",
+            pct(m.get("recall_of_target")),
+        ]
+        for m in flagged.get("models", [])
+    ]
+    summary = {k: res.get(k) for k in _FILTER_SUMMARY}
+    if flagged.get("models"):
+        summary["models"] = flagged["models"]
+        summary["model_used"] = flagged.get("model")
     view = FilterView(
+        models=table(
+            "filter-models",
+            [
+                "predictor",
+                "threshold",
+                "flagged",
+                "share of D",
+                "student's memorized flagged",
+                "recall",
+            ],
+            model_rows,
+        )
+        if model_rows
+        else None,
         table=table("filter", ["", "value"], rows),
         new_total=len(new),
         new_shown=tuple(new[:MAX_NEW_IDS]),
     )
-    return Section("filter", view, summary={"filter": {k: res.get(k) for k in _FILTER_SUMMARY}})
+    return Section("filter", view, summary={"filter": summary})
