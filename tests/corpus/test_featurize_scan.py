@@ -198,3 +198,65 @@ def test_scan_matches_brute_force(corpus: tuple[Path, Path, list[list[int]]]) ->
         assert len(r["document"]) == min(3, r["count"])
         for doc, off in zip(r["document"], r["offset"], strict=True):
             assert docs[doc][off : off + r["length"]] == q
+
+
+def _permuted_tokenizer(d: Path) -> Path:
+    """The corpus' words with other ids: the same text gives other token ids (tokenizer B)."""
+    from tokenizers import models, pre_tokenizers
+
+    vocab = {"<|endoftext|>": 0, **{w: 12 - i for i, w in enumerate(WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    p = d / "other" / "tokenizer.json"
+    p.parent.mkdir(exist_ok=True)
+    tok.save(str(p))
+    return p
+
+
+def test_text_input_with_another_tokenizer_is_refused(
+    corpus: tuple[Path, Path, list[list[int]]],
+) -> None:
+    """Regression (issue 16): text tokenized with tokenizer B was looked up in an index built
+    with tokenizer A and gave wrong counts without a word. Now one line names both hashes."""
+    from kdmem.errors import TokenizerMismatchError
+    from kdmem.identity import tokenizer_hash
+
+    d, tok_path, docs = corpus
+    other = _permuted_tokenizer(d)
+    ex = d / "texts.jsonl"
+    text = Tokenizer.from_file(str(tok_path)).decode(docs[0][:10], skip_special_tokens=False)
+    ex.write_text(json.dumps({"example_id": 0, "text": text}) + "\n")
+    b = tokenizer_hash(other)[:12]
+    with pytest.raises(TokenizerMismatchError, match=b) as e:
+        featurize(ex, d / "shards", d / "bad.parquet", prefix=4, suffix=6, tokenizer=str(other))
+    assert tokenizer_hash(tok_path)[:12] in str(e.value) and "\n" not in str(e.value)
+    assert not (d / "bad.parquet").exists()
+    with pytest.raises(TokenizerMismatchError, match=b):
+        scan(ex, d / "shards", d / "bad-scan.parquet", tokenizer=str(other))
+    # The right tokenizer is accepted and answers as the oracle does.
+    out = featurize(
+        ex, d / "shards", d / "good.parquet", prefix=4, suffix=6, tokenizer=str(tok_path)
+    )
+    assert pq.read_table(out).column("suffix_count").to_pylist() == [
+        occurrences(docs, docs[0][4:10])
+    ]
+
+
+def test_ids_recorded_with_one_tokenizer_and_decoded_with_another_are_refused(
+    corpus: tuple[Path, Path, list[list[int]]],
+) -> None:
+    """Token ids whose Parquet metadata names tokenizer A, with --tokenizer B for decoding
+    (zlib would be computed on the wrong text): refused before any work."""
+    import pyarrow as pa
+
+    from kdmem.errors import TokenizerMismatchError
+    from kdmem.identity import tokenizer_hash
+    from kdmem.rundir import with_table_meta
+
+    d, tok_path, docs = corpus
+    other = _permuted_tokenizer(d)
+    t = pa.table({"example_id": [0], "input_ids": [docs[0][:10]]})
+    path = d / "ids.parquet"
+    pq.write_table(with_table_meta(t, {"tokenizer_hash": tokenizer_hash(tok_path)}), path)
+    with pytest.raises(TokenizerMismatchError, match="pass the tokenizer the examples were"):
+        featurize(path, d / "shards", d / "bad2.parquet", prefix=4, suffix=6, tokenizer=str(other))

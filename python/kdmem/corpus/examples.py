@@ -29,7 +29,14 @@ from tokenizers import Tokenizer
 
 from kdmem.atomic import write_parquet_atomic
 from kdmem.corpus.shards import ShardSet, open_shards
-from kdmem.errors import EmptyCorpusError, InvalidArgumentError, KdmemIOError, MalformedRecordError
+from kdmem.errors import (
+    CorruptFileError,
+    EmptyCorpusError,
+    InvalidArgumentError,
+    KdmemIOError,
+    MalformedRecordError,
+)
+from kdmem.identity import check_same_tokenizer, is_known, tokenizer_hash
 from kdmem.rundir import table_meta, with_table_meta
 
 __all__ = [
@@ -162,10 +169,28 @@ def load_token_examples(
     Accepts a kdmem shard directory, Parquet or JSONL with ``example_id`` (optional: row
     number) and ``input_ids`` and/or a text column (text alone needs ``tokenizer``), or a 2-D
     ``.npy``.
+
+    The returned hash names the tokenizer the token ids are in, so that the caller can compare
+    it with an index's: the one the input records (shards, Parquet metadata), else the hash of
+    ``tokenizer`` (which tokenized the text, or which the caller decodes the ids with). Where
+    the input records one and ``tokenizer`` is another, one-line ``TokenizerMismatchError``.
     """
     p = Path(path)
     if not p.exists():
         raise KdmemIOError(f"cannot read {p}: no such file or directory; check EXAMPLES")
+    tok = _tokenizer(tokenizer) if tokenizer is not None else None
+    given = tokenizer_hash(tok) if tok is not None else ""
+
+    def vouched(recorded: str) -> str:
+        check_same_tokenizer(
+            recorded,
+            f"EXAMPLES ({p})",
+            given,
+            f"--tokenizer ({tokenizer})",
+            fix="pass the tokenizer the examples were tokenized with",
+        )
+        return recorded if is_known(recorded) else given
+
     if p.is_dir():
         ss = open_shards(p)
         ids = np.arange(len(ss), dtype=np.int64)
@@ -173,7 +198,7 @@ def load_token_examples(
             ids,
             [np.asarray(ss[i], dtype=np.int64) for i in range(len(ss))],
             None,
-            ss.tokenizer_hash,
+            vouched(ss.tokenizer_hash),
         )
     if p.suffix == ".npy":
         arr = np.load(p, allow_pickle=False)
@@ -182,7 +207,8 @@ def load_token_examples(
                 f"{p}: expected a 2-D integer array of token ids, got shape {arr.shape} "
                 f"dtype {arr.dtype}"
             )
-        return np.arange(len(arr), dtype=np.int64), [r.astype(np.int64) for r in arr], None, ""
+        ids_ = np.arange(len(arr), dtype=np.int64)
+        return ids_, [r.astype(np.int64) for r in arr], None, given
     rows: dict[str, list[Any]]
     tok_hash = ""
     if p.suffix == ".parquet":
@@ -219,12 +245,13 @@ def load_token_examples(
     texts = rows.get(text_field)
     if "input_ids" in rows:
         tokens = [np.asarray(t, dtype=np.int64) for t in rows["input_ids"]]
+        tok_hash = vouched(tok_hash)
     elif texts is not None:
-        if tokenizer is None:
+        if tok is None:
             raise InvalidArgumentError(
                 f"{p} has text but no input_ids; pass --tokenizer (the index's tokenizer.json)"
             )
-        tok = Tokenizer.from_file(str(tokenizer))
+        tok_hash = given  # the ids are the ones this tokenizer gives the text
         tokens = [
             np.asarray(e.ids, dtype=np.int64)
             for e in tok.encode_batch(texts, add_special_tokens=False)
@@ -243,6 +270,20 @@ def load_token_examples(
         None if texts is None else [texts[i] for i in order],
         tok_hash,
     )
+
+
+def _tokenizer(tokenizer: str | os.PathLike[str]) -> Tokenizer:
+    """A ``tokenizer.json`` (or a directory holding one), one-line error when unreadable."""
+    p = Path(tokenizer)
+    f = p / "tokenizer.json" if p.is_dir() else p
+    if not f.is_file():
+        raise KdmemIOError(f"cannot read {f}: no such file; pass a tokenizer.json or its directory")
+    try:
+        return Tokenizer.from_file(str(f))
+    except Exception as e:  # tokenizers raises a bare Exception on bad JSON
+        raise CorruptFileError(
+            f"{f} is not a readable tokenizer.json ({e}); pass the tokenizer.json itself"
+        ) from None
 
 
 def token_lists(col: Any, path: Path) -> list[npt.NDArray[np.int64]]:
