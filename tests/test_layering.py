@@ -152,3 +152,47 @@ def test_the_checker_catches_each_kind_of_violation() -> None:
     assert violations("kdmem.cli.corpus", [("kdmem.measure._x", 7, None)])  # private module
     assert violations("kdmem.cli.corpus", [("kdmem.corpus.shard", 7, "_result")])  # private name
     assert violations("kdmem.corpus.importers", [("kdmem.corpus.shard", 7, "_result")]) == []
+
+
+def unsafe_loads(source: str) -> list[str]:
+    """Calls that would unpickle: ``import pickle``/``dill``/``cloudpickle``, ``torch.load``,
+    ``np.load(..., allow_pickle=True)``, ``trust_remote_code=True``."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+            out += [f"import {n}" for n in names if n in ("pickle", "dill", "cloudpickle")]
+        elif isinstance(node, ast.Call):
+            f = node.func
+            if (
+                isinstance(f, ast.Attribute)
+                and isinstance(f.value, ast.Name)
+                and (f.value.id, f.attr) == ("torch", "load")
+            ):
+                out.append("torch.load")
+            for kw in node.keywords:
+                if kw.arg in ("allow_pickle", "trust_remote_code") and (
+                    isinstance(kw.value, ast.Constant) and kw.value.value is True
+                ):
+                    out.append(f"{kw.arg}=True")
+    return out
+
+
+def test_nothing_unpickles() -> None:
+    """Untrusted files are never unpickled: safetensors, JSON, Parquet and kdmem's formats."""
+    found = {m: bad for m, p in MODULES.items() if (bad := unsafe_loads(p.read_text("utf-8")))}
+    assert found == {}
+
+
+def test_the_unpickling_check_catches_each_kind() -> None:
+    src = (
+        "import pickle\nimport torch\nimport numpy as np\n"
+        "torch.load('x')\nnp.load('y', allow_pickle=True)\n"
+        "f(trust_remote_code=True)\nnp.load('z', allow_pickle=False)\n"
+    )
+    assert unsafe_loads(src) == [
+        "import pickle",
+        "torch.load",
+        "allow_pickle=True",
+        "trust_remote_code=True",
+    ]

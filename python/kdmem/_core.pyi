@@ -96,6 +96,7 @@ def shard_files(
     append: bool = False,
     encoder: str = "auto",
     batch_bytes: int = 4194304,
+    max_doc_bytes: int | None = None,
     progress: Callable[[int, int, int, int], Any] | None = None,
 ) -> tuple[str, int, int, int]: ...
 def tokenizer_info(

@@ -25,13 +25,17 @@ from kdmem.corpus.featurize import featurize
 from kdmem.corpus.index import build_index
 from kdmem.corpus.scan import scan
 from kdmem.errors import InvalidArgumentError, TokenizerMismatchError
+from kdmem.lock import LOCK_NAME
 
 WORDS = [f"w{i}" for i in range(12)]
 
 
 def files(d: Path) -> dict[str, bytes]:
-    """Name -> bytes of the regular files directly in ``d``."""
-    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
+    """Name -> bytes of the regular files directly in ``d`` (not the writer's lock file, which
+    a killed writer leaves behind, unlocked: kdmem.lock)."""
+    return {
+        p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file() and p.name != LOCK_NAME
+    }
 
 
 def mtimes(d: Path, pattern: str) -> dict[str, int]:

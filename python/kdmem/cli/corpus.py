@@ -29,6 +29,11 @@ def _shard_summary(res: ShardResult) -> None:
         + (f", resumed {res.resumed_shards} shard(s)" if res.resumed_shards else "")
         + (f", appended {res.appended_shards} shard(s)" if res.appended_shards else "")
         + (f", skipped {res.skipped_bad:,} bad record(s)" if res.skipped_bad else "")
+        + (
+            f", {res.long_docs_split:,} document(s) over --max-doc-bytes tokenized in pieces"
+            if res.long_docs_split
+            else ""
+        )
     )
     if res.shard_tokens is not None and res.memory is not None:
         click.echo(
@@ -71,6 +76,13 @@ def _shard_summary(res: ShardResult) -> None:
     default=None,
     help="Memory budget, e.g. 8GB: shards are sized so that indexing one fits in it, and the "
     "writer's buffers stay within it. [default: 3/4 of this machine's memory]",
+)
+@click.option(
+    "--max-doc-bytes",
+    default=None,
+    help="Documents longer than this (e.g. 16MB) are tokenized in pieces cut at spaces, so "
+    "one huge record cannot exhaust memory (ids unchanged for byte-level BPE tokenizers; "
+    "counted in the summary). [default: 1/1024 of --memory, 1 MiB to 64 MiB]",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a different earlier output in --out.")
 @click.option(

@@ -42,6 +42,7 @@ from typing import Any
 
 from kdmem.corpus.sources import Source, classify_source, describe
 from kdmem.errors import InvalidArgumentError, KdmemIOError, MissingFieldError
+from kdmem.lock import dir_lock
 from kdmem.progress import Progress, Tick
 
 DEFAULT_SHARD_TOKENS = 1 << 30
@@ -87,6 +88,8 @@ class ShardResult:
     """Memory budget in bytes this run planned with."""
     appended_shards: int = 0
     """Shards this call added to an existing set (``append=True``)."""
+    long_docs_split: int = 0
+    """Documents longer than ``max_doc_bytes``, tokenized in pieces."""
 
 
 def memory_bytes(memory: int | str | None) -> int | None:
@@ -127,6 +130,7 @@ def _result(
         shard_tokens=shard_tokens,
         memory=memory,
         appended_shards=0 if before is None else len(m["shards"]) - before,
+        long_docs_split=m.get("long_docs_split", 0),
     )
 
 
@@ -152,6 +156,7 @@ def shard_corpus(
     skip_bad: bool = False,
     shard_tokens: int | None = None,
     memory: int | str | None = None,
+    max_doc_bytes: int | str | None = None,
     overwrite: bool = False,
     append: bool = False,
     encoder: str = "auto",
@@ -177,6 +182,12 @@ def shard_corpus(
         memory: memory budget (bytes, or a string such as ``8GB``); default three quarters of
             the machine's memory. A budget too small for one document is an error naming the
             minimum.
+        max_doc_bytes: documents longer than this (bytes, or a string such as ``16MB``) are
+            tokenized in pieces of at most this size, cut before a space between two words
+            (the same ids for byte-level BPE tokenizers), so that one huge record cannot
+            exhaust memory; counted in ``long_docs_split``. Default: 1/1024 of the budget,
+            between 1 MiB and 64 MiB. Natively read files (.jsonl, .txt) take it explicitly;
+            streamed sources use the default.
         overwrite: replace a different earlier output in ``out`` (with ``append``: drop an
             unfinished append of other inputs; the set itself is never replaced).
         append: add the inputs to the finished shard set in ``out`` as new shards (same
@@ -202,70 +213,82 @@ def shard_corpus(
     specs = [str(i) for i in inputs]
     sources = [classify_source(s, text_field, split) for s in specs]
     outp = Path(out)
-    mem = memory_bytes(memory)
-    before = _shards_before(outp, append)
-    if all(s is None for s in sources):
-        if max_documents is not None:
-            raise InvalidArgumentError(
-                f"invalid max_documents = {max_documents} for natively read files "
-                f"({specs[0]}, ...): the cap applies to streamed sources (hf:NAME, Parquet, "
-                "datasets directories); cut local files instead (e.g. head -n N)"
-            )
-        for s in specs:
-            if not Path(s).exists():
-                raise KdmemIOError(
-                    f"cannot read {s}: no such file; check that the path exists and that you may read it"
+    outp.mkdir(parents=True, exist_ok=True)
+    with dir_lock(outp, "kdmem shard"):
+        mem = memory_bytes(memory)
+        before = _shards_before(outp, append)
+        if all(s is None for s in sources):
+            if max_documents is not None:
+                raise InvalidArgumentError(
+                    f"invalid max_documents = {max_documents} for natively read files "
+                    f"({specs[0]}, ...): the cap applies to streamed sources (hf:NAME, Parquet, "
+                    "datasets directories); cut local files instead (e.g. head -n N)"
                 )
-        manifest, resumed, planned, budget = _core.shard_files(
-            [Path(s) for s in specs],
-            Path(tokenizer),
+            for s in specs:
+                if not Path(s).exists():
+                    raise KdmemIOError(
+                        f"cannot read {s}: no such file; check that the path exists and that you may read it"
+                    )
+            manifest, resumed, planned, budget = _core.shard_files(
+                [Path(s) for s in specs],
+                Path(tokenizer),
+                outp,
+                threads=threads,
+                dtype=dtype,
+                text_field=text_field,
+                eos=eos,
+                skip_bad=skip_bad,
+                shard_tokens=shard_tokens,
+                memory=mem,
+                overwrite=overwrite,
+                append=append,
+                encoder=encoder,
+                max_doc_bytes=memory_bytes(max_doc_bytes),
+                progress=_counters(progress),
+            )
+            return _result(
+                outp, manifest, resumed, shard_tokens=planned, memory=budget, before=before
+            )
+        if max_doc_bytes is not None:
+            raise InvalidArgumentError(
+                f"invalid max_doc_bytes = {max_doc_bytes!r} for streamed sources ({specs[0]}, ...): "
+                "they are capped at the default (1/1024 of --memory); set --memory instead"
+            )
+        if any(s is None for s in sources):
+            native = [sp for sp, s in zip(specs, sources, strict=True) if s is None]
+            raise InvalidArgumentError(
+                f"invalid inputs = {native[:3]!r}: natively read files (.jsonl/.txt, .gz/.zst) and "
+                "Parquet / datasets inputs cannot be mixed in one run; shard them into separate --out directories"
+            )
+        srcs = [s for s in sources if s is not None]
+        ident: dict[str, Any] = {
+            "sources": describe(srcs),
+            "text_field": text_field,
+            "skip_bad": skip_bad,
+            "split": split,
+        }
+        if max_documents is not None:  # absent when unset: earlier runs keep their identity
+            ident["max_documents"] = max_documents
+        config = json.dumps(ident)
+        w = _core.ShardWriter(
             outp,
-            threads=threads,
+            config=config,
+            tokenizer=Path(tokenizer),
             dtype=dtype,
-            text_field=text_field,
             eos=eos,
-            skip_bad=skip_bad,
             shard_tokens=shard_tokens,
             memory=mem,
             overwrite=overwrite,
             append=append,
             encoder=encoder,
-            progress=_counters(progress),
+            threads=threads,
         )
-        return _result(outp, manifest, resumed, shard_tokens=planned, memory=budget, before=before)
-    if any(s is None for s in sources):
-        native = [sp for sp, s in zip(specs, sources, strict=True) if s is None]
-        raise InvalidArgumentError(
-            f"invalid inputs = {native[:3]!r}: natively read files (.jsonl/.txt, .gz/.zst) and "
-            "Parquet / datasets inputs cannot be mixed in one run; shard them into separate --out directories"
+        resumed = w.resumed_shards
+        if not w.is_complete:
+            _feed_texts(w, srcs, skip_bad, batch_size, _counters(progress), max_documents)
+        return _result(
+            outp, w.finish(", ".join(specs[:3])), resumed, encoder=w.encoder, before=before
         )
-    srcs = [s for s in sources if s is not None]
-    ident: dict[str, Any] = {
-        "sources": describe(srcs),
-        "text_field": text_field,
-        "skip_bad": skip_bad,
-        "split": split,
-    }
-    if max_documents is not None:  # absent when unset: earlier runs keep their identity
-        ident["max_documents"] = max_documents
-    config = json.dumps(ident)
-    w = _core.ShardWriter(
-        outp,
-        config=config,
-        tokenizer=Path(tokenizer),
-        dtype=dtype,
-        eos=eos,
-        shard_tokens=shard_tokens,
-        memory=mem,
-        overwrite=overwrite,
-        append=append,
-        encoder=encoder,
-        threads=threads,
-    )
-    resumed = w.resumed_shards
-    if not w.is_complete:
-        _feed_texts(w, srcs, skip_bad, batch_size, _counters(progress), max_documents)
-    return _result(outp, w.finish(", ".join(specs[:3])), resumed, encoder=w.encoder, before=before)
 
 
 def _feed_texts(

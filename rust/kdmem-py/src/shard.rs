@@ -22,7 +22,7 @@ use crate::errors::IntoPyResult;
 #[pyo3(signature = (inputs, tokenizer, out, *, threads=None, dtype="auto", text_field="text",
                     eos="auto", skip_bad=false, shard_tokens=None, memory=None,
                     overwrite=false, append=false, encoder="auto", batch_bytes=4194304,
-                    progress=None))]
+                    max_doc_bytes=None, progress=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn shard_files(
     py: Python<'_>,
@@ -40,6 +40,7 @@ pub fn shard_files(
     append: bool,
     encoder: &str,
     batch_bytes: usize,
+    max_doc_bytes: Option<u64>,
     progress: Option<Bound<'_, PyAny>>,
 ) -> PyResult<(String, usize, u64, u64)> {
     let mut cfg = ShardConfig::new(inputs, tokenizer, out);
@@ -54,6 +55,7 @@ pub fn shard_files(
     cfg.append = append;
     cfg.encoder = EncoderChoice::parse(encoder).py_err()?;
     cfg.batch_bytes = batch_bytes;
+    cfg.max_doc_bytes = max_doc_bytes;
     let rep = detach::run(py, progress.as_ref(), |ctl| {
         pipeline::shard_files(&cfg, ctl)
     })?;

@@ -59,6 +59,9 @@ pub struct ShardEntry {
     pub records_consumed: u64,
     /// Records skipped as bad (`--skip-bad`) among those.
     pub skipped_bad: u64,
+    /// Documents among them longer than `--max-doc-bytes`, tokenized in pieces (written to
+    /// the JSON only when non-zero, so other manifests keep their bytes).
+    pub long_docs_split: u64,
 }
 
 /// One `kdmem shard --append` committed to a shard set.
@@ -115,6 +118,10 @@ impl Manifest {
     pub fn skipped_bad(&self) -> u64 {
         self.shards.iter().map(|s| s.skipped_bad).sum()
     }
+    /// Total documents tokenized in pieces (longer than `--max-doc-bytes`).
+    pub fn long_docs_split(&self) -> u64 {
+        self.shards.iter().map(|s| s.long_docs_split).sum()
+    }
     /// Total input records consumed.
     pub fn records_consumed(&self) -> u64 {
         self.shards.iter().map(|s| s.records_consumed).sum()
@@ -136,9 +143,13 @@ impl Manifest {
             .shards
             .iter()
             .map(|s| {
-                json!({"name": s.name, "n_docs": s.n_docs, "n_tokens": s.n_tokens,
+                let mut e = json!({"name": s.name, "n_docs": s.n_docs, "n_tokens": s.n_tokens,
                        "checksum": s.checksum, "first_doc": s.first_doc,
-                       "records_consumed": s.records_consumed, "skipped_bad": s.skipped_bad})
+                       "records_consumed": s.records_consumed, "skipped_bad": s.skipped_bad});
+                if s.long_docs_split > 0 {
+                    e["long_docs_split"] = json!(s.long_docs_split);
+                }
+                e
             })
             .collect();
         let mut v = json!({
@@ -150,6 +161,9 @@ impl Manifest {
         });
         if let Some(e) = &self.encoder {
             v["encoder"] = json!(e);
+        }
+        if self.long_docs_split() > 0 {
+            v["long_docs_split"] = json!(self.long_docs_split());
         }
         if !self.appends.is_empty() {
             v["appends"] = Value::Array(
@@ -211,6 +225,7 @@ impl Manifest {
                 first_doc: u(s, "first_doc")?,
                 records_consumed: u(s, "records_consumed")?,
                 skipped_bad: s["skipped_bad"].as_u64().unwrap_or(0),
+                long_docs_split: s["long_docs_split"].as_u64().unwrap_or(0),
             });
         }
         let mut appends = Vec::new();

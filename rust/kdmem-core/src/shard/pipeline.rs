@@ -84,6 +84,17 @@ pub struct ShardConfig {
     pub encoder: EncoderChoice,
     /// Input bytes per batch (memory knob; never changes the output).
     pub batch_bytes: usize,
+    /// Documents longer than this are tokenized in pieces of at most this many bytes
+    /// ([`ShardTokenizer::encode_capped`]); `None`: [`default_max_doc_bytes`] of the budget.
+    pub max_doc_bytes: Option<u64>,
+}
+
+/// The default per-document cap: 1/1024 of the memory budget, between 1 MiB and 64 MiB
+/// (18 MiB under the default budget of a 24 GB machine). Tokenizing one piece takes up to
+/// ~150 bytes per byte with HF `tokenizers` (less with kdmem's encoder), so a piece stays
+/// within a fraction of the budget whatever the document.
+pub fn default_max_doc_bytes(memory: u64) -> u64 {
+    (memory / 1024).clamp(1 << 20, 64 << 20)
 }
 
 impl ShardConfig {
@@ -104,6 +115,7 @@ impl ShardConfig {
             append: false,
             encoder: EncoderChoice::Auto,
             batch_bytes: DEFAULT_BATCH_BYTES,
+            max_doc_bytes: None,
         }
     }
 }
@@ -148,6 +160,22 @@ pub fn shard_files(cfg: &ShardConfig, ctl: &Control) -> Result<ShardReport> {
     if cfg.memory.is_some() {
         parts.push(plan.hash_part());
     }
+    // Given explicitly, the cap is part of the identity (it can change ids at the cuts for
+    // tokenizers other than byte-level BPE); the default follows the budget.
+    if let Some(m) = cfg.max_doc_bytes {
+        if m < 4 {
+            return Err(Error::InvalidArgument {
+                name: "max_doc_bytes".into(),
+                value: m.to_string(),
+                fix: "pass at least 4 bytes (e.g. 16MB)".into(),
+            });
+        }
+        parts.push(format!("max_doc_bytes {m}"));
+    }
+    let max_doc = cfg
+        .max_doc_bytes
+        .unwrap_or_else(|| default_max_doc_bytes(plan.memory))
+        .min(usize::MAX as u64) as usize;
     let mut total = 0u64;
     for p in &cfg.inputs {
         let md = fs::metadata(p).map_err(|e| Error::io("read", p, e))?;
@@ -224,7 +252,7 @@ pub fn shard_files(cfg: &ShardConfig, ctl: &Control) -> Result<ShardReport> {
                 break;
             }
             // Parse and tokenize in parallel; collect keeps input order.
-            let out: Vec<Result<Option<Vec<u32>>>> = pool.install(|| {
+            let out: Vec<Result<Option<Encoded>>> = pool.install(|| {
                 (0..batch.records.len())
                     .into_par_iter()
                     .with_min_len(8)
@@ -240,9 +268,10 @@ pub fn shard_files(cfg: &ShardConfig, ctl: &Control) -> Result<ShardReport> {
                         )? {
                             Parsed::Blank => Ok(None),
                             Parsed::Doc(text) => {
-                                let mut ids = Vec::with_capacity(text.len() / 3 + 1);
-                                tok.encode_into(&text, &mut ids, path, r.line)?;
-                                Ok(Some(ids))
+                                let mut ids = Vec::with_capacity(text.len().min(max_doc) / 3 + 1);
+                                let split =
+                                    tok.encode_capped(&text, max_doc, &mut ids, path, r.line)?;
+                                Ok(Some((ids, split)))
                             }
                         }
                     })
@@ -252,7 +281,10 @@ pub fn shard_files(cfg: &ShardConfig, ctl: &Control) -> Result<ShardReport> {
             for (i, o) in out.into_iter().enumerate() {
                 let r = batch.records[i];
                 match o {
-                    Ok(Some(ids)) => {
+                    Ok(Some((ids, split))) => {
+                        if split {
+                            sink.note_split();
+                        }
                         sink.push_doc(&ids, &names[r.file as usize], r.line)?;
                         docs += 1;
                         toks += ids.len() as u64;
@@ -281,6 +313,9 @@ pub fn shard_files(cfg: &ShardConfig, ctl: &Control) -> Result<ShardReport> {
         plan,
     })
 }
+
+/// A record's token ids and whether it was tokenized in pieces (`--max-doc-bytes`).
+type Encoded = (Vec<u32>, bool);
 
 fn describe_inputs(inputs: &[PathBuf]) -> String {
     let mut s: Vec<String> = inputs

@@ -214,6 +214,7 @@ pub struct ShardSink {
     cur: Option<ShardWriter>,
     cur_records: u64,
     cur_bad: u64,
+    cur_split: u64,
 }
 
 impl std::fmt::Debug for ShardSink {
@@ -372,6 +373,7 @@ impl ShardSink {
             cur: None,
             cur_records: 0,
             cur_bad: 0,
+            cur_split: 0,
         })
     }
 
@@ -414,6 +416,7 @@ impl ShardSink {
                 cur: None,
                 cur_records: 0,
                 cur_bad: 0,
+                cur_split: 0,
             });
         }
         let staging_dir = dir.join(APPEND_DIR);
@@ -445,6 +448,7 @@ impl ShardSink {
                 cur: None,
                 cur_records: 0,
                 cur_bad: 0,
+                cur_split: 0,
             }
         } else {
             Self::open_dir(staged, staging_dir, base_shard, base_doc)?
@@ -508,6 +512,12 @@ impl ShardSink {
         self.cur_records += 1;
         self.cur_bad += bad as u64;
         Ok(())
+    }
+
+    /// Count the next document as one tokenized in pieces (`--max-doc-bytes`); call before
+    /// its [`Self::push_doc`], so the count lands in the shard that holds it.
+    pub fn note_split(&mut self) {
+        self.cur_split += 1;
     }
 
     /// Append one document (one record); `path`/`line` name it in errors. O(len).
@@ -595,9 +605,11 @@ impl ShardSink {
             first_doc,
             records_consumed: self.cur_records,
             skipped_bad: self.cur_bad,
+            long_docs_split: self.cur_split,
         });
         self.cur_records = 0;
         self.cur_bad = 0;
+        self.cur_split = 0;
         self.manifest.write(&self.dir)
     }
 
@@ -617,6 +629,7 @@ impl ShardSink {
             } else if let Some(last) = self.manifest.shards.last_mut() {
                 last.records_consumed += self.cur_records;
                 last.skipped_bad += self.cur_bad;
+                last.long_docs_split += self.cur_split;
             }
             if self.manifest.shards.is_empty() {
                 return Err(Error::EmptyCorpus {

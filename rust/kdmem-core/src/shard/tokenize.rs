@@ -273,11 +273,46 @@ impl ShardTokenizer {
     /// Token ids of `text` (no special tokens) followed by EOS if enabled, appended to `out`.
     /// `path` and `line` name the record in errors.
     pub fn encode_into(&self, text: &str, out: &mut Vec<u32>, path: &str, line: u64) -> Result<()> {
+        self.encode_raw(text, out, path, line)?;
+        if let Some(e) = self.eos_id {
+            out.push(e);
+        }
+        Ok(())
+    }
+
+    /// [`Self::encode_into`] for a document of any size: one longer than `cap` bytes is
+    /// tokenized in pieces of at most `cap` bytes ([`split_points`]), so that the tokenizer's
+    /// working memory is bounded by `cap` (HF `tokenizers` needs ~150 bytes per input byte of
+    /// one string). Returns whether it was split. The pieces are cut before a single space
+    /// between two non-space characters, which is a pre-token boundary of the byte-level BPE
+    /// families (GPT-2, GPT-NeoX, Llama-3, OLMo-2, Qwen): their ids equal the whole
+    /// document's. Other tokenizers may differ at the cuts (at most a token or two per cut).
+    pub fn encode_capped(
+        &self,
+        text: &str,
+        cap: usize,
+        out: &mut Vec<u32>,
+        path: &str,
+        line: u64,
+    ) -> Result<bool> {
+        if text.len() <= cap {
+            self.encode_into(text, out, path, line)?;
+            return Ok(false);
+        }
+        let mut start = 0;
+        for end in split_points(text, cap) {
+            self.encode_raw(&text[start..end], out, path, line)?;
+            start = end;
+        }
+        if let Some(e) = self.eos_id {
+            out.push(e);
+        }
+        Ok(true)
+    }
+
+    fn encode_raw(&self, text: &str, out: &mut Vec<u32>, path: &str, line: u64) -> Result<()> {
         if let Some(f) = &self.fast {
             f.encode_into(text, out);
-            if let Some(e) = self.eos_id {
-                out.push(e);
-            }
             return Ok(());
         }
         let enc = self
@@ -289,9 +324,73 @@ impl ShardTokenizer {
                 reason: format!("the tokenizer failed: {e}"),
             })?;
         out.extend_from_slice(enc.get_ids());
-        if let Some(e) = self.eos_id {
-            out.push(e);
-        }
         Ok(())
+    }
+}
+
+/// The ends of the pieces `text` is cut into, each at most `cap` bytes (`cap` >= 4), the last
+/// one `text.len()`. A cut is placed before a single space that sits between two non-space
+/// characters, searched backwards over the last half of the piece; without one there, at the
+/// last character boundary (a pre-token may then be cut). O(len).
+pub fn split_points(text: &str, cap: usize) -> Vec<usize> {
+    let b = text.as_bytes();
+    let cap = cap.max(4);
+    let mut out = Vec::with_capacity(b.len() / cap + 1);
+    let mut start = 0;
+    while b.len() - start > cap {
+        let hard = start + cap;
+        let lo = start + cap / 2;
+        let good = (lo.max(start + 1)..hard).rev().find(|&i| {
+            b[i] == b' '
+                && !b[i - 1].is_ascii_whitespace()
+                && i + 1 < b.len()
+                && !b[i + 1].is_ascii_whitespace()
+        });
+        let cut = good.unwrap_or_else(|| {
+            let mut i = hard;
+            while !text.is_char_boundary(i) {
+                i -= 1;
+            }
+            i
+        });
+        out.push(cut);
+        start = cut;
+    }
+    out.push(b.len());
+    out
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::split_points;
+
+    #[test]
+    fn pieces_are_bounded_and_cut_before_a_lone_space() {
+        let text = "alpha beta  gamma delta epsilon zeta eta theta iota kappa".repeat(50);
+        let ends = split_points(&text, 40);
+        assert_eq!(*ends.last().unwrap(), text.len());
+        let mut start = 0;
+        for &e in &ends {
+            assert!(e - start <= 40 && e > start);
+            if e < text.len() {
+                let b = text.as_bytes();
+                assert_eq!(b[e], b' ');
+                assert!(!b[e - 1].is_ascii_whitespace() && !b[e + 1].is_ascii_whitespace());
+            }
+            start = e;
+        }
+    }
+
+    #[test]
+    fn without_spaces_cuts_at_char_boundaries() {
+        let text = "é".repeat(100); // 2 bytes each
+        let ends = split_points(&text, 7);
+        let mut start = 0;
+        for &e in &ends {
+            assert!(text.is_char_boundary(e) && e - start <= 7 && e > start);
+            start = e;
+        }
+        assert_eq!(start, text.len());
+        assert_eq!(split_points("short", 40), vec![5]);
     }
 }

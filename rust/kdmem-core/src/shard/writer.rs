@@ -92,6 +92,8 @@ pub struct FedWriter {
     sink: ShardSink,
     tok: Option<ShardTokenizer>,
     threads: Option<usize>,
+    /// Per-document cap of [`ShardTokenizer::encode_capped`] (the budget's default).
+    max_doc_bytes: usize,
 }
 
 impl std::fmt::Debug for FedWriter {
@@ -177,6 +179,7 @@ impl FedWriter {
             sink: ShardSink::open(so)?,
             tok,
             threads: opts.threads,
+            max_doc_bytes: crate::shard::pipeline::default_max_doc_bytes(p.memory) as usize,
         })
     }
 
@@ -222,22 +225,27 @@ impl FedWriter {
             fix: "this shard writer has no tokenizer; open it with one, or add token arrays".into(),
         })?;
         let pool = threads::pool(self.threads)?;
-        let ids: Vec<Result<Vec<u32>>> = pool.install(|| {
+        let cap = self.max_doc_bytes;
+        let ids: Vec<Result<(Vec<u32>, bool)>> = pool.install(|| {
             texts
                 .par_iter()
                 .enumerate()
                 .with_min_len(8)
                 .map(|(i, t)| {
-                    let mut v = Vec::with_capacity(t.len() / 3 + 1);
-                    tok.encode_into(t, &mut v, source, first_record + i as u64)?;
-                    Ok(v)
+                    let mut v = Vec::with_capacity(t.len().min(cap) / 3 + 1);
+                    let split =
+                        tok.encode_capped(t, cap, &mut v, source, first_record + i as u64)?;
+                    Ok((v, split))
                 })
                 .collect()
         });
         ctl.check()?;
         let mut n_tok = 0u64;
         for (i, r) in ids.into_iter().enumerate() {
-            let v = r?;
+            let (v, split) = r?;
+            if split {
+                self.sink.note_split();
+            }
             n_tok += v.len() as u64;
             self.sink.push_doc(&v, source, first_record + i as u64)?;
         }
