@@ -1,64 +1,58 @@
-//! Suffix sorting of one shard with libsais, document-aware.
+//! Suffix sorting of one index unit with libsais, document-aware, and writing its `.kdsa`.
 //!
-//! [`sort`] copies the shard into `t' = doc_0+1, 0, doc_1+1, 0, ...` (every token shifted up
-//! by one, a `0` after every non-empty document), suffix-sorts `t'` with libsais and keeps the
-//! positions that are not separators, mapped back to shard coordinates
-//! (`p = p' - separators before p'`, O(1) each with a rank directory of 2 words per 64
-//! positions). Because `0` sorts below every shifted token and the query alphabet never
-//! contains it, the order restricted to shard positions is the order of document-truncated
-//! suffixes with a smallest sentinel; ties are broken by the following text, which makes the
-//! result unique (independent of threads and machine).
+//! [`prepare`] streams the unit's tokens from its shard files (plain reads, no memory map, so
+//! the shard's pages never count toward the process's resident memory) into
+//! `t' = doc_0+1, 0, doc_1+1, 0, ...` (every token shifted up by one, a `0` after every
+//! non-empty document); [`Prepared::sort`] suffix-sorts `t'` with libsais and keeps `t'`;
+//! [`Sorted::write`] streams the suffix array to disk page by page, converting positions of
+//! `t'` back to unit positions (`p = p' - separators before p'`, O(1) with a rank directory of
+//! 2 words per 64 positions) and computing each entry's capped lcp with its predecessor and the
+//! hash of the token after it from `t'` (a `0` ends a suffix, so lcps stop at document ends).
+//! Because `0` sorts below every shifted token and queries never contain it, the order
+//! restricted to unit positions is the order of document-truncated suffixes with a smallest
+//! sentinel; ties are broken by the following text, which makes the result unique
+//! (independent of threads and machine).
 //!
-//! libsais variant by input (n' = n + non-empty documents):
+//! libsais variant by input (n' = n + non-empty documents), and the peak memory of a build:
 //!
 //! | tokens | `t'` | suffix array while sorting | peak bytes per token |
 //! |---|---|---|---|
-//! | u16, max id <= 65534, n' < 2^31 | u16 (libsais16) | i32 | 2 + 4 + 0.375 = 6.4 |
-//! | u32 (or u16 with id 65535), n' < 2^31 | i32 (libsais_int, alphabet max+2) | i32 | 4 + 4 + 0.375 = 8.4 |
-//! | u16, n' >= 2^31 | u16 (libsais16x64) | i64 | 2 + 8 + 0.375 = 10.4 |
-//! | u32, n' >= 2^31 | i64 (libsais64) | i64 | 8 + 8 + 0.375 = 16.4 |
+//! | u16, max id <= 65534, n' < 2^31 | u16 (libsais16) | i32 | 2 + 4 + 0.25 = 6.25 |
+//! | u32 (or u16 with id 65535), n' < 2^31 | i32 (libsais_int) | i32 | 4 + 4 + 0.25 = 8.25 |
+//! | u16, n' >= 2^31 | u16 (libsais16x64) | i64 | 2 + 8 + 0.25 = 10.25 |
+//! | u32, n' >= 2^31 | i64 (libsais64) | i64 | 8 + 8 + 0.25 = 16.25 |
 //!
-//! (0.25 B/token of rank directory and 0.125 B/token of document-start bitmap included; the
-//! shard's own pages are not touched after the copy.) Time: O(n'), single-threaded per shard;
-//! [`super::build_dir`] runs shards in parallel.
+//! plus the samples (0.06 B/token) and 2 MiB of buffers; [`bytes_per_token`] rounds these up
+//! for the memory planner. Time: O(n') for the sort (single-threaded per unit; units run in
+//! parallel) and O(n * average capped lcp) for the write pass, whose random reads of `t'` are
+//! prefetched 16 entries ahead.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 
 use libsais::suffix_array::AlphabetSize;
 use libsais::{LibsaisError, SuffixArrayConstruction};
 
+use super::format::{CoveredShard, Layout, SaHeader, SaWriter, Samples};
 use crate::error::{Error, Result};
-use crate::shard::Tokens;
+use crate::shard::{Dtype, ShardReader, Tokens};
 
 /// Text positions at or above this use the 64-bit libsais variants (libsais needs a little
 /// scratch space above the text length in 32-bit mode).
-const I32_LIMIT: usize = i32::MAX as usize - 8192;
+pub(crate) const I32_LIMIT: usize = i32::MAX as usize - 8192;
 
-/// The suffix array of one shard, still in libsais' output buffer; see the module docs.
-pub struct SortedShard {
-    n: usize,
-    raw: Raw,
-    /// Leading entries of `raw` that are separator positions (always sorted first).
-    seps: usize,
-    /// Per 64 positions of `t'`: [separator bits, separators in all earlier words].
-    rank: Vec<[u64; 2]>,
-    /// Document-start bitmap over shard positions `0..=n` (bit `offsets[i]` set for every i).
-    pub starts: Vec<u64>,
+/// Peak build memory per token of a unit (rounded up from the table in the module docs).
+pub fn bytes_per_token(token_width: u32, wide: bool) -> f64 {
+    match (token_width, wide) {
+        (2, false) => 6.5,
+        (_, false) => 8.5,
+        (2, true) => 10.5,
+        (_, true) => 16.5,
+    }
 }
 
-enum Raw {
-    I32(Vec<i32>),
-    I64(Vec<i64>),
-}
-
-/// The suffix array as stored: u32 entries while the shard has fewer than 2^32 tokens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PtrVec {
-    /// 4-byte positions.
-    U32(Vec<u32>),
-    /// 8-byte positions.
-    U64(Vec<u64>),
-}
-
-/// Pointer width in bytes for a shard of `n` tokens: 4 when `n < 2^32`, else 8.
+/// Pointer width in bytes for a unit of `n` tokens: 4 when `n < 2^32`, else 8.
 pub fn ptr_width(n: u64) -> u32 {
     if n < (1u64 << 32) {
         4
@@ -67,145 +61,40 @@ pub fn ptr_width(n: u64) -> u32 {
     }
 }
 
-/// Document-start bitmap over positions `0..=n`: `(n + 64) / 64` words, bit `offsets[i]` set.
-pub fn start_bits(n: usize, offsets: &[u64]) -> Vec<u64> {
-    let mut bits = vec![0u64; n / 64 + 1];
-    for &o in offsets {
-        let o = o as usize;
-        bits[o >> 6] |= 1 << (o & 63);
-    }
-    bits
-}
-
-impl SortedShard {
-    /// Number of shard positions (= tokens).
-    pub fn len(&self) -> usize {
-        self.n
-    }
-
-    /// Whether the shard has no tokens.
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
-    /// Bytes per stored position: 4 or 8 (see [`ptr_width`]).
-    pub fn ptr_width(&self) -> u32 {
-        ptr_width(self.n as u64)
-    }
-
-    #[inline]
-    fn to_shard(&self, p: u64) -> u64 {
-        let p = p as usize;
-        let [bits, before] = self.rank[p >> 6];
-        let mask = (1u64 << (p & 63)) - 1;
-        p as u64 - before - u64::from((bits & mask).count_ones())
-    }
-
-    /// Call `f` on consecutive chunks (at most `chunk` entries) of the suffix array in shard
-    /// coordinates; used to stream it to disk without a second n-sized buffer.
-    pub fn for_each_chunk(
-        &self,
-        chunk: usize,
-        mut f: impl FnMut(&[u64]) -> Result<()>,
-    ) -> Result<()> {
-        let mut buf = Vec::with_capacity(chunk.min(self.n).max(1));
-        macro_rules! go {
-            ($v:expr) => {
-                for part in $v[self.seps..].chunks(chunk.max(1)) {
-                    buf.clear();
-                    buf.extend(part.iter().map(|&p| self.to_shard(p as u64)));
-                    f(&buf)?;
-                }
-            };
-        }
-        match &self.raw {
-            Raw::I32(v) => go!(v),
-            Raw::I64(v) => go!(v),
-        }
-        Ok(())
-    }
-
-    /// The suffix array in shard coordinates, converted in place (no second buffer).
-    pub fn into_ptrs(self) -> PtrVec {
-        let (n, seps) = (self.n, self.seps);
-        let wide = self.ptr_width() == 8;
-        let conv = |p: u64| {
-            let p = p as usize;
-            let [bits, before] = self.rank[p >> 6];
-            p as u64 - before - u64::from((bits & ((1u64 << (p & 63)) - 1)).count_ones())
-        };
-        match self.raw {
-            Raw::I32(mut v) => {
-                for j in 0..n {
-                    v[j] = conv(v[j + seps] as u64) as i32;
-                }
-                v.truncate(n);
-                PtrVec::U32(v.into_iter().map(|x| x as u32).collect())
-            }
-            Raw::I64(mut v) => {
-                for j in 0..n {
-                    v[j] = conv(v[j + seps] as u64) as i64;
-                }
-                v.truncate(n);
-                if wide {
-                    PtrVec::U64(v.into_iter().map(|x| x as u64).collect())
-                } else {
-                    PtrVec::U32(v.into_iter().map(|x| x as u32).collect())
-                }
-            }
-        }
-    }
-}
-
 fn sais_err(e: LibsaisError, n: usize) -> Error {
     Error::InvalidArgument {
-        name: "shard".into(),
+        name: "unit".into(),
         value: format!("{n} tokens"),
         fix: format!(
-            "libsais failed ({e:?}): suffix sorting needs ~6-8 bytes per token per concurrent \
-             shard; build with fewer --threads or re-shard with a smaller --shard-tokens"
+            "libsais failed ({e:?}): suffix sorting needs ~6.5-8.5 bytes per token per unit \
+             built at once; pass a smaller --memory budget than the machine can give, or fewer \
+             --threads"
         ),
     }
 }
 
-/// Copy the documents into `t'` (shifted by `map`, a `sep` after each non-empty document) and
-/// build the rank directory of separator positions.
-fn transform<T: Copy, U: Copy>(
-    tok: &[T],
-    offsets: &[u64],
-    map: impl Fn(T) -> U,
-    sep: U,
-) -> (Vec<U>, Vec<[u64; 2]>, usize) {
-    let nonempty = offsets.windows(2).filter(|w| w[1] > w[0]).count();
-    let total = tok.len() + nonempty;
-    let mut t = Vec::with_capacity(total);
-    let mut rank = vec![[0u64; 2]; total / 64 + 1];
-    for w in offsets.windows(2) {
-        let (a, b) = (w[0] as usize, w[1] as usize);
-        if a == b {
-            continue;
-        }
-        t.extend(tok[a..b].iter().map(|&x| map(x)));
-        let p = t.len();
-        rank[p >> 6][0] |= 1 << (p & 63);
-        t.push(sep);
-    }
-    let mut before = 0u64;
-    for r in rank.iter_mut() {
-        r[1] = before;
-        before += u64::from(r[0].count_ones());
-    }
-    (t, rank, nonempty)
+/// Part of one shard that goes into a unit: tokens `[tok_start, tok_end)` made of the
+/// documents `[doc_start, doc_end)`.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The `.kdt` file.
+    pub path: PathBuf,
+    /// First token.
+    pub tok_start: u64,
+    /// One past the last token.
+    pub tok_end: u64,
+    /// First document.
+    pub doc_start: u64,
+    /// One past the last document.
+    pub doc_end: u64,
 }
 
-/// The transformed copy `t'` of a shard, ready for libsais; the shard itself is no longer
-/// needed once this exists (drop its memory map to keep the build's peak memory low).
+/// The transformed copy `t'` of a unit, ready for libsais.
 pub struct Prepared {
     n: usize,
     text: Text,
     rank: Vec<[u64; 2]>,
     seps: usize,
-    starts: Vec<u64>,
     /// Alphabet size of `t'` (max token + 2).
     k: usize,
 }
@@ -217,70 +106,232 @@ enum Text {
     I64(Vec<i64>),
 }
 
-/// Copy one shard (tokens + `n_docs + 1` document offsets) into `t'`; see the module docs.
-///
-/// `force_wide` selects the 64-bit libsais variants even for small shards (tests use it to
-/// cover the code path taken by shards of 2^31 tokens and more).
-pub fn prepare(tokens: Tokens<'_>, offsets: &[u64], force_wide: bool) -> Prepared {
-    let n = tokens.len();
-    debug_assert!(offsets.first() == Some(&0) && offsets.last() == Some(&(n as u64)));
-    let starts = start_bits(n, offsets);
-    let max = match tokens {
-        Tokens::U16(t) => t.iter().copied().max().map_or(0, u32::from),
-        Tokens::U32(t) => t.iter().copied().max().unwrap_or(0),
+/// Read tokens `[a, b)` of a shard file in chunks, calling `f` on each chunk.
+fn stream_tokens(
+    path: &Path,
+    dtype: Dtype,
+    a: u64,
+    b: u64,
+    mut f: impl FnMut(Tokens<'_>),
+) -> Result<()> {
+    const CHUNK: usize = 1 << 19;
+    let w = u64::from(dtype.width());
+    let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    file.seek(SeekFrom::Start(128 + a * w))
+        .map_err(|e| Error::io("read", path, e))?;
+    let mut bytes = vec![0u8; CHUNK * w as usize];
+    let mut left = b - a;
+    while left > 0 {
+        let take = (left as usize).min(CHUNK);
+        let buf = &mut bytes[..take * w as usize];
+        file.read_exact(buf)
+            .map_err(|e| Error::io("read", path, e))?;
+        match dtype {
+            Dtype::U16 => {
+                let v: Vec<u16> = buf
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect();
+                f(Tokens::U16(&v));
+            }
+            Dtype::U32 => {
+                let v: Vec<u32> = buf
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect();
+                f(Tokens::U32(&v));
+            }
+        }
+        left -= take as u64;
+    }
+    Ok(())
+}
+
+/// Recompute a shard's data checksum from its file with plain reads (the file's pages are
+/// not mapped, so they do not count as this process's memory). O(shard bytes).
+pub fn verify_shard_streaming(shard: &ShardReader) -> Result<()> {
+    let path = shard.path();
+    let w = u64::from(shard.dtype().width());
+    let tok_bytes = shard.n_tokens() * w;
+    let offsets_at = (128 + tok_bytes).div_ceil(8) * 8;
+    let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for (start, len) in [(128, tok_bytes), (offsets_at, (shard.n_docs() + 1) * 8)] {
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| Error::io("read", path, e))?;
+        let mut left = len;
+        while left > 0 {
+            let take = (left as usize).min(buf.len());
+            file.read_exact(&mut buf[..take])
+                .map_err(|e| Error::io("read", path, e))?;
+            crc.update(&buf[..take]);
+            left -= take as u64;
+        }
+    }
+    let got = crc.finalize();
+    if got != shard.data_checksum() {
+        return Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!(
+                "data checksum {got:#010x} does not match the header's {:#010x}",
+                shard.data_checksum()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Copies tokens into `t'` and records the separators.
+struct Filler<U> {
+    t: Vec<U>,
+    rank: Vec<[u64; 2]>,
+}
+
+impl<U: Copy> Filler<U> {
+    fn push(&mut self, x: U) {
+        self.t.push(x);
+    }
+    fn sep(&mut self, sep: U) {
+        let p = self.t.len();
+        self.rank[p >> 6][0] |= 1 << (p & 63);
+        self.t.push(sep);
+    }
+}
+
+/// Fill `t'` from the sources: tokens mapped by `map`, `sep` after every non-empty document.
+fn fill<U: Copy>(
+    sources: &[(Source, Dtype, Vec<u64>)],
+    total: usize,
+    map: impl Fn(u32) -> U,
+    sep: U,
+) -> Result<(Vec<U>, Vec<[u64; 2]>)> {
+    let mut f = Filler {
+        t: Vec::with_capacity(total),
+        rank: vec![[0u64; 2]; total / 64 + 1],
     };
+    for (src, dtype, ends) in sources {
+        // `ends`: end positions (in the shard) of the non-empty documents, ascending.
+        let mut next = 0usize;
+        let mut p = src.tok_start;
+        stream_tokens(&src.path, *dtype, src.tok_start, src.tok_end, |chunk| {
+            for i in 0..chunk.len() {
+                f.push(map(chunk.get(i)));
+                p += 1;
+                if next < ends.len() && ends[next] == p {
+                    f.sep(sep);
+                    next += 1;
+                }
+            }
+        })?;
+    }
+    let mut before = 0u64;
+    for r in f.rank.iter_mut() {
+        r[1] = before;
+        before += u64::from(r[0].count_ones());
+    }
+    Ok((f.t, f.rank))
+}
+
+/// Read the unit's documents (verifying each shard's checksum and its tokens against the
+/// vocabulary first) into `t'`; see the module docs. `force_wide` selects the 64-bit libsais
+/// variants even for small units (tests use it to cover that path).
+pub fn prepare(sources: &[Source], force_wide: bool) -> Result<Prepared> {
+    let mut with_ends = Vec::new();
+    let mut n = 0usize;
+    let mut nonempty = 0usize;
+    let mut max = 0u32;
+    let mut any_u32 = false;
+    for src in sources {
+        let shard = ShardReader::open(&src.path)?;
+        verify_shard_streaming(&shard)?;
+        let offs = &shard.offsets()[src.doc_start as usize..=src.doc_end as usize];
+        let ends: Vec<u64> = offs
+            .windows(2)
+            .filter(|w| w[1] > w[0])
+            .map(|w| w[1])
+            .collect();
+        let dtype = shard.dtype();
+        any_u32 |= dtype == Dtype::U32;
+        let mut m: Option<u32> = None;
+        stream_tokens(&src.path, dtype, src.tok_start, src.tok_end, |c| {
+            let x = match c {
+                Tokens::U16(t) => t.iter().copied().max().map(u32::from),
+                Tokens::U32(t) => t.iter().copied().max(),
+            };
+            m = m.max(x);
+        })?;
+        let v = shard.vocab_size();
+        if let Some(m) = m {
+            if v > 0 && m >= v {
+                return Err(Error::TokenOutOfRange {
+                    token: u64::from(m),
+                    max: u64::from(v) - 1,
+                    context: format!("{} (vocabulary of {v} tokens)", src.path.display()),
+                    fix: "re-shard the corpus with the tokenizer it was made with".into(),
+                });
+            }
+            max = max.max(m);
+        }
+        n += (src.tok_end - src.tok_start) as usize;
+        nonempty += ends.len();
+        with_ends.push((src.clone(), dtype, ends));
+    }
     let k = max as usize + 2; // alphabet of t': separator 0, tokens 1..=max+1
     if n == 0 {
-        return Prepared {
+        return Ok(Prepared {
             n,
             text: Text::Empty,
             rank: vec![[0, 0]],
             seps: 0,
-            starts,
             k,
-        };
+        });
     }
-    let nonempty_upper = offsets.len().saturating_sub(1).min(n);
-    let wide = force_wide || n + nonempty_upper >= I32_LIMIT || k >= I32_LIMIT;
-    let small16 = matches!(tokens, Tokens::U16(_)) && max <= 65534;
-    let (text, rank, seps) = match (tokens, small16, wide) {
-        (Tokens::U16(t), true, _) => {
-            let (t, rank, seps) = transform(t, offsets, |x| x + 1, 0u16);
-            (Text::U16 { t, wide }, rank, seps)
+    let total = n + nonempty;
+    let wide = force_wide || total >= I32_LIMIT || k >= I32_LIMIT;
+    let small16 = !any_u32 && max <= 65534;
+    let (text, rank) = match (small16, wide) {
+        (true, _) => {
+            let (t, r) = fill(&with_ends, total, |x| x as u16 + 1, 0u16)?;
+            (Text::U16 { t, wide }, r)
         }
-        (Tokens::U16(t), false, false) => {
-            let (t, r, s) = transform(t, offsets, |x| i32::from(x) + 1, 0i32);
-            (Text::I32(t), r, s)
+        (false, false) => {
+            let (t, r) = fill(&with_ends, total, |x| x as i32 + 1, 0i32)?;
+            (Text::I32(t), r)
         }
-        (Tokens::U32(t), _, false) => {
-            let (t, r, s) = transform(t, offsets, |x| x as i32 + 1, 0i32);
-            (Text::I32(t), r, s)
-        }
-        (Tokens::U16(t), false, true) => {
-            let (t, r, s) = transform(t, offsets, |x| i64::from(x) + 1, 0i64);
-            (Text::I64(t), r, s)
-        }
-        (Tokens::U32(t), _, true) => {
-            let (t, r, s) = transform(t, offsets, |x| i64::from(x) + 1, 0i64);
-            (Text::I64(t), r, s)
+        (false, true) => {
+            let (t, r) = fill(&with_ends, total, |x| i64::from(x) + 1, 0i64)?;
+            (Text::I64(t), r)
         }
     };
-    Prepared {
+    Ok(Prepared {
         n,
         text,
         rank,
-        seps,
-        starts,
+        seps: nonempty,
         k,
-    }
+    })
+}
+
+/// A sorted unit: `t'`, libsais' output and the rank directory.
+pub struct Sorted {
+    n: usize,
+    text: Text,
+    raw: Raw,
+    seps: usize,
+    rank: Vec<[u64; 2]>,
+}
+
+enum Raw {
+    I32(Vec<i32>),
+    I64(Vec<i64>),
 }
 
 impl Prepared {
-    /// Run libsais (single-threaded, O(n')); `t'` is freed before returning. Errors only when
-    /// libsais fails (out of memory).
-    pub fn sort(self) -> Result<SortedShard> {
+    /// Run libsais (single-threaded, O(n')); errors only when libsais fails (out of memory).
+    pub fn sort(self) -> Result<Sorted> {
         let (n, k) = (self.n, self.k);
-        let raw = match self.text {
+        let raw = match &self.text {
             Text::Empty => Raw::I32(Vec::new()),
             Text::U16 { t, wide: false } => Raw::I32(
                 SuffixArrayConstruction::for_text(&t[..])
@@ -298,18 +349,23 @@ impl Prepared {
                     .map_err(|e| sais_err(e, n))?
                     .into_vec(),
             ),
-            Text::I32(mut t) => {
+            Text::I32(_) | Text::I64(_) => Raw::I32(Vec::new()),
+        };
+        let mut text = self.text;
+        let raw = match &mut text {
+            Text::I32(t) => {
                 let mut c = SuffixArrayConstruction::for_text_mut(&mut t[..])
                     .in_owned_buffer32()
                     .single_threaded();
                 // SAFETY: every value of t' lies in 0..=max+1 < k (tokens shifted by one,
-                // separators 0); k < i32::MAX because the 32-bit variant was chosen.
+                // separators 0); k < i32::MAX because the 32-bit variant was chosen. libsais
+                // restores the text after the construction.
                 unsafe {
                     c = c.with_alphabet_size(AlphabetSize::new(k as i32));
                 }
                 Raw::I32(c.run().map_err(|e| sais_err(e, n))?.into_vec())
             }
-            Text::I64(mut t) => {
+            Text::I64(t) => {
                 let mut c = SuffixArrayConstruction::for_text_mut(&mut t[..])
                     .in_owned_buffer64()
                     .single_threaded();
@@ -319,18 +375,244 @@ impl Prepared {
                 }
                 Raw::I64(c.run().map_err(|e| sais_err(e, n))?.into_vec())
             }
+            _ => raw,
         };
-        Ok(SortedShard {
+        Ok(Sorted {
             n,
+            text,
             raw,
             seps: self.seps,
             rank: self.rank,
-            starts: self.starts,
         })
     }
 }
 
-/// [`prepare`] then [`Prepared::sort`]: the suffix array of one in-memory shard.
-pub fn sort(tokens: Tokens<'_>, offsets: &[u64], force_wide: bool) -> Result<SortedShard> {
-    prepare(tokens, offsets, force_wide).sort()
+/// What the writer records about the unit besides its suffix array.
+#[derive(Debug, Clone)]
+pub struct UnitMeta {
+    /// Documents of the unit.
+    pub n_docs: u64,
+    /// 2 or 4.
+    pub token_width: u32,
+    /// Vocabulary size (0 = unknown).
+    pub vocab_size: u32,
+    /// Tokenizer hash.
+    pub tokenizer_hash: [u8; 32],
+    /// Position of the first covered shard.
+    pub first_shard: u32,
+    /// The covered shards' identities.
+    pub shards: Vec<CoveredShard>,
+    /// Piece index and count (0, 1 for whole shards).
+    pub piece: (u32, u32),
+    /// First token and document of the piece in its shard.
+    pub piece_start: (u64, u64),
+}
+
+#[inline(always)]
+fn prefetch<T>(s: &[T], i: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if i < s.len() {
+        // SAFETY: the pointer is in bounds; prefetching has no architectural effect.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch(
+                s.as_ptr().add(i).cast::<i8>(),
+                core::arch::x86_64::_MM_HINT_T0,
+            )
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (s, i);
+}
+
+trait Sym: Copy {
+    fn v(self) -> i64;
+}
+impl Sym for u16 {
+    #[inline(always)]
+    fn v(self) -> i64 {
+        i64::from(self)
+    }
+}
+impl Sym for i32 {
+    #[inline(always)]
+    fn v(self) -> i64 {
+        i64::from(self)
+    }
+}
+impl Sym for i64 {
+    #[inline(always)]
+    fn v(self) -> i64 {
+        self
+    }
+}
+
+/// Walk the suffix array in order, calling `f(i, unit position, lcp, hash, t' position)`.
+fn walk<E: Sym, R: Sym>(
+    t: &[E],
+    raw: &[R],
+    seps: usize,
+    rank: &[[u64; 2]],
+    layout: &Layout,
+    mut f: impl FnMut(usize, u64, u8, u8, usize) -> Result<()>,
+) -> Result<()> {
+    const AHEAD: usize = 16;
+    let cap = layout.lcp_cap as usize;
+    let sa = &raw[seps..];
+    let mut prev = 0usize;
+    for (i, &r) in sa.iter().enumerate() {
+        if let Some(&ahead) = sa.get(i + AHEAD) {
+            let a = ahead.v() as usize;
+            prefetch(t, a);
+            prefetch(rank, a >> 6);
+        }
+        let p = r.v() as usize;
+        let [bits, before] = rank[p >> 6];
+        let pos = p as u64 - before - u64::from((bits & ((1u64 << (p & 63)) - 1)).count_ones());
+        let mut l = 0usize;
+        if i > 0 {
+            // t' holds a 0 after every document and never at a suffix start, so the loop stops
+            // at the shorter suffix's end before it could run off t'.
+            while l < cap && t[prev + l].v() == t[p + l].v() && t[p + l].v() != 0 {
+                l += 1;
+            }
+        }
+        let hash = if l < cap {
+            let x = t[p + l].v();
+            if x == 0 {
+                0
+            } else {
+                layout.hash((x - 1) as u32)
+            }
+        } else {
+            0
+        };
+        f(i, pos, l as u8, hash, p)?;
+        prev = p;
+    }
+    Ok(())
+}
+
+impl Sorted {
+    /// Number of unit positions (= tokens).
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether the unit has no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Write the unit's `.kdsa` to `path` atomically (pages, samples, header); returns the
+    /// header written. Streams: memory beyond the sort's is one page and the samples.
+    pub fn write(&self, path: &Path, meta: &UnitMeta, layout: Layout) -> Result<SaHeader> {
+        let pw = ptr_width(self.n as u64);
+        let header = SaHeader {
+            ptr_width: pw,
+            n_tokens: self.n as u64,
+            n_docs: meta.n_docs,
+            token_width: meta.token_width,
+            vocab_size: meta.vocab_size,
+            tokenizer_hash: meta.tokenizer_hash,
+            first_shard: meta.first_shard,
+            shards: meta.shards.clone(),
+            piece: meta.piece.0,
+            pieces: meta.piece.1,
+            piece_token: meta.piece_start.0,
+            piece_doc: meta.piece_start.1,
+            layout,
+            data_checksum: 0,
+        };
+        let per_page = header.per_page();
+        let pb = layout.page_bytes as usize;
+        let k = layout.sample_tokens as usize;
+        let n_pages = header.n_pages() as usize;
+        let mut w = SaWriter::create(path, header)?;
+        let mut samples = Samples {
+            pos: Vec::with_capacity(n_pages),
+            lcp: Vec::with_capacity(n_pages),
+            len: Vec::with_capacity(n_pages),
+            keys: Vec::with_capacity(n_pages * k),
+            k,
+        };
+        let mut page = vec![0u8; pb];
+        let mut run_min = u8::MAX;
+        let n = self.n;
+        macro_rules! go {
+            ($t:expr, $raw:expr) => {{
+                let t = $t;
+                walk(
+                    t,
+                    $raw,
+                    self.seps,
+                    &self.rank,
+                    &layout,
+                    |i, pos, lcp, hash, p| {
+                        let slot = i % per_page;
+                        if slot == 0 {
+                            samples.pos.push(pos);
+                            samples.lcp.push(if i == 0 { 0 } else { run_min.min(lcp) });
+                            run_min = u8::MAX;
+                            let mut len = 0;
+                            while len < k && t[p + len].v() != 0 {
+                                samples.keys.push((t[p + len].v() - 1) as u32);
+                                len += 1;
+                            }
+                            samples.keys.extend(std::iter::repeat_n(0, k - len));
+                            samples.len.push(len as u8);
+                        } else {
+                            run_min = run_min.min(lcp);
+                        }
+                        if pw == 4 {
+                            page[slot * 4..slot * 4 + 4]
+                                .copy_from_slice(&(pos as u32).to_le_bytes());
+                        } else {
+                            page[slot * 8..slot * 8 + 8].copy_from_slice(&pos.to_le_bytes());
+                        }
+                        let base = per_page * pw as usize;
+                        page[base + slot] = lcp;
+                        page[base + per_page + slot] = hash;
+                        if slot == per_page - 1 || i == n - 1 {
+                            w.page(&page)?;
+                            page.fill(0);
+                        }
+                        Ok(())
+                    },
+                )
+            }};
+        }
+        match (&self.text, &self.raw) {
+            (Text::Empty, _) => Ok(()),
+            (Text::U16 { t, .. }, Raw::I32(r)) => go!(&t[..], &r[..]),
+            (Text::U16 { t, .. }, Raw::I64(r)) => go!(&t[..], &r[..]),
+            (Text::I32(t), Raw::I32(r)) => go!(&t[..], &r[..]),
+            (Text::I64(t), Raw::I64(r)) => go!(&t[..], &r[..]),
+            _ => unreachable!("the text and suffix-array widths are chosen together"),
+        }?;
+        w.finish(&samples)
+    }
+
+    /// The suffix array in unit positions (tests and small inputs; allocates 8 B/token).
+    pub fn positions(&self) -> Vec<u64> {
+        let mut out = Vec::with_capacity(self.n);
+        let layout = Layout::default();
+        let mut push = |_, pos, _, _, _| {
+            out.push(pos);
+            Ok(())
+        };
+        let r = match (&self.text, &self.raw) {
+            (Text::Empty, _) => Ok(()),
+            (Text::U16 { t, .. }, Raw::I32(r)) => {
+                walk(t, r, self.seps, &self.rank, &layout, &mut push)
+            }
+            (Text::U16 { t, .. }, Raw::I64(r)) => {
+                walk(t, r, self.seps, &self.rank, &layout, &mut push)
+            }
+            (Text::I32(t), Raw::I32(r)) => walk(t, r, self.seps, &self.rank, &layout, &mut push),
+            (Text::I64(t), Raw::I64(r)) => walk(t, r, self.seps, &self.rank, &layout, &mut push),
+            _ => unreachable!("the text and suffix-array widths are chosen together"),
+        };
+        r.expect("collecting cannot fail");
+        out
+    }
 }
