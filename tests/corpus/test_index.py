@@ -145,7 +145,7 @@ def test_queries_match_the_oracle(shards: list[Docs], queries: list[list[int]], 
 def built(tmp_path: Path) -> Path:
     shards = [[[1, 2, 3, 1, 2], [2, 3], []], [[3, 1, 2, 3], [1, 2, 3, 1, 2, 3]]]
     root = write_dir(tmp_path / "shards", shards, vocab_size=8, tok_hash=bytes([7]) * 32)
-    build_index(root)
+    build_index(root, threads=2)  # two threads: one unit per shard
     return root
 
 
@@ -215,7 +215,7 @@ def test_corrupt_stale_missing(tmp_path: Path, built: Path) -> None:
     sa.write_bytes(bytes(data[:-3]))
     with pytest.raises(kdmem.CorruptFileError, match=r"shard-00000\.kdsa"):
         Index(built)
-    assert build_index(built)["built"] == 1  # a truncated index is rebuilt
+    assert build_index(built, threads=2)["built"] == 1  # a truncated index is rebuilt
     write_kdt(built / "shard-00001.kdt", [[5, 5]], vocab_size=8, tok_hash=bytes([7]) * 32)
     with pytest.raises(kdmem.StaleIndexError, match="changed after indexing"):
         Index(built)

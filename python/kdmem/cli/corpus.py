@@ -185,17 +185,30 @@ def import_npy_cmd(files: tuple[str, ...], **kw: Any) -> None:
     is_flag=True,
     help="After building, recompute every checksum of the shards and suffix arrays.",
 )
+@click.option(
+    "--memory",
+    default=None,
+    help="Memory budget of the build, e.g. 8GB (default: three quarters of the RAM). Peak "
+    "memory stays within it: shards too large for it are indexed in pieces.",
+)
 @shard_option
 @ray_option
 def index_cmd(
-    shards_dir: str, threads: int | None, verify: bool, shard: tuple[int, ...], ray: bool
+    shards_dir: str,
+    threads: int | None,
+    verify: bool,
+    memory: str | None,
+    shard: tuple[int, ...],
+    ray: bool,
 ) -> None:
-    """Build one suffix array per shard of SHARDS_DIR (resumable; finished shards are kept).
+    """Build the suffix arrays of SHARDS_DIR (resumable; finished units are kept).
 
-    Writes shard-NNNNN.kdsa next to every shard-NNNNN.kdt. Peak memory: about THREADS x the
-    largest shard x 6.4 bytes/token (u16 shards) or 8.4 bytes/token (u32).
+    Writes *.kdsa unit files next to the shard-NNNNN.kdt shards: small shards are grouped
+    into one unit (about one per thread), shards too large for --memory are cut into pieces;
+    queries cost the number of units, not of shards. Peak memory stays within --memory
+    (6.5 bytes/token of the units sorted at once for u16 shards, 8.5 for u32).
 
-    Example: kdmem index runs/x/data/shards --threads 8 --verify
+    Example: kdmem index runs/x/data/shards --threads 8 --memory 32GB --verify
     (one Slurm array element: kdmem index DIR --shard $SLURM_ARRAY_TASK_ID)"""
     from kdmem.corpus.index import build_index, verify_index
 
@@ -205,12 +218,15 @@ def index_cmd(
             "shard is built"
         )
     with progress_bars() as bars:
-        report = build_index(shards_dir, threads, bars, shards=shard or None, ray=ray)
+        report = build_index(
+            shards_dir, threads, bars, shards=shard or None, ray=ray, memory=memory
+        )
     rate = report["tokens_built"] / max(report["seconds"], 1e-9)
     click.echo(
         f"kdmem index: {report['built']} built, {report['skipped']} up to date "
-        f"({report['shards']} shards, {report['tokens_built']:,} tokens, "
-        f"{report['seconds']:.1f} s, {rate / 1e6:.1f}M tokens/s)"
+        f"({report['shards']} shards, {report['units']} units written, "
+        f"{report['tokens_built']:,} tokens, {report['seconds']:.1f} s, "
+        f"{rate / 1e6:.1f}M tokens/s, memory budget {report['memory'] / 2**30:.1f} GiB)"
     )
     if verify:
         verify_index(shards_dir, threads)

@@ -182,8 +182,12 @@ impl Index {
 
     /// The files searched.
     #[getter]
-    fn files(&self) -> Vec<PathBuf> {
-        self.inner.files()
+    fn files(&self) -> Vec<String> {
+        self.inner
+            .files()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect()
     }
 
     /// Tokenizer hash of the shards, 64 hex digits (all zeros = unknown).
