@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::build::{prepare, Source, UnitMeta};
 use super::format::{self, CoveredShard, Layout, Pages, SaFile, SaHeader};
-use super::plan::{self, Budget, ShardStat, UnitSpec};
+use super::plan::{self, Budget, Grouping, ShardStat, UnitSpec};
 use super::search::Corpus;
 use super::unit::{DocTable, ShardSlot, TextRef, TextSlice, UnitText, UnitView};
 use crate::control::Control;
@@ -105,6 +105,8 @@ pub struct BuildOptions {
     pub layout: Option<Layout>,
     /// Use the 64-bit libsais variants even for small units (tests).
     pub force_wide: bool,
+    /// Which shards are grouped (default: [`Grouping::default`]).
+    pub grouping: Option<Grouping>,
 }
 
 /// The identity facts of a shard (kept after its map is dropped).
@@ -487,7 +489,7 @@ pub fn build_shards(
             group_key: group_key(&st.facts[k]),
         })
         .collect();
-    let plan = plan::plan(&stats, &todo, budget)?;
+    let plan = plan::plan(&stats, &todo, budget, opts.grouping.unwrap_or_default())?;
     drop(stats);
     drop(readers);
     let layout = opts.layout.unwrap_or_default();
@@ -811,12 +813,12 @@ impl Index {
                     UnitView {
                         text,
                         docs: &u.docs,
-                        pages: Pages {
-                            bytes: u.file.pages(),
-                            per_page: h.per_page(),
-                            page_bytes: h.layout.page_bytes as usize,
-                            n: h.n_tokens as usize,
-                        },
+                        pages: Pages::new(
+                            u.file.pages(),
+                            h.per_page(),
+                            h.layout.page_bytes as usize,
+                            h.n_tokens as usize,
+                        ),
                         ptr_width: h.ptr_width,
                         samples: u.file.samples(),
                         layout: h.layout,

@@ -721,13 +721,58 @@ pub struct Pages<'a> {
     pub page_bytes: usize,
     /// Number of entries.
     pub n: usize,
+    /// `ceil(2^64 / per_page)`: `i / per_page` is `(i * magic) >> 64` for every `i` below
+    /// `2^64 / per_page` (one multiplication instead of a division); 0 when `per_page` is 1.
+    magic: u64,
 }
 
-impl Pages<'_> {
+impl<'a> Pages<'a> {
+    /// A view of `n` entries in `bytes`.
+    pub fn new(bytes: &'a [u8], per_page: usize, page_bytes: usize, n: usize) -> Self {
+        let magic = if per_page <= 1 {
+            0
+        } else {
+            (1u128 << 64).div_ceil(per_page as u128) as u64
+        };
+        Pages {
+            bytes,
+            per_page,
+            page_bytes,
+            n,
+            magic,
+        }
+    }
+
+    /// Page of entry `i`.
+    #[inline(always)]
+    pub fn page(&self, i: usize) -> usize {
+        if self.magic == 0 {
+            return i;
+        }
+        ((i as u128 * self.magic as u128) >> 64) as usize
+    }
+
     /// Byte offset of entry `i`'s page and its slot in it.
     #[inline(always)]
     pub fn slot(&self, i: usize) -> (usize, usize) {
-        let page = i / self.per_page;
+        let page = self.page(i);
         (page * self.page_bytes, i - page * self.per_page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_arithmetic_without_division_is_exact() {
+        for per_page in [1usize, 2, 3, 4, 6, 409, 682, 1000, 4096] {
+            let p = Pages::new(&[], per_page, 4096, 0);
+            let mut probes: Vec<usize> = (0..5000).collect();
+            probes.extend([u32::MAX as usize, (1 << 40) + 12345, (1 << 50) - 1]);
+            for i in probes {
+                assert_eq!(p.page(i), i / per_page, "{i} / {per_page}");
+            }
+        }
     }
 }

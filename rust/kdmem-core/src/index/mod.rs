@@ -56,6 +56,6 @@ pub use dir::{
 pub use format::Layout;
 pub use infini::{is_infini_gram_dir, IgShard, InfiniGramIndex};
 pub use open::{parse_tokenizer_hash, AnyIndex};
-pub use plan::{Budget, UnitSpec};
+pub use plan::{Budget, Grouping, UnitSpec};
 pub use search::{Corpus, Location, NgramOverlap, QueryShard};
 pub use unit::UnitView;

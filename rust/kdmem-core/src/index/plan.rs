@@ -11,9 +11,12 @@
 //!   minimum);
 //! - a shard larger than `max_unit` is split into `ceil(n / max_unit)` pieces of about equal
 //!   size, cut at document boundaries;
-//! - consecutive shards of the same token width are grouped while the group stays within
-//!   `min(max_unit, ceil(tokens to build / concurrency))` tokens, so that every thread still
-//!   gets a unit to sort (libsais sorts one unit on one core).
+//! - a shard of at least `small_shard` tokens (2^24) is its own unit;
+//! - a run of consecutive smaller shards of the same token width and tokenizer is cut into
+//!   `ceil(run tokens / max_group)` groups of about equal size, where
+//!   `max_group = min(max_unit, max(min_group, ceil(small tokens to build / concurrency)))`
+//!   (`min_group` = 2^27): many small shards become few units, yet every thread still gets a
+//!   unit to sort once there is much to sort (libsais sorts one unit on one core).
 //!
 //! So peak build memory stays within the budget: at most `concurrency` units are sorted at
 //! once, each within `max_unit * bytes_per_token`. Planning is O(shards + documents of the
@@ -25,6 +28,27 @@ use super::build::bytes_per_token;
 
 /// Memory not available to unit builds (interpreter, buffers, the pool's stacks).
 pub const OVERHEAD: u64 = 64 << 20;
+
+/// Which shards are grouped and how large groups grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grouping {
+    /// Shards of fewer tokens than this are grouped (2^24 by default); larger ones are their
+    /// own unit (or pieces).
+    pub small_shard: u64,
+    /// Groups grow to at least this many tokens (2^27 by default) before the thread count
+    /// cuts them smaller: sorting that much on one core takes seconds, while every extra
+    /// unit costs every query a lookup.
+    pub min_group: u64,
+}
+
+impl Default for Grouping {
+    fn default() -> Self {
+        Grouping {
+            small_shard: 1 << 24,
+            min_group: 1 << 27,
+        }
+    }
+}
 /// Largest unit built (keeps positions in 4 bytes and the 32-bit libsais variants).
 pub const MAX_UNIT: u64 = 1 << 30;
 
@@ -128,7 +152,12 @@ fn too_small(memory: u64, need: u64, what: String) -> Error {
 }
 
 /// Cut the shards at positions `todo` (ascending) of `shards` into units; see the module docs.
-pub fn plan(shards: &[ShardStat<'_>], todo: &[usize], budget: Budget) -> Result<Plan> {
+pub fn plan(
+    shards: &[ShardStat<'_>],
+    todo: &[usize],
+    budget: Budget,
+    grouping: Grouping,
+) -> Result<Plan> {
     if budget.threads == 0 {
         return Err(Error::InvalidArgument {
             name: "threads".into(),
@@ -178,48 +207,88 @@ pub fn plan(shards: &[ShardStat<'_>], todo: &[usize], budget: Budget) -> Result<
         }
         concurrency -= 1;
     };
-    let total: u64 = todo.iter().map(|&k| shards[k].n_tokens).sum();
-    let max_group = max_unit.min(total.div_ceil(concurrency as u64).max(1));
+    let small = |k: usize| shards[k].n_tokens < grouping.small_shard;
+    let small_total: u64 = todo
+        .iter()
+        .filter(|&&k| small(k))
+        .map(|&k| shards[k].n_tokens)
+        .sum();
+    let max_group = max_unit
+        .min(
+            small_total
+                .div_ceil(concurrency as u64)
+                .max(grouping.min_group),
+        )
+        .max(1);
+    // Runs of consecutive small shards that may share a unit; large shards are split.
     let mut units = Vec::new();
-    let mut group: Option<UnitSpec> = None;
-    let mut prev: Option<usize> = None;
-    for &k in todo {
-        let s = &shards[k];
-        let n = s.n_tokens;
-        let joins = match (&group, prev) {
-            (Some(g), Some(p)) => {
-                p + 1 == k
-                    && shards[g.first_shard].token_width == s.token_width
-                    && shards[g.first_shard].group_key == s.group_key
-                    && g.n_tokens + n <= max_group
-            }
-            _ => false,
-        };
-        if joins {
-            let g = group.as_mut().expect("joins implies a group");
-            g.n_shards += 1;
-            g.n_tokens += n;
-            g.tokens = (0, n);
-            g.docs = (0, (s.offsets.len() - 1) as u64);
-        } else {
-            units.extend(group.take());
-            if n > max_unit {
-                units.extend(split(k, s, max_unit));
-            } else {
-                group = Some(UnitSpec {
-                    first_shard: k,
-                    n_shards: 1,
-                    piece: 0,
-                    pieces: 1,
-                    tokens: (0, n),
-                    docs: (0, (s.offsets.len() - 1) as u64),
-                    n_tokens: n,
-                });
+    let mut run: Vec<usize> = Vec::new();
+    let flush = |run: &mut Vec<usize>, units: &mut Vec<UnitSpec>| {
+        if run.is_empty() {
+            return;
+        }
+        let run_total: u64 = run.iter().map(|&k| shards[k].n_tokens).sum();
+        let groups = run_total.div_ceil(max_group).max(1);
+        // Group i ends at the shard boundary nearest to (i + 1) / groups of the run.
+        let mut done = 0u64;
+        let mut gi = 0u64;
+        let mut g: Option<UnitSpec> = None;
+        for &k in run.iter() {
+            let n = shards[k].n_tokens;
+            let docs = (0, (shards[k].offsets.len() - 1) as u64);
+            let end = (run_total as u128 * u128::from(gi + 1) / u128::from(groups)) as u64;
+            let closer = |u: &UnitSpec| {
+                let (now, then) = (done + u.n_tokens, done + u.n_tokens + n);
+                then.abs_diff(end) <= now.abs_diff(end)
+            };
+            match g.as_mut() {
+                Some(u) if closer(u) && u.n_tokens + n <= max_unit => {
+                    u.n_shards += 1;
+                    u.n_tokens += n;
+                    u.tokens = (0, n);
+                    u.docs = docs;
+                }
+                _ => {
+                    if let Some(u) = g.take() {
+                        done += u.n_tokens;
+                        gi += 1;
+                        units.push(u);
+                    }
+                    g = Some(UnitSpec {
+                        first_shard: k,
+                        n_shards: 1,
+                        piece: 0,
+                        pieces: 1,
+                        tokens: (0, n),
+                        docs,
+                        n_tokens: n,
+                    });
+                }
             }
         }
-        prev = Some(k);
+        units.extend(g);
+        run.clear();
+    };
+    for &k in todo {
+        let s = &shards[k];
+        let joins = run.last().is_some_and(|&p| {
+            p + 1 == k
+                && shards[p].token_width == s.token_width
+                && shards[p].group_key == s.group_key
+        });
+        if !joins || !small(k) {
+            flush(&mut run, &mut units);
+        }
+        if s.n_tokens > max_unit {
+            units.extend(split(k, s, max_unit));
+        } else if small(k) {
+            run.push(k);
+        } else {
+            run.push(k);
+            flush(&mut run, &mut units);
+        }
     }
-    units.extend(group);
+    flush(&mut run, &mut units);
     Ok(Plan {
         units,
         concurrency,
@@ -284,8 +353,29 @@ mod tests {
         }
     }
 
+    fn mem(threads: usize) -> Budget {
+        Budget {
+            memory: 1 << 30,
+            threads,
+        }
+    }
+
+    fn g(small_shard: u64, min_group: u64) -> Grouping {
+        Grouping {
+            small_shard,
+            min_group,
+        }
+    }
+
+    fn got(p: &Plan) -> Vec<(usize, usize)> {
+        p.units
+            .iter()
+            .map(|u| (u.first_shard, u.n_shards))
+            .collect()
+    }
+
     #[test]
-    fn small_shards_are_grouped_per_thread_and_large_ones_split() {
+    fn small_shards_are_grouped_and_large_ones_split() {
         let small: Vec<u64> = vec![0, 10, 20];
         let big: Vec<u64> = (0..=100).map(|i| i * 10).collect();
         let shards = vec![
@@ -295,47 +385,31 @@ mod tests {
             stat(&small),
             stat(&big),
         ];
-        // Plenty of memory, one thread: one unit for everything.
-        let p = plan(
-            &shards,
-            &[0, 1, 2, 3, 4],
-            Budget {
-                memory: 1 << 30,
-                threads: 1,
-            },
-        )
-        .unwrap();
-        assert_eq!(p.units.len(), 1, "{p:?}");
-        assert_eq!((p.units[0].n_shards, p.units[0].n_tokens), (5, 1080));
-        // Two threads: groups of at most half the tokens; the big shard alone.
-        let p = plan(
-            &shards,
-            &[0, 1, 2, 3, 4],
-            Budget {
-                memory: 1 << 30,
-                threads: 2,
-            },
-        )
-        .unwrap();
-        assert_eq!(p.max_group, 540);
-        let got: Vec<(usize, usize)> = p
-            .units
-            .iter()
-            .map(|u| (u.first_shard, u.n_shards))
-            .collect();
-        assert_eq!(got, vec![(0, 4), (4, 1)]);
+        let all = [0, 1, 2, 3, 4];
+        // Plenty of memory, one thread, every shard small: one unit for everything.
+        let p = plan(&shards, &all, mem(1), g(1 << 20, 1)).unwrap();
+        assert_eq!(got(&p), vec![(0, 5)]);
+        assert_eq!(p.units[0].n_tokens, 1080);
+        // The 1,000-token shard is not small: its own unit; the small ones grouped.
+        let p = plan(&shards, &all, mem(1), g(100, 1)).unwrap();
+        assert_eq!(got(&p), vec![(0, 4), (4, 1)]);
+        // Two threads and no minimum group: the small shards in two groups of 40 tokens.
+        let p = plan(&shards, &all, mem(2), g(100, 1)).unwrap();
+        assert_eq!(p.max_group, 40);
+        assert_eq!(got(&p), vec![(0, 2), (2, 2), (4, 1)]);
+        // A minimum group size keeps them together.
+        let p = plan(&shards, &all, mem(2), g(100, 1000)).unwrap();
+        assert_eq!(got(&p), vec![(0, 4), (4, 1)]);
+        // Non-consecutive positions are never grouped.
+        let p = plan(&shards, &[0, 2], mem(1), Grouping::default()).unwrap();
+        assert_eq!(got(&p), vec![(0, 1), (2, 1)]);
         // A budget that fits 300 tokens per unit: the 1,000-token shard becomes 4 pieces of
         // whole documents, each within the limit, covering the shard exactly.
-        let mem = OVERHEAD + (300.0 * bytes_per_token(2, false)) as u64;
-        let p = plan(
-            &shards,
-            &[4],
-            Budget {
-                memory: mem,
-                threads: 1,
-            },
-        )
-        .unwrap();
+        let budget = Budget {
+            memory: OVERHEAD + (300.0 * bytes_per_token(2, false)) as u64,
+            threads: 1,
+        };
+        let p = plan(&shards, &[4], budget, Grouping::default()).unwrap();
         assert_eq!(p.max_unit, 300);
         let pieces: Vec<&UnitSpec> = p.units.iter().collect();
         assert_eq!(pieces.len(), 4);
@@ -346,32 +420,34 @@ mod tests {
             assert_eq!(w[0].docs.1, w[1].docs.0);
         }
         assert!(pieces.iter().all(|u| u.n_tokens <= 300 && u.pieces == 4));
-        // Non-consecutive positions are never grouped.
-        let p = plan(
-            &shards,
-            &[0, 2],
-            Budget {
-                memory: 1 << 30,
-                threads: 1,
-            },
-        )
-        .unwrap();
-        assert_eq!(p.units.len(), 2);
+    }
+
+    #[test]
+    fn runs_of_small_shards_become_one_unit_per_thread_of_about_equal_size() {
+        let offs: Vec<u64> = (0..=10).map(|i| i * 10).collect();
+        let shards = vec![stat(&offs); 64];
+        let todo: Vec<usize> = (0..64).collect();
+        for threads in [1, 2, 3, 5] {
+            let p = plan(&shards, &todo, mem(threads), g(1000, 1)).unwrap();
+            assert_eq!(p.units.len(), threads, "{threads}");
+            let sizes: Vec<usize> = p.units.iter().map(|u| u.n_shards).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), 64);
+            assert!(
+                sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+                "{sizes:?}"
+            );
+        }
+        // With the default minimum group, 6,400 tokens of small shards stay one unit.
+        let p = plan(&shards, &todo, mem(8), Grouping::default()).unwrap();
+        assert_eq!(got(&p), vec![(0, 64)]);
     }
 
     #[test]
     fn a_budget_too_small_for_one_document_names_the_minimum() {
         let offs: Vec<u64> = vec![0, 5000, 5001];
         let shards = vec![stat(&offs)];
-        let e = plan(
-            &shards,
-            &[0],
-            Budget {
-                memory: OVERHEAD + 1000,
-                threads: 4,
-            },
-        )
-        .unwrap_err();
+        let budget = |memory| Budget { memory, threads: 4 };
+        let e = plan(&shards, &[0], budget(OVERHEAD + 1000), Grouping::default()).unwrap_err();
         let msg = e.to_string();
         assert_eq!(e.kind(), "InvalidArgumentError");
         assert!(
@@ -380,16 +456,8 @@ mod tests {
         );
         assert!(!msg.contains('\n'));
         // Enough for one document at a time: the plan drops to one unit built at once.
-        let mem = OVERHEAD + (5000.0 * bytes_per_token(2, false)) as u64;
-        let p = plan(
-            &shards,
-            &[0],
-            Budget {
-                memory: mem,
-                threads: 4,
-            },
-        )
-        .unwrap();
+        let m = OVERHEAD + (5000.0 * bytes_per_token(2, false)) as u64;
+        let p = plan(&shards, &[0], budget(m), Grouping::default()).unwrap();
         assert_eq!(p.concurrency, 1);
         assert_eq!(p.units.len(), 2);
     }

@@ -67,6 +67,37 @@ pub(crate) fn binary_range<S: Src + ?Sized>(s: &S, q: &[u32]) -> Range<usize> {
     lo..lo
 }
 
+/// Sub-range of `r` (whose suffixes share `l` symbols) whose symbol at offset `l` is `c`, by
+/// two binary searches on that symbol. O(log |r|) text reads.
+pub(crate) fn binary_narrow<S: Src + ?Sized>(
+    s: &S,
+    r: Range<usize>,
+    l: usize,
+    c: u32,
+) -> Range<usize> {
+    let want = Some(c);
+    let (mut lo, mut hi) = (r.start, r.end);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if s.at(s.pos(mid), l) < want {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    let start = lo;
+    hi = r.end;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if s.at(s.pos(mid), l) <= want {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    start..lo
+}
+
 /// A suffix array over some text, seen through the three primitives the searches need. The
 /// order of the array must be the lexicographic order of `at(pos, 0), at(pos, 1), ...` with
 /// `None` (end of the suffix) below every symbol.
@@ -137,28 +168,9 @@ pub(crate) trait Src {
     }
 
     /// Sub-range of `r` (whose suffixes share `l` symbols) whose symbol at offset `l` is `c`.
+    /// Default: [`binary_narrow`].
     fn narrow(&self, r: Range<usize>, l: usize, c: u32) -> Range<usize> {
-        let want = Some(c);
-        let (mut lo, mut hi) = (r.start, r.end);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.at(self.pos(mid), l) < want {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        let start = lo;
-        hi = r.end;
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.at(self.pos(mid), l) <= want {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        start..lo
+        binary_narrow(self, r, l, c)
     }
 
     /// Matching statistics capped at `cap`: `out[i] = max(out[i], min(cap, longest prefix of
@@ -188,10 +200,7 @@ pub(crate) trait Src {
             );
             while l < limit {
                 if r.len() == 1 {
-                    let p = self.pos(r.start);
-                    while l < limit && self.at(p, l) == Some(q[i + l]) {
-                        l += 1;
-                    }
+                    l = self.cmp_suffix(self.pos(r.start), &q[i..i + limit], l).1;
                     break;
                 }
                 let s = self.narrow(r.clone(), l, q[i + l]);

@@ -13,7 +13,7 @@ use super::build::{prepare, Source};
 use super::dir::{build_dir, build_shards, index_path, verify_dir, BuildOptions, Index};
 use super::format::{self, Layout};
 use super::open::AnyIndex;
-use super::plan::OVERHEAD;
+use super::plan::{Grouping, OVERHEAD};
 use super::search::{Location, QueryShard};
 use crate::control::Control;
 use crate::error::Error;
@@ -174,6 +174,20 @@ fn check_dir(dir: &Path, shards: &[Vec<Vec<u32>>], qs: &[Vec<u32>]) {
                 a == b || (a.is_empty() && b.is_empty()),
                 "lookup q={q:?}: {a:?} {b:?}"
             );
+            // Narrowing the range of every prefix of q by the next symbol (and by others).
+            for l in 0..q.len() {
+                let r = u.range(&q[..l]);
+                if r.is_empty() {
+                    break;
+                }
+                for c in [q[l], 0, 1, 2, 3] {
+                    let (x, y) = u.narrow_both(r.clone(), l, c);
+                    assert!(
+                        x == y || (x.is_empty() && y.is_empty()),
+                        "narrow {q:?} {l} {c}"
+                    );
+                }
+            }
         }
     }
     for q in qs {
@@ -255,12 +269,40 @@ fn check_dir(dir: &Path, shards: &[Vec<Vec<u32>>], qs: &[Vec<u32>]) {
     }
 }
 
+/// Grouping that groups tiny test shards like real small shards, about one unit per thread.
+const PER_THREAD: Grouping = Grouping {
+    small_shard: 1 << 20,
+    min_group: 1,
+};
+
+/// `build_dir` with [`PER_THREAD`] grouping.
+fn build_per_thread(dir: &Path, threads: usize) -> super::dir::BuildReport {
+    let opts = BuildOptions {
+        threads: Some(threads),
+        grouping: Some(PER_THREAD),
+        ..BuildOptions::default()
+    };
+    build_shards(dir, None, &opts, &Control::new()).unwrap()
+}
+
 fn build_with(dir: &Path, layout: Layout, memory_tokens: u64, threads: usize, wide: bool) {
+    build_grouped(dir, layout, memory_tokens, threads, wide, PER_THREAD)
+}
+
+fn build_grouped(
+    dir: &Path,
+    layout: Layout,
+    memory_tokens: u64,
+    threads: usize,
+    wide: bool,
+    grouping: Grouping,
+) {
     let opts = BuildOptions {
         threads: Some(threads),
         memory: Some(OVERHEAD + (memory_tokens as f64 * 8.5).ceil() as u64),
         layout: Some(layout),
         force_wide: wide,
+        grouping: Some(grouping),
     };
     build_shards(dir, None, &opts, &Control::new()).unwrap();
 }
@@ -276,6 +318,12 @@ proptest! {
         layout in layout_strategy(),
         memory_tokens in 1..80u64,
         threads in 1..4usize,
+        grouping in prop::sample::select(vec![
+            PER_THREAD,
+            Grouping::default(),
+            Grouping { small_shard: 0, min_group: 1 },
+            Grouping { small_shard: 1 << 20, min_group: 30 },
+        ]),
         picks in prop::collection::vec((0..1000usize, 0..9usize), 0..6),
         random in prop::collection::vec(prop::collection::vec(0..4u32, 0..7), 0..4),
     ) {
@@ -289,7 +337,7 @@ proptest! {
         write_dir(tmp.path(), &shards, &meta(if u16 { Dtype::U16 } else { Dtype::U32 }, 0, 3));
         // A budget of at least the largest document: forces pieces and small groups.
         let max_doc = shards.iter().flatten().map(Vec::len).max().unwrap_or(0) as u64;
-        build_with(tmp.path(), layout, memory_tokens.max(max_doc), threads, wide);
+        build_grouped(tmp.path(), layout, memory_tokens.max(max_doc), threads, wide, grouping);
         let all: Vec<Vec<u32>> = shards.iter().flatten().cloned().collect();
         let qs = queries_for(&all, &picks, &random);
         check_dir(tmp.path(), &shards, &qs);
@@ -372,14 +420,14 @@ fn files_roundtrip_resume_and_verify() {
         std::fs::create_dir(&dir).unwrap();
         write_dir(&dir, &shards, &meta(dtype, 8, 7));
         let ctl = Control::new();
-        let r = build_dir(&dir, Some(threads), &ctl).unwrap();
+        let r = build_per_thread(&dir, threads);
         assert_eq!(
             (r.shards, r.built, r.skipped, r.tokens_built),
             (2, 2, 0, 17)
         );
         // One thread: both shards in one unit; two: one unit each.
         assert_eq!(r.units, if threads == 1 { 1 } else { 2 });
-        let r = build_dir(&dir, Some(1), &ctl).unwrap();
+        let r = build_per_thread(&dir, 1);
         assert_eq!(
             (r.built, r.skipped, r.units),
             (0, 2, 0),
@@ -471,7 +519,7 @@ fn corrupt_stale_missing_and_old_indexes_are_reported() {
     assert_eq!(e.kind(), "StaleIndexError");
     assert!(e.to_string().contains("kdmem index"), "{e}");
 
-    build_dir(dir, Some(2), &ctl).unwrap();
+    build_per_thread(dir, 2);
     let sa0 = index_path(&dir.join("shard-00000.kdt"));
 
     // Flipped byte in the samples: open still works (header is fine), verify fails.
@@ -491,7 +539,7 @@ fn corrupt_stale_missing_and_old_indexes_are_reported() {
         e.to_string().contains("truncated") && e.to_string().contains("shard-00000.kdsa"),
         "{e}"
     );
-    assert_eq!(build_dir(dir, Some(2), &ctl).unwrap().built, 1);
+    assert_eq!(build_per_thread(dir, 2).built, 1);
     Index::open(dir).unwrap();
 
     // A version-1 file (the previous format): one line saying to rebuild; a build does.
@@ -510,7 +558,7 @@ fn corrupt_stale_missing_and_old_indexes_are_reported() {
         "{msg}"
     );
     assert!(!msg.contains('\n'));
-    assert_eq!(build_dir(dir, Some(2), &ctl).unwrap().built, 1);
+    assert_eq!(build_per_thread(dir, 2).built, 1);
     Index::open(dir).unwrap();
 
     // Shard changed after indexing.
@@ -518,7 +566,7 @@ fn corrupt_stale_missing_and_old_indexes_are_reported() {
     let e = Index::open(dir).unwrap_err();
     assert_eq!(e.kind(), "StaleIndexError");
     assert!(e.to_string().contains("changed after indexing"), "{e}");
-    assert_eq!(build_dir(dir, Some(2), &ctl).unwrap().built, 1);
+    assert_eq!(build_per_thread(dir, 2).built, 1);
     Index::open(dir).unwrap();
 
     // A stale group is replaced (and its file removed) when its shards are rebuilt.
@@ -658,7 +706,7 @@ fn the_reader_selection_opens_either_layout_behind_one_api() {
     let tmp = tempfile::tempdir().unwrap();
     let shards = vec![vec![vec![1, 2, 3, 1, 2], vec![2, 3]], vec![vec![3, 1, 2]]];
     write_dir(tmp.path(), &shards, &meta(Dtype::U16, 8, 7));
-    build_dir(tmp.path(), Some(2), &Control::new()).unwrap();
+    build_per_thread(tmp.path(), 2);
     let a = AnyIndex::open(tmp.path(), None).unwrap();
     assert_eq!(a.format(), "kdmem");
     assert_eq!(

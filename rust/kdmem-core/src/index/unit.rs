@@ -260,18 +260,6 @@ enum Rel {
 }
 
 impl<T: Sym, P: Ptr> Typed<'_, T, P> {
-    #[inline(always)]
-    fn lcp_byte(&self, i: usize) -> usize {
-        let (page, slot) = self.pages.slot(i);
-        self.pages.bytes[page + self.pages.per_page * P::W + slot] as usize
-    }
-
-    #[inline(always)]
-    fn hash_byte(&self, i: usize) -> u8 {
-        let (page, slot) = self.pages.slot(i);
-        self.pages.bytes[page + self.pages.per_page * (P::W + 1) + slot]
-    }
-
     /// Sample `b` against `q`: its relation and exact common prefix (reads the text only when
     /// the stored key agrees with `q` on all its tokens and `q` is longer).
     fn sample_rel(&self, b: usize, q: &[u32]) -> (Rel, usize) {
@@ -312,65 +300,80 @@ impl<T: Sym, P: Ptr> Typed<'_, T, P> {
     fn scan(&self, e0: usize, mut lambda: usize, q: &[u32]) -> (Option<usize>, usize) {
         let m = q.len();
         let cap = self.layout.lcp_cap as usize;
-        let n = self.pages.n;
         let pp = self.pages.per_page;
-        let end = ((e0 / pp + 1) * pp).min(n);
+        let page = self.pages.page(e0);
+        let first_entry = page * pp;
+        let slots = (self.pages.n - first_entry).min(pp);
+        let at = page * self.pages.page_bytes + pp * P::W;
+        let lcps = &self.pages.bytes[at..at + slots];
+        let hashes = &self.pages.bytes[at + pp..at + pp + slots];
+        let entry = |slot: usize| first_entry + slot;
         let mut first = (lambda == m).then_some(e0);
         let mut want = if lambda < m {
             self.layout.hash(q[lambda])
         } else {
             0
         };
-        for i in e0 + 1..end {
-            let l = self.lcp_byte(i);
+        let mut slot = e0 - first_entry + 1;
+        while slot < slots {
             if lambda == m {
-                if l >= m.min(cap) && !(l == cap && m > cap) {
+                // In the run: it goes on while lcp >= m (a capped lcp needs the text if m > cap).
+                let need = m.min(cap) as u8;
+                match lcps[slot..]
+                    .iter()
+                    .position(|&l| l < need || (l as usize == cap && m > cap))
+                {
+                    None => return (first, entry(slots)),
+                    Some(d) => slot += d,
+                }
+                let l = lcps[slot] as usize;
+                if l == cap && self.cmp_suffix(self.pos(entry(slot)), q, cap).1 == m {
+                    slot += 1;
                     continue;
                 }
-                if l == cap {
-                    // m > cap: the stored lcp says only "at least cap".
-                    if self.cmp_suffix(self.pos(i), q, cap).1 == m {
-                        continue;
-                    }
-                }
-                return (first, i);
+                return (first, entry(slot));
             }
+            // Below the run: skip entries that share more than lambda with the previous one.
+            let lam = lambda.min(255) as u8;
+            match lcps[slot..].iter().position(|&l| l <= lam) {
+                None => return (first, entry(slots)),
+                Some(d) => slot += d,
+            }
+            let l = lcps[slot] as usize;
             if l == cap && lambda >= cap {
-                let li = self.cmp_suffix(self.pos(i), q, cap).1;
+                let li = self.cmp_suffix(self.pos(entry(slot)), q, cap).1;
                 if li < lambda {
-                    return (first, i);
+                    return (first, entry(slot));
                 }
                 if li > lambda {
                     lambda = li;
                     if lambda == m {
-                        first = Some(i);
+                        first = Some(entry(slot));
                     } else {
                         want = self.layout.hash(q[lambda]);
                     }
                 }
+                slot += 1;
                 continue;
             }
             if l < lambda {
-                return (first, i);
+                return (first, entry(slot));
             }
-            if l > lambda {
-                continue;
-            }
-            let h = self.hash_byte(i);
-            if h == 0 || h != want {
-                continue;
-            }
-            let li = self.cmp_suffix(self.pos(i), q, lambda).1;
-            if li > lambda {
-                lambda = li;
-                if lambda == m {
-                    first = Some(i);
-                } else {
-                    want = self.layout.hash(q[lambda]);
+            let h = hashes[slot];
+            if h != 0 && h == want {
+                let li = self.cmp_suffix(self.pos(entry(slot)), q, lambda).1;
+                if li > lambda {
+                    lambda = li;
+                    if lambda == m {
+                        first = Some(entry(slot));
+                    } else {
+                        want = self.layout.hash(q[lambda]);
+                    }
                 }
             }
+            slot += 1;
         }
-        (first, end)
+        (first, entry(slots))
     }
 
     /// End of the run of matches that contains sample `f` (which matches `q`).
@@ -510,6 +513,92 @@ impl<T: Sym, P: Ptr> Src for Typed<'_, T, P> {
         }
         self.lookup(q)
     }
+
+    /// Small ranges (at most two pages, `l` below the lcp cap): [`Typed::narrow_small`].
+    /// Larger ones, while `l` is within the sampled tokens: the samples inside `r` (in RAM)
+    /// give the symbol at `l` of every page's first entry, which leaves one window of a page
+    /// at each end of the group for `narrow_small`. Otherwise binary search.
+    fn narrow(&self, r: Range<usize>, l: usize, c: u32) -> Range<usize> {
+        let pp = self.pages.per_page;
+        let cap = self.layout.lcp_cap as usize;
+        if r.len() <= 2 * pp && l < cap {
+            return self.narrow_small(r, l, c);
+        }
+        if l >= self.samples.k || l >= cap {
+            return super::search::binary_narrow(self, r, l, c);
+        }
+        // Samples b_lo..b_hi (exclusive) are entries of r.
+        let b_lo = r.start.div_ceil(pp);
+        let b_hi = (r.end - 1) / pp + 1;
+        let tok = |b: usize| {
+            let key = self.samples.key(b);
+            key.get(l).copied()
+        };
+        let want = Some(c);
+        // First sample in [lo, hi) where `pred` fails (the predicates are monotone in b).
+        let first = |mut lo: usize, mut hi: usize, pred: &dyn Fn(usize) -> bool| {
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if pred(mid) {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            lo
+        };
+        let bs = first(b_lo, b_hi, &|b| tok(b) < want);
+        let be = first(bs, b_hi, &|b| tok(b) <= want);
+        let low = |b: usize| if b > b_lo { (b - 1) * pp + 1 } else { r.start };
+        let high = |b: usize| if b < b_hi { b * pp } else { r.end };
+        if bs == be {
+            return self.narrow_small(low(bs)..high(bs), l, c);
+        }
+        let s = self.narrow_small(low(bs)..bs * pp + 1, l, c).start;
+        let e = self.narrow_small((be - 1) * pp..high(be), l, c).end;
+        s..e
+    }
+}
+
+impl<T: Sym, P: Ptr> Typed<'_, T, P> {
+    /// For a range of at most two pages (and `l` below the lcp cap), one pass over its lcp
+    /// and hash bytes: the group of suffixes with symbol `c` at offset `l` starts at an entry
+    /// whose lcp is `l` (or at `r.start`) and whose hash is `c`'s, checked against the text,
+    /// and ends at the next entry whose lcp is `l` (or at `r.end`).
+    fn narrow_small(&self, r: Range<usize>, l: usize, c: u32) -> Range<usize> {
+        let pp = self.pages.per_page;
+        if r.is_empty() {
+            return r;
+        }
+        let hc = self.layout.hash(c);
+        let mut start = (self.at(self.pos(r.start), l) == Some(c)).then_some(r.start);
+        let mut j = r.start + 1;
+        while j < r.end {
+            let page = self.pages.page(j);
+            let first = page * pp;
+            let hi = r.end.min(first + pp);
+            let at = page * self.pages.page_bytes + pp * P::W;
+            let lcps = &self.pages.bytes[at + (j - first)..at + (hi - first)];
+            let hashes = &self.pages.bytes[at + pp + (j - first)..at + pp + (hi - first)];
+            for (k, (&lc, &h)) in lcps.iter().zip(hashes).enumerate() {
+                if lc as usize != l {
+                    continue;
+                }
+                let g = j + k;
+                if let Some(s) = start {
+                    return s..g;
+                }
+                if h != 0 && h == hc && self.at(self.pos(g), l) == Some(c) {
+                    start = Some(g);
+                }
+            }
+            j = hi;
+        }
+        match start {
+            Some(s) => s..r.end,
+            None => r.end..r.end,
+        }
+    }
 }
 
 macro_rules! typed {
@@ -564,6 +653,20 @@ impl UnitView<'_> {
                 super::search::binary_range(&v, q)
             }
         })
+    }
+
+    /// `narrow` by the page scan and by binary search (tests compare them).
+    #[cfg(test)]
+    pub(crate) fn narrow_both(
+        &self,
+        r: Range<usize>,
+        l: usize,
+        c: u32,
+    ) -> (Range<usize>, Range<usize>) {
+        typed!(self, |v| (
+            v.narrow(r.clone(), l, c),
+            super::search::binary_narrow(&v, r.clone(), l, c)
+        ))
     }
 
     /// Text position of suffix-array entry `i`.
