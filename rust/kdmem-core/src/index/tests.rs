@@ -373,7 +373,7 @@ fn suffix_order_is_the_document_truncated_order() {
         vec![1, 2, 1, 2, 1],
         vec![2],
     ];
-    write_dir(tmp.path(), &[docs.clone()], &meta(Dtype::U32, 0, 0));
+    write_dir(tmp.path(), std::slice::from_ref(&docs), &meta(Dtype::U32, 0, 0));
     let sorted = prepare(
         &[Source {
             path: tmp.path().join("shard-00000.kdt"),
