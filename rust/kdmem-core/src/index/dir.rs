@@ -600,6 +600,25 @@ pub fn verify_dir(dir: &Path, threads: Option<usize>, ctl: &Control) -> Result<(
     idx.verify(threads, ctl)
 }
 
+/// Tell the OS that `len` bytes of a memory map at `ptr` are read at random: a fault then
+/// reads one page, not a read-ahead window (queries read a few tokens at scattered places).
+/// Best effort; nothing happens on platforms without `madvise`.
+fn advise_random(ptr: *const u8, len: usize) {
+    #[cfg(unix)]
+    {
+        const PAGE: usize = 4096;
+        let start = ptr as usize & !(PAGE - 1);
+        let end = ptr as usize + len;
+        // SAFETY: the range lies inside a live read-only file mapping (rounded down to its
+        // page); MADV_RANDOM only changes read-ahead, never the contents.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_RANDOM);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (ptr, len);
+}
+
 /// One opened unit.
 struct OpenUnit {
     file: SaFile,
@@ -750,6 +769,8 @@ impl Index {
                     Tokens::U16(t) => t[tok.start as usize..].as_ptr().cast::<u8>(),
                     Tokens::U32(t) => t[tok.start as usize..].as_ptr().cast::<u8>(),
                 };
+                let len_bytes = (tok.end - tok.start) as usize * h.token_width as usize;
+                advise_random(ptr, len_bytes);
                 text.push(TextSlice {
                     ptr,
                     len: (tok.end - tok.start) as usize,
