@@ -624,17 +624,14 @@ impl Sorted {
             data_checksum: 0,
         };
         let per_page = header.per_page();
+        let stride = header.stride();
         let pb = layout.page_bytes as usize;
         let k = layout.sample_tokens as usize;
-        let n_pages = header.n_pages() as usize;
+        let n_samples = header.n_samples() as usize;
+        let token_width = header.token_width;
         let mut w = SaWriter::create(path, header)?;
-        let mut samples = Samples {
-            pos: Vec::with_capacity(n_pages),
-            lcp: Vec::with_capacity(n_pages),
-            len: Vec::with_capacity(n_pages),
-            keys: Vec::with_capacity(n_pages * k),
-            k,
-        };
+        let mut samples = Samples::new(k, token_width, n_samples);
+        let mut key = Vec::with_capacity(k);
         let mut page = vec![0u8; pb];
         let mut run_min = u8::MAX;
         let n = self.n;
@@ -649,17 +646,13 @@ impl Sorted {
                     &layout,
                     |i, pos, lcp, hash, p| {
                         let slot = i % per_page;
-                        if slot == 0 {
-                            samples.pos.push(pos);
-                            samples.lcp.push(if i == 0 { 0 } else { run_min.min(lcp) });
-                            run_min = u8::MAX;
-                            let mut len = 0;
-                            while len < k && t[p + len].v() != 0 {
-                                samples.keys.push((t[p + len].v() - 1) as u32);
-                                len += 1;
+                        if i % stride == 0 {
+                            key.clear();
+                            while key.len() < k && t[p + key.len()].v() != 0 {
+                                key.push((t[p + key.len()].v() - 1) as u32);
                             }
-                            samples.keys.extend(std::iter::repeat_n(0, k - len));
-                            samples.len.push(len as u8);
+                            samples.push(pos, if i == 0 { 0 } else { run_min.min(lcp) }, &key);
+                            run_min = u8::MAX;
                         } else {
                             run_min = run_min.min(lcp);
                         }

@@ -492,7 +492,6 @@ pub fn build_shards(
     let plan = plan::plan(&stats, &todo, budget, opts.grouping.unwrap_or_default())?;
     drop(stats);
     drop(readers);
-    let layout = opts.layout.unwrap_or_default();
     let pool = threads::pool(Some(plan.concurrency))?;
     let results: Vec<Result<u64>> = pool.install(|| {
         plan.units
@@ -500,6 +499,9 @@ pub fn build_shards(
             .with_max_len(1)
             .map(|u| {
                 ctl.check()?;
+                let layout = opts
+                    .layout
+                    .unwrap_or_else(|| Layout::for_tokens(st.facts[u.first_shard].width));
                 build_unit(dir, &st.facts, &stems, u, layout, opts.force_wide)?;
                 let done = if u.pieces > 1 {
                     u64::from(u.piece + 1 == u.pieces)

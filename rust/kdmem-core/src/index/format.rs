@@ -12,7 +12,8 @@
 //! | samples_offset | see below | sampled suffixes (the in-RAM level) |
 //!
 //! **Pages.** The suffix array is cut into pages of `per_page = page_bytes / (ptr_width + 2)`
-//! consecutive entries (682 with 4-byte pointers and 4,096-byte pages); page `j` holds entries
+//! consecutive entries, rounded down to a multiple of `samples_per_page` (682 with 4-byte
+//! pointers and 4,096-byte pages, 408 with 8-byte pointers); page `j` holds entries
 //! `j * per_page ..` as `[positions: per_page * ptr_width][lcp: per_page][hash: per_page]`
 //! (zero padded). `lcp[i]` is the length of the longest common prefix of the
 //! document-truncated suffixes of entries `i - 1` and `i`, capped at `lcp_cap` (a stored value of
@@ -21,14 +22,16 @@
 //! capped). A search reads one page and resolves a query inside it from these bytes, reading the
 //! text only where a hash matches the query ([`super::unit`]).
 //!
-//! **Samples.** Entry `j * per_page` (the first of every page) is sampled: its position, its
-//! lcp with the previous sample (capped like `lcp`), and its first `sample_tokens` tokens
-//! (fewer where its document ends). Arrays, each padded to 8 bytes: `pos: n_pages * ptr_width`,
-//! `lcp: n_pages`, `len: n_pages`, `keys: n_pages * sample_tokens * token_width`.
+//! **Samples.** Every `stride = per_page / samples_per_page`-th entry (two per page by
+//! default, so a page holds whole segments) is sampled: its position, its lcp with the
+//! previous sample (capped like `lcp`), and its first `sample_tokens` tokens (16 for u16
+//! shards, 8 for u32; fewer where its document ends). Arrays, each padded to 8 bytes:
+//! `pos: n_samples * ptr_width`, `lcp: n_samples`, `len: n_samples`,
+//! `keys: n_samples * sample_tokens * token_width`.
 //!
-//! Sizes: pages `page_bytes / per_page` = 6.006 B/token (4-byte pointers) or 10.01 B/token
-//! (8-byte); samples `(ptr_width + 2 + sample_tokens * token_width) / per_page` = 0.03 B/token
-//! (u16, 4-byte pointers). Written atomically (temp name in the same directory, fsync, rename,
+//! Sizes: pages `page_bytes / per_page` = 6.006 B/token (4-byte pointers) or 10.02 B/token
+//! (8-byte); samples `(ptr_width + 2 + sample_tokens * token_width) / stride` = 0.111 B/token
+//! (u16 or u32 shards, 4-byte pointers). Written atomically (temp name in the same directory, fsync, rename,
 //! fsync of the directory). The data checksum is the CRC-32 of bytes `[256, end of file)`.
 //!
 //! Header fields (all little-endian):
@@ -54,7 +57,7 @@
 //! | 112 | 4 | u32 sample_tokens |
 //! | 116 | 4 | u32 lcp_cap (at most 255) |
 //! | 120 | 4 | u32 hash_mod (1..=255) |
-//! | 124 | 4 | u32 0 |
+//! | 124 | 4 | u32 samples_per_page |
 //! | 128 | 8 | u64 pages_offset |
 //! | 136 | 8 | u64 samples_offset |
 //! | 144 | 8 | u64 file length |
@@ -95,23 +98,41 @@ pub struct Layout {
     pub lcp_cap: u32,
     /// Hash values are `1..=hash_mod` (255 by default).
     pub hash_mod: u32,
+    /// Samples per page (2 by default): a lookup scans the segment after one sample.
+    pub samples_per_page: u32,
 }
 
 impl Default for Layout {
     fn default() -> Self {
         Layout {
             page_bytes: 4096,
-            sample_tokens: 8,
+            sample_tokens: 16,
             lcp_cap: 255,
             hash_mod: 255,
+            samples_per_page: 2,
         }
     }
 }
 
 impl Layout {
-    /// Suffix-array entries per page for a pointer width.
+    /// What `kdmem index` writes for shards of `token_width` bytes per token: 16 sampled
+    /// tokens for u16 shards, 8 for u32 (the same bytes per sample).
+    pub fn for_tokens(token_width: u32) -> Self {
+        Layout {
+            sample_tokens: if token_width == 2 { 16 } else { 8 },
+            ..Layout::default()
+        }
+    }
+
+    /// Suffix-array entries per page for a pointer width (a multiple of `samples_per_page`).
     pub fn per_page(&self, ptr_width: u32) -> usize {
-        (self.page_bytes / (ptr_width + 2)) as usize
+        let spp = self.samples_per_page.max(1) as usize;
+        (self.page_bytes / (ptr_width + 2)) as usize / spp * spp
+    }
+
+    /// Entries per segment (from one sample to the next).
+    pub fn stride(&self, ptr_width: u32) -> usize {
+        self.per_page(ptr_width) / self.samples_per_page.max(1) as usize
     }
 
     fn check(&self) -> std::result::Result<(), String> {
@@ -125,6 +146,14 @@ impl Layout {
             return Err(format!(
                 "sample_tokens {} (expected 1..=64)",
                 self.sample_tokens
+            ));
+        }
+        if !(1..=16).contains(&self.samples_per_page)
+            || self.page_bytes / 10 < self.samples_per_page
+        {
+            return Err(format!(
+                "samples_per_page {} for {}-byte pages",
+                self.samples_per_page, self.page_bytes
             ));
         }
         if !(1..=255).contains(&self.lcp_cap) || !(1..=255).contains(&self.hash_mod) {
@@ -194,9 +223,19 @@ impl SaHeader {
         self.layout.per_page(self.ptr_width)
     }
 
-    /// Number of pages (= samples).
+    /// Number of pages.
     pub fn n_pages(&self) -> u64 {
         self.n_tokens.div_ceil(self.per_page() as u64)
+    }
+
+    /// Entries per segment (one sample each).
+    pub fn stride(&self) -> usize {
+        self.layout.stride(self.ptr_width)
+    }
+
+    /// Number of samples.
+    pub fn n_samples(&self) -> u64 {
+        self.n_tokens.div_ceil(self.stride() as u64)
     }
 
     /// Byte offset of the first page.
@@ -211,7 +250,7 @@ impl SaHeader {
 
     /// Byte length of the samples part.
     pub fn samples_len(&self) -> u64 {
-        let p = self.n_pages();
+        let p = self.n_samples();
         let pad = |x: u64| x.div_ceil(8) * 8;
         pad(p * u64::from(self.ptr_width))
             + 2 * pad(p)
@@ -253,6 +292,7 @@ impl SaHeader {
         put4(&mut b, 112, self.layout.sample_tokens);
         put4(&mut b, 116, self.layout.lcp_cap);
         put4(&mut b, 120, self.layout.hash_mod);
+        put4(&mut b, 124, self.layout.samples_per_page);
         put8(&mut b, 128, self.pages_offset());
         put8(&mut b, 136, self.samples_offset());
         put8(&mut b, 144, self.file_len());
@@ -319,6 +359,7 @@ impl SaHeader {
             sample_tokens: u32_at(b, 112),
             lcp_cap: u32_at(b, 116),
             hash_mod: u32_at(b, 120),
+            samples_per_page: u32_at(b, 124),
         };
         let mut h = SaHeader {
             ptr_width: u32_at(b, 12),
@@ -384,10 +425,42 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8-byte slice"))
 }
 
-/// The sampled level of a unit, held in RAM: one sample per page (its first entry).
+/// Sampled tokens, at the shards' width.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Keys {
+    /// u16 shards.
+    U16(Vec<u16>),
+    /// u32 shards.
+    U32(Vec<u32>),
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys::U32(Vec::new())
+    }
+}
+
+impl Keys {
+    fn push(&mut self, t: u32) {
+        match self {
+            Keys::U16(v) => v.push(t as u16),
+            Keys::U32(v) => v.push(t),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Keys::U16(v) => v.len() * 2,
+            Keys::U32(v) => v.len() * 4,
+        }
+    }
+}
+
+/// The sampled level of a unit, held in RAM: one sample per segment of `stride` entries (two
+/// per page by default), the segment's first entry.
 ///
-/// Bytes per sample in RAM: 8 (position) + 2 + 4 * sample_tokens, i.e. 0.06 B/token with the
-/// default layout (42 bytes per 682 tokens).
+/// Bytes per sample in RAM: 8 (position) + 2 + sample_tokens * token width, i.e. 42 bytes
+/// per 341 tokens (0.12 B/token) with the default layouts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Samples {
     /// Text position of each sample.
@@ -396,13 +469,42 @@ pub struct Samples {
     pub lcp: Vec<u8>,
     /// Number of valid tokens in `keys` (less than `sample_tokens` where the document ends).
     pub len: Vec<u8>,
-    /// `sample_tokens` tokens per sample, widened to u32 (zero padded).
-    pub keys: Vec<u32>,
+    /// `sample_tokens` tokens per sample (zero padded).
+    pub keys: Keys,
     /// Tokens per sample in `keys`.
     pub k: usize,
 }
 
 impl Samples {
+    /// An empty set of samples for `k` tokens each at `token_width` bytes.
+    pub fn new(k: usize, token_width: u32, capacity: usize) -> Self {
+        Samples {
+            pos: Vec::with_capacity(capacity),
+            lcp: Vec::with_capacity(capacity),
+            len: Vec::with_capacity(capacity),
+            keys: if token_width == 2 {
+                Keys::U16(Vec::with_capacity(capacity * k))
+            } else {
+                Keys::U32(Vec::with_capacity(capacity * k))
+            },
+            k,
+        }
+    }
+
+    /// Append a sample: its position, lcp with the previous one and first tokens (at most `k`).
+    pub fn push(&mut self, pos: u64, lcp: u8, tokens: &[u32]) {
+        debug_assert!(tokens.len() <= self.k);
+        self.pos.push(pos);
+        self.lcp.push(lcp);
+        self.len.push(tokens.len() as u8);
+        for &t in tokens {
+            self.keys.push(t);
+        }
+        for _ in tokens.len()..self.k {
+            self.keys.push(0);
+        }
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.pos.len()
@@ -413,15 +515,9 @@ impl Samples {
         self.pos.is_empty()
     }
 
-    /// The stored prefix of sample `b`.
-    #[inline(always)]
-    pub fn key(&self, b: usize) -> &[u32] {
-        &self.keys[b * self.k..b * self.k + self.len[b] as usize]
-    }
-
     /// Bytes held in RAM.
     pub fn ram_bytes(&self) -> usize {
-        self.pos.len() * 8 + self.lcp.len() + self.len.len() + self.keys.len() * 4
+        self.pos.len() * 8 + self.lcp.len() + self.len.len() + self.keys.bytes()
     }
 
     fn encode(&self, h: &SaHeader) -> Vec<u8> {
@@ -439,19 +535,20 @@ impl Samples {
         pad(&mut out);
         out.extend_from_slice(&self.len);
         pad(&mut out);
-        for &t in &self.keys {
-            if h.token_width == 2 {
-                out.extend_from_slice(&(t as u16).to_le_bytes());
-            } else {
-                out.extend_from_slice(&t.to_le_bytes());
-            }
+        match &self.keys {
+            Keys::U16(v) => v
+                .iter()
+                .for_each(|t| out.extend_from_slice(&t.to_le_bytes())),
+            Keys::U32(v) => v
+                .iter()
+                .for_each(|t| out.extend_from_slice(&t.to_le_bytes())),
         }
         pad(&mut out);
         out
     }
 
     fn decode(b: &[u8], h: &SaHeader, path: &Path) -> Result<Self> {
-        let p = h.n_pages() as usize;
+        let p = h.n_samples() as usize;
         let k = h.layout.sample_tokens as usize;
         let pad = |x: usize| x.div_ceil(8) * 8;
         let pw = h.ptr_width as usize;
@@ -472,16 +569,20 @@ impl Samples {
         at += pad(p);
         let len = b[at..at + p].to_vec();
         at += pad(p);
-        let keys: Vec<u32> = b[at..at + p * k * tw]
-            .chunks_exact(tw)
-            .map(|c| {
-                if tw == 2 {
-                    u32::from(u16::from_le_bytes(c.try_into().expect("2 bytes")))
-                } else {
-                    u32::from_le_bytes(c.try_into().expect("4 bytes"))
-                }
-            })
-            .collect();
+        let raw = &b[at..at + p * k * tw];
+        let keys = if tw == 2 {
+            Keys::U16(
+                raw.chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            )
+        } else {
+            Keys::U32(
+                raw.chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect(),
+            )
+        };
         if pos.iter().any(|&x| x >= h.n_tokens) || len.iter().any(|&l| l as usize > k) {
             return Err(Error::Corrupt {
                 path: path.to_path_buf(),

@@ -146,18 +146,23 @@ fn queries_for(docs: &[Vec<u32>], picks: &[(usize, usize)], random: &[Vec<u32>])
 fn layout_strategy() -> impl Strategy<Value = Layout> {
     prop_oneof![
         Just(Layout::default()),
+        Just(Layout::for_tokens(4)),
         (
-            prop::sample::select(vec![16u32, 24, 40]),
+            prop::sample::select(vec![16u32, 24, 40, 64]),
             1..5u32,
             1..5u32,
-            1..4u32
+            1..4u32,
+            1..5u32,
         )
-            .prop_map(|(page_bytes, sample_tokens, lcp_cap, hash_mod)| Layout {
-                page_bytes,
-                sample_tokens,
-                lcp_cap,
-                hash_mod,
-            }),
+            .prop_map(
+                |(page_bytes, sample_tokens, lcp_cap, hash_mod, spp)| Layout {
+                    page_bytes,
+                    sample_tokens,
+                    lcp_cap,
+                    hash_mod,
+                    samples_per_page: spp.min(page_bytes / 10),
+                }
+            ),
     ]
 }
 
@@ -373,7 +378,11 @@ fn suffix_order_is_the_document_truncated_order() {
         vec![1, 2, 1, 2, 1],
         vec![2],
     ];
-    write_dir(tmp.path(), std::slice::from_ref(&docs), &meta(Dtype::U32, 0, 0));
+    write_dir(
+        tmp.path(),
+        std::slice::from_ref(&docs),
+        &meta(Dtype::U32, 0, 0),
+    );
     let sorted = prepare(
         &[Source {
             path: tmp.path().join("shard-00000.kdt"),
@@ -478,6 +487,7 @@ fn budgets_threads_and_layouts_give_the_same_answers() {
                 sample_tokens: 1,
                 lcp_cap: 2,
                 hash_mod: 1,
+                samples_per_page: 1,
             },
             100,
             2,

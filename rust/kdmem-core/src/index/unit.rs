@@ -29,7 +29,7 @@
 use std::cmp::Ordering;
 use std::ops::Range;
 
-use super::format::{Layout, Pages, Samples};
+use super::format::{Keys, Layout, Pages, Samples};
 use super::search::{QueryShard, Src};
 
 /// Document starts of a unit, in RAM: `starts[d]` is the unit position of document `d`'s
@@ -195,17 +195,31 @@ pub struct UnitView<'a> {
 
 trait Sym: Copy + Send + Sync {
     fn get(self) -> u32;
+    /// The sampled tokens, stored at this width.
+    fn keys(k: &Keys) -> &[Self];
 }
 impl Sym for u16 {
     #[inline(always)]
     fn get(self) -> u32 {
         u32::from(self)
     }
+    fn keys(k: &Keys) -> &[u16] {
+        match k {
+            Keys::U16(v) => v,
+            Keys::U32(_) => &[],
+        }
+    }
 }
 impl Sym for u32 {
     #[inline(always)]
     fn get(self) -> u32 {
         self
+    }
+    fn keys(k: &Keys) -> &[u32] {
+        match k {
+            Keys::U32(v) => v,
+            Keys::U16(_) => &[],
+        }
     }
 }
 trait Ptr: Copy {
@@ -247,6 +261,9 @@ struct Typed<'a, T, P> {
     docs: &'a DocTable,
     pages: Pages<'a>,
     samples: &'a Samples,
+    keys: &'a [T],
+    /// Entries per segment (one sample each).
+    stride: usize,
     layout: Layout,
     _p: std::marker::PhantomData<P>,
 }
@@ -260,14 +277,21 @@ enum Rel {
 }
 
 impl<T: Sym, P: Ptr> Typed<'_, T, P> {
+    /// The stored tokens of sample `b`.
+    #[inline(always)]
+    fn key(&self, b: usize) -> &[T] {
+        let k = self.samples.k;
+        &self.keys[b * k..b * k + self.samples.len[b] as usize]
+    }
+
     /// Sample `b` against `q`: its relation and exact common prefix (reads the text only when
     /// the stored key agrees with `q` on all its tokens and `q` is longer).
     fn sample_rel(&self, b: usize, q: &[u32]) -> (Rel, usize) {
-        let key = self.samples.key(b);
+        let key = self.key(b);
         let m = q.len();
         let lim = m.min(key.len());
         let mut j = 0;
-        while j < lim && key[j] == q[j] {
+        while j < lim && key[j].get() == q[j] {
             j += 1;
         }
         if j == m {
@@ -275,7 +299,7 @@ impl<T: Sym, P: Ptr> Typed<'_, T, P> {
         }
         if j < key.len() {
             return (
-                if key[j] < q[j] {
+                if key[j].get() < q[j] {
                     Rel::Below
                 } else {
                     Rel::Above
@@ -294,16 +318,18 @@ impl<T: Sym, P: Ptr> Typed<'_, T, P> {
         }
     }
 
-    /// Scan the page of entry `e0` (whose common prefix with `q` is `lambda`) from `e0 + 1`;
-    /// returns the first entry matching `q` (if any) and the entry where the scan stopped: the
-    /// end of the run, the first entry above `q`, or the end of the page.
+    /// Scan the segment of entry `e0` (a sample, whose common prefix with `q` is `lambda`)
+    /// from `e0 + 1`; returns the first entry matching `q` (if any) and the entry where the
+    /// scan stopped: the end of the run, the first entry above `q`, or the end of the
+    /// segment. A segment lies in one page.
     fn scan(&self, e0: usize, mut lambda: usize, q: &[u32]) -> (Option<usize>, usize) {
         let m = q.len();
         let cap = self.layout.lcp_cap as usize;
         let pp = self.pages.per_page;
         let page = self.pages.page(e0);
         let first_entry = page * pp;
-        let slots = (self.pages.n - first_entry).min(pp);
+        let seg_end = (e0 / self.stride + 1) * self.stride;
+        let slots = (self.pages.n.min(seg_end) - first_entry).min(pp);
         let at = page * self.pages.page_bytes + pp * P::W;
         let lcps = &self.pages.bytes[at..at + slots];
         let hashes = &self.pages.bytes[at + pp..at + pp + slots];
@@ -376,6 +402,71 @@ impl<T: Sym, P: Ptr> Typed<'_, T, P> {
         (first, entry(slots))
     }
 
+    /// The scan of [`Typed::scan`] for a sample below `q` (`lambda < m <= lcp_cap`), reading
+    /// the text at most once: the common prefix with `q` along a segment rises to a peak (at
+    /// `q`'s place) and falls after it, and it rises only at entries whose lcp with their
+    /// predecessor equals the current common prefix and whose hash is `q`'s token there.
+    /// Every such entry is taken to be a rise (the current prefix becomes at least its lcp +
+    /// 1); the last one is then read: if its text confirms the rise, it is the peak, and it
+    /// starts the run iff its common prefix is `m`. `None` (use the exact scan) if the text
+    /// contradicts: a hash collision misled the guesses.
+    fn scan_fast(&self, e0: usize, lambda: usize, q: &[u32]) -> Option<(Option<usize>, usize)> {
+        let m = q.len();
+        let cap = self.layout.lcp_cap as usize;
+        if lambda >= m || m > cap {
+            return None;
+        }
+        let pp = self.pages.per_page;
+        let first_entry = self.pages.page(e0) * pp;
+        let seg_end = (e0 / self.stride + 1) * self.stride;
+        let slots = (self.pages.n.min(seg_end) - first_entry).min(pp);
+        let at = (first_entry / pp) * self.pages.page_bytes + pp * P::W;
+        let lcps = &self.pages.bytes[at..at + slots];
+        let hashes = &self.pages.bytes[at + pp..at + pp + slots];
+        let mut want = [0u8; 256];
+        for (w, &t) in want.iter_mut().zip(q) {
+            *w = self.layout.hash(t);
+        }
+        // `floor`: a lower bound of the current common prefix (exact, `lambda`, until the
+        // first guess); `low`: the least lcp since the last guess. A rise happens at an entry
+        // whose lcp is the current common prefix, which no entry since the last rise is
+        // below: so a guess needs `floor <= lcp <= low` (and `lcp == lambda` before any).
+        let mut floor = lambda;
+        let mut low = lambda;
+        let mut last: Option<usize> = None;
+        let mut stop = slots;
+        for slot in e0 - first_entry + 1..slots {
+            let l = lcps[slot] as usize;
+            if l < floor {
+                stop = slot;
+                break;
+            }
+            if l <= low && l < m && hashes[slot] == want[l] && hashes[slot] != 0 {
+                last = Some(slot);
+                floor = l + 1;
+                low = usize::MAX;
+            } else {
+                low = low.min(l);
+            }
+        }
+        let Some(c) = last else {
+            return Some((None, first_entry + stop));
+        };
+        let lc = lcps[c] as usize;
+        let li = self.cmp_suffix(self.pos(first_entry + c), q, 0).1;
+        if li <= lc {
+            return None;
+        }
+        if li < m {
+            return Some((None, first_entry + stop));
+        }
+        let mut end = c + 1;
+        while end < slots && lcps[end] as usize >= m {
+            end += 1;
+        }
+        Some((Some(first_entry + c), first_entry + end))
+    }
+
     /// End of the run of matches that contains sample `f` (which matches `q`).
     fn run_end(&self, f: usize, q: &[u32]) -> usize {
         let m = q.len();
@@ -409,7 +500,7 @@ impl<T: Sym, P: Ptr> Typed<'_, T, P> {
             }
             c
         };
-        self.scan(c * self.pages.per_page, m, q).1
+        self.scan(c * self.stride, m, q).1
     }
 
     /// The suffix-array range of the suffixes starting with `q` (`q` non-empty); see the
@@ -419,7 +510,7 @@ impl<T: Sym, P: Ptr> Typed<'_, T, P> {
         if ns == 0 {
             return 0..0;
         }
-        let pp = self.pages.per_page;
+        let pp = self.stride;
         let m = q.len();
         // First sample that is not below q; remember the relation of the probes at the edges.
         let (mut lo, mut hi) = (0usize, ns);
@@ -452,7 +543,9 @@ impl<T: Sym, P: Ptr> Typed<'_, T, P> {
             };
         }
         let b = f - 1;
-        let (first, stop) = self.scan(b * pp, below_l, q);
+        let (first, stop) = self
+            .scan_fast(b * pp, below_l, q)
+            .unwrap_or_else(|| self.scan(b * pp, below_l, q));
         if rel_f == Rel::Match {
             let start = first.unwrap_or(f * pp);
             return start..self.run_end(f, q);
@@ -528,12 +621,10 @@ impl<T: Sym, P: Ptr> Src for Typed<'_, T, P> {
             return super::search::binary_narrow(self, r, l, c);
         }
         // Samples b_lo..b_hi (exclusive) are entries of r.
+        let pp = self.stride;
         let b_lo = r.start.div_ceil(pp);
         let b_hi = (r.end - 1) / pp + 1;
-        let tok = |b: usize| {
-            let key = self.samples.key(b);
-            key.get(l).copied()
-        };
+        let tok = |b: usize| self.key(b).get(l).map(|t| t.get());
         let want = Some(c);
         // First sample in [lo, hi) where `pred` fails (the predicates are monotone in b).
         let first = |mut lo: usize, mut hi: usize, pred: &dyn Fn(usize) -> bool| {
@@ -611,6 +702,8 @@ macro_rules! typed {
                     docs: u.docs,
                     pages: u.pages,
                     samples: u.samples,
+                    keys: Sym::keys(&u.samples.keys),
+                    stride: u.pages.per_page / u.layout.samples_per_page.max(1) as usize,
                     layout: u.layout,
                     _p: std::marker::PhantomData,
                 };
