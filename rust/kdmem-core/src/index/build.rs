@@ -552,7 +552,7 @@ fn walk<E: Sym, R: Sym>(
     seps: usize,
     rank: &Rank,
     layout: &Layout,
-    mut f: impl FnMut(usize, u64, u8, u8, usize) -> Result<()>,
+    mut f: impl FnMut(usize, u64, u8, u16, usize) -> Result<()>,
 ) -> Result<()> {
     // Far enough ahead for the misses of many entries to overlap (measured best on a busy
     // 2-core VM: 2x faster than 16).
@@ -664,7 +664,8 @@ impl Sorted {
                         }
                         let base = per_page * pw as usize;
                         page[base + slot] = lcp;
-                        page[base + per_page + slot] = hash;
+                        let h = base + per_page + 2 * slot;
+                        page[h..h + 2].copy_from_slice(&hash.to_le_bytes());
                         if slot == per_page - 1 || i == n - 1 {
                             w.page(&page)?;
                             page.fill(0);

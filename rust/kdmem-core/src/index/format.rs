@@ -11,15 +11,15 @@
 //! | pages_offset (multiple of 4096) | n_pages * page_bytes | pages of the suffix array |
 //! | samples_offset | see below | sampled suffixes (the in-RAM level) |
 //!
-//! **Pages.** The suffix array is cut into pages of `per_page = page_bytes / (ptr_width + 2)`
-//! consecutive entries, rounded down to a multiple of `samples_per_page` (682 with 4-byte
-//! pointers and 4,096-byte pages, 408 with 8-byte pointers); page `j` holds entries
-//! `j * per_page ..` as `[positions: per_page * ptr_width][lcp: per_page][hash: per_page]`
+//! **Pages.** The suffix array is cut into pages of `per_page = page_bytes / (ptr_width + 3)`
+//! consecutive entries, rounded down to a multiple of `samples_per_page` (584 with 4-byte
+//! pointers and 4,096-byte pages, 372 with 8-byte pointers); page `j` holds entries
+//! `j * per_page ..` as `[positions: per_page * ptr_width][lcp: per_page][hash: per_page u16]`
 //! (zero padded). `lcp[i]` is the length of the longest common prefix of the
 //! document-truncated suffixes of entries `i - 1` and `i`, capped at `lcp_cap` (a stored value of
 //! `lcp_cap` means "at least"); `hash[i]` identifies the token of entry `i`'s suffix right after
-//! that prefix: `1 + mix(token) % hash_mod`, or 0 when the suffix ends there (or the prefix was
-//! capped). A search reads one page and resolves a query inside it from these bytes, reading the
+//! that prefix: `1 + mix(token) % hash_mod` (a u16), or 0 when the suffix ends there (or the
+//! prefix was capped). A search reads one page and resolves a query inside it from these bytes, reading the
 //! text only where a hash matches the query ([`super::unit`]).
 //!
 //! **Samples.** Every `stride = per_page / samples_per_page`-th entry (two per page by
@@ -29,8 +29,8 @@
 //! `pos: n_samples * ptr_width`, `lcp: n_samples`, `len: n_samples`,
 //! `keys: n_samples * sample_tokens * token_width`.
 //!
-//! Sizes: pages `page_bytes / per_page` = 6.006 B/token (4-byte pointers) or 10.02 B/token
-//! (8-byte); samples `(ptr_width + 2 + sample_tokens * token_width) / stride` = 0.111 B/token
+//! Sizes: pages `page_bytes / per_page` = 7.01 B/token (4-byte pointers) or 11.01 B/token
+//! (8-byte); samples `(ptr_width + 2 + sample_tokens * token_width) / stride` = 0.13 B/token
 //! (u16 or u32 shards, 4-byte pointers). Written atomically (temp name in the same directory, fsync, rename,
 //! fsync of the directory). The data checksum is the CRC-32 of bytes `[256, end of file)`.
 //!
@@ -56,7 +56,7 @@
 //! | 108 | 4 | u32 per_page |
 //! | 112 | 4 | u32 sample_tokens |
 //! | 116 | 4 | u32 lcp_cap (at most 255) |
-//! | 120 | 4 | u32 hash_mod (1..=255) |
+//! | 120 | 4 | u32 hash_mod (1..=65535) |
 //! | 124 | 4 | u32 samples_per_page |
 //! | 128 | 8 | u64 pages_offset |
 //! | 136 | 8 | u64 samples_offset |
@@ -96,7 +96,7 @@ pub struct Layout {
     pub sample_tokens: u32,
     /// Largest stored lcp (255 by default; at most 255).
     pub lcp_cap: u32,
-    /// Hash values are `1..=hash_mod` (255 by default).
+    /// Hash values are `1..=hash_mod` (65,535 by default).
     pub hash_mod: u32,
     /// Samples per page (2 by default): a lookup scans the segment after one sample.
     pub samples_per_page: u32,
@@ -108,7 +108,7 @@ impl Default for Layout {
             page_bytes: 4096,
             sample_tokens: 16,
             lcp_cap: 255,
-            hash_mod: 255,
+            hash_mod: 65535,
             samples_per_page: 2,
         }
     }
@@ -127,7 +127,7 @@ impl Layout {
     /// Suffix-array entries per page for a pointer width (a multiple of `samples_per_page`).
     pub fn per_page(&self, ptr_width: u32) -> usize {
         let spp = self.samples_per_page.max(1) as usize;
-        (self.page_bytes / (ptr_width + 2)) as usize / spp * spp
+        (self.page_bytes / (ptr_width + 3)) as usize / spp * spp
     }
 
     /// Entries per segment (from one sample to the next).
@@ -149,16 +149,16 @@ impl Layout {
             ));
         }
         if !(1..=16).contains(&self.samples_per_page)
-            || self.page_bytes / 10 < self.samples_per_page
+            || self.page_bytes / 11 < self.samples_per_page
         {
             return Err(format!(
                 "samples_per_page {} for {}-byte pages",
                 self.samples_per_page, self.page_bytes
             ));
         }
-        if !(1..=255).contains(&self.lcp_cap) || !(1..=255).contains(&self.hash_mod) {
+        if !(1..=255).contains(&self.lcp_cap) || !(1..=65535).contains(&self.hash_mod) {
             return Err(format!(
-                "lcp_cap {} / hash_mod {} (expected 1..=255)",
+                "lcp_cap {} / hash_mod {} (expected 1..=255 / 1..=65535)",
                 self.lcp_cap, self.hash_mod
             ));
         }
@@ -167,9 +167,9 @@ impl Layout {
 
     /// The page hash of a token: `1..=hash_mod` (0 is reserved for "the suffix ends here").
     #[inline(always)]
-    pub fn hash(&self, token: u32) -> u8 {
+    pub fn hash(&self, token: u32) -> u16 {
         let mixed = (u64::from(token).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32;
-        (1 + mixed % self.hash_mod) as u8
+        (1 + mixed % self.hash_mod) as u16
     }
 }
 

@@ -160,7 +160,7 @@ fn layout_strategy() -> impl Strategy<Value = Layout> {
                     sample_tokens,
                     lcp_cap,
                     hash_mod,
-                    samples_per_page: spp.min(page_bytes / 10),
+                    samples_per_page: spp.min(page_bytes / 11),
                 }
             ),
     ]

@@ -332,7 +332,8 @@ impl<T: Sym, P: Ptr> Typed<'_, T, P> {
         let slots = (self.pages.n.min(seg_end) - first_entry).min(pp);
         let at = page * self.pages.page_bytes + pp * P::W;
         let lcps = &self.pages.bytes[at..at + slots];
-        let hashes = &self.pages.bytes[at + pp..at + pp + slots];
+        let hashes = &self.pages.bytes[at + pp..at + pp + 2 * slots];
+        let hash = |slot: usize| u16::from_le_bytes([hashes[2 * slot], hashes[2 * slot + 1]]);
         let entry = |slot: usize| first_entry + slot;
         let mut first = (lambda == m).then_some(e0);
         let mut want = if lambda < m {
@@ -385,7 +386,7 @@ impl<T: Sym, P: Ptr> Typed<'_, T, P> {
             if l < lambda {
                 return (first, entry(slot));
             }
-            let h = hashes[slot];
+            let h = hash(slot);
             if h != 0 && h == want {
                 let li = self.cmp_suffix(self.pos(entry(slot)), q, lambda).1;
                 if li > lambda {
@@ -422,8 +423,9 @@ impl<T: Sym, P: Ptr> Typed<'_, T, P> {
         let slots = (self.pages.n.min(seg_end) - first_entry).min(pp);
         let at = (first_entry / pp) * self.pages.page_bytes + pp * P::W;
         let lcps = &self.pages.bytes[at..at + slots];
-        let hashes = &self.pages.bytes[at + pp..at + pp + slots];
-        let mut want = [0u8; 256];
+        let hashes = &self.pages.bytes[at + pp..at + pp + 2 * slots];
+        let hash = |slot: usize| u16::from_le_bytes([hashes[2 * slot], hashes[2 * slot + 1]]);
+        let mut want = [0u16; 256];
         for (w, &t) in want.iter_mut().zip(q) {
             *w = self.layout.hash(t);
         }
@@ -441,7 +443,7 @@ impl<T: Sym, P: Ptr> Typed<'_, T, P> {
                 stop = slot;
                 break;
             }
-            if l <= low && l < m && hashes[slot] == want[l] && hashes[slot] != 0 {
+            if l <= low && l < m && hash(slot) == want[l] && want[l] != 0 {
                 last = Some(slot);
                 floor = l + 1;
                 low = usize::MAX;
@@ -670,8 +672,9 @@ impl<T: Sym, P: Ptr> Typed<'_, T, P> {
             let hi = r.end.min(first + pp);
             let at = page * self.pages.page_bytes + pp * P::W;
             let lcps = &self.pages.bytes[at + (j - first)..at + (hi - first)];
-            let hashes = &self.pages.bytes[at + pp + (j - first)..at + pp + (hi - first)];
-            for (k, (&lc, &h)) in lcps.iter().zip(hashes).enumerate() {
+            let hashes = &self.pages.bytes[at + pp + 2 * (j - first)..at + pp + 2 * (hi - first)];
+            for (k, (&lc, h)) in lcps.iter().zip(hashes.chunks_exact(2)).enumerate() {
+                let h = u16::from_le_bytes([h[0], h[1]]);
                 if lc as usize != l {
                     continue;
                 }
