@@ -1,5 +1,5 @@
-"""Corpus commands: ``shard``, ``import``, ``index``, ``featurize``, ``scan``
-(:mod:`kdmem.corpus`)."""
+"""Corpus commands: ``shard``, ``import``, ``index``, ``count``, ``locate``, ``featurize``,
+``scan`` (:mod:`kdmem.corpus`)."""
 
 from __future__ import annotations
 
@@ -231,6 +231,61 @@ def index_cmd(
     if verify:
         verify_index(shards_dir, threads)
         click.echo(f"kdmem index: {report['shards']} shards and suffix arrays verified")
+
+
+def _lookup_options(f: Any) -> Any:
+    opts = [
+        click.argument("index_dir", metavar="INDEX", type=click.Path(exists=True, file_okay=False)),
+        click.argument("text", required=False),
+        click.option("--ids", default=None, help="Token ids instead of text, e.g. 464,3290,318."),
+        click.option(
+            "--tokenizer",
+            type=click.Path(exists=True),
+            help="The index's tokenizer.json (default: INDEX/tokenizer.json, or the one "
+            "shards.json records); a tokenizer of another vocabulary is refused.",
+        ),
+        threads_option,
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _lookup(index_dir: str, text: str | None, ids: str | None, **kw: Any) -> Any:
+    from kdmem.corpus.lookup import lookup, parse_ids
+
+    return lookup(index_dir, text, ids=None if ids is None else parse_ids(ids), **kw)
+
+
+@main.command()
+@_lookup_options
+def count(index_dir: str, text: str | None, ids: str | None, **kw: Any) -> None:
+    """Occurrences of TEXT (tokenized with the index's tokenizer) or of --ids in INDEX.
+
+    Example: kdmem count data/shards "def __init__(self):" """
+    res = _lookup(index_dir, text, ids, limit=0, **kw)
+    click.echo(f"{res.count}\t{len(res.ids)} tokens: {' '.join(map(str, res.ids))}")
+
+
+@main.command()
+@_lookup_options
+@click.option("--context", default=20, show_default=True, type=click.IntRange(min=0),
+              help="Tokens shown on each side of a match.")  # fmt: skip
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(min=0),
+              help="Matches shown (in corpus order).")  # fmt: skip
+def locate(index_dir: str, text: str | None, ids: str | None, **kw: Any) -> None:
+    """Where TEXT (or --ids) occurs in INDEX: the count, then one line per match (shard,
+    document, token offset) with the decoded text around it, the match highlighted and
+    control characters escaped.
+
+    Example: kdmem locate data/shards "def __init__(self):" --context 20"""
+    res = _lookup(index_dir, text, ids, **kw)
+    shown = f", first {len(res.hits)}" if len(res.hits) < res.count else ""
+    click.echo(f"{res.count} occurrence(s) of {len(res.ids)} tokens{shown}")
+    for h in res.hits:
+        where = f"shard {h.shard} doc {h.document} offset {h.offset}:"
+        match = click.style(res.text(h.match), bold=True, underline=True)
+        click.echo(f"{where} {res.text(h.before)}[{match}]{res.text(h.after)}")
 
 
 @main.command()
