@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import kdmem
 from kdmem._core import _error_kinds
 from kdmem.cli import run
-from kdmem.corpus.index import Index, build_index, verify_index
+from kdmem.corpus.index import Index, build_index, default_memory, parse_memory, verify_index
 
 Docs = list[list[int]]
 
@@ -283,3 +283,59 @@ def test_opens_an_infini_gram_index_built_by_its_indexer(tmp_path: Path) -> None
     assert [g.tolist() for g in got] == [oracle.longest_match(s) for s in seqs]
     with pytest.raises(kdmem.TokenRangeError, match="65535"):
         idx.count([65535])
+
+
+def test_memory_budget_pieces_give_the_same_answers(tmp_path: Path) -> None:
+    """A budget that fits ~40 tokens per unit cuts each shard into pieces of whole documents;
+    answers equal the oracle's and a one-unit build's."""
+    rng = np.random.default_rng(3)
+    shards = [
+        [rng.integers(0, 4, int(rng.integers(1, 12))).tolist() for _ in range(15)] for _ in range(3)
+    ]
+    small = write_dir(tmp_path / "small", shards)
+    whole = write_dir(tmp_path / "whole", shards)
+    report = build_index(small, threads=1, memory=64 * 2**20 + 40 * 7)
+    assert report["units"] > 3 and report["max_unit"] == 280 * 2 // 13  # 280 B / 6.5 B/token
+    build_index(whole, threads=1)
+    a, b = Index(small), Index(whole)
+    assert len(a.units) == report["units"] and len(b.units) == 1
+    assert all(len(u) == 1 for u in a.units)
+    oracle = Oracle(shards)
+    flat = [t for s in shards for d in s for t in d]
+    qs = [flat[i : i + n] for i in range(0, len(flat), 7) for n in (1, 2, 4, 9)] + [[3, 3, 3, 3]]
+    for q in qs:
+        want = oracle.locate(q)
+        assert a.count(q) == b.count(q) == len(want)
+        loc = a.locate(q)
+        assert list(zip(loc.shard, loc.document, loc.offset, strict=True)) == want
+        assert a.longest_match(q).tolist() == b.longest_match(q).tolist()
+
+
+def test_memory_budget_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_dir(tmp_path / "s", [[[1, 2, 3] * 200]])
+    with pytest.raises(kdmem.InvalidArgumentError, match=r"600 tokens.*--memory \d+MB") as e:
+        build_index(root, memory="64MB")
+    assert "\n" not in str(e.value)
+    assert run(["index", str(root), "--memory", "1KB"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs at least" in err
+    with pytest.raises(kdmem.InvalidArgumentError, match="8GB"):
+        build_index(root, memory="eight gigs")
+    assert parse_memory("8GB") == parse_memory("8g") == parse_memory("8GiB") == 8 * 2**30
+    assert parse_memory("1.5M") == int(1.5 * 2**20) and parse_memory(4096) == 4096
+    assert default_memory() > 0
+
+
+def test_version_1_indexes_say_to_rebuild(tmp_path: Path) -> None:
+    """An index written by the previous format (version 1, docs/formats.md of that release)
+    fails with one line naming the fix; `kdmem index` replaces it."""
+    root = write_dir(tmp_path / "s", [[[1, 2, 3], [2, 3]]])
+    head = struct.pack("<8sIIQQQQIIII32s28s", b"KDMEMSA\0", 1, 4, 5, 2, 128, 136, 0, 0, 2, 0,
+                       bytes(32), bytes(28))  # fmt: skip
+    head += struct.pack("<I", zlib.crc32(head))
+    (root / "shard-00000.kdsa").write_bytes(head + bytes(8 + 20))
+    with pytest.raises(kdmem.StaleIndexError, match=r"format version 1.*kdmem index") as e:
+        Index(root)
+    assert "\n" not in str(e.value)
+    assert build_index(root)["built"] == 1
+    assert Index(root).count([2, 3]) == 2

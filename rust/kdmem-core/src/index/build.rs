@@ -5,7 +5,7 @@
 //! `t' = doc_0+1, 0, doc_1+1, 0, ...` (every token shifted up by one, a `0` after every
 //! non-empty document); [`Prepared::sort`] suffix-sorts `t'` with libsais and keeps `t'`;
 //! [`Sorted::write`] streams the suffix array to disk page by page, converting positions of
-//! `t'` back to unit positions (`p = p' - separators before p'`, O(1) with [`Rank`]) and
+//! `t'` back to unit positions (`p = p' - separators before p'`, O(1) with `Rank`) and
 //! computing each entry's capped lcp with its predecessor and the
 //! hash of the token after it from `t'` (a `0` ends a suffix, so lcps stop at document ends).
 //! Because `0` sorts below every shifted token and queries never contain it, the order
@@ -22,7 +22,7 @@
 //! | u16, n' >= 2^31 | u16 (libsais16x64) | i64 | 2 + 8 + 0.25 = 10.25 |
 //! | u32, n' >= 2^31 | i64 (libsais64) | i64 | 8 + 8 + 0.25 = 16.25 |
 //!
-//! plus the samples (0.06 B/token) and 2 MiB of buffers; [`bytes_per_token`] rounds these up
+//! plus the samples (0.15 B/token) and 2 MiB of buffers; [`bytes_per_token`] rounds these up
 //! for the memory planner. Time: O(n') for the sort (single-threaded per unit; units run in
 //! parallel) and O(n * average capped lcp) for the write pass, whose random reads of `t'` are
 //! prefetched 16 entries ahead.

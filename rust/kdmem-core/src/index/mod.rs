@@ -16,8 +16,8 @@
 //! # Files
 //!
 //! `shard-00000.kdt` (tokens) and `*.kdsa` unit files in the same directory ([`format`],
-//! [`plan`]): suffix-array pages of 4,096 bytes (682 entries, each with a capped lcp and a
-//! one-byte hash of the next token) and one sample per page, which [`Index`] keeps in RAM
+//! [`plan`]): suffix-array pages of 4,096 bytes (584 entries, each with a capped lcp and a
+//! 16-bit hash of the next token) and two samples per page, which [`Index`] keeps in RAM
 //! with a table of document starts.
 //!
 //! # Costs (n = tokens in a unit, N = tokens in the index, U = units, m = query length)
@@ -25,9 +25,9 @@
 //! | operation | time | memory / disk |
 //! |---|---|---|
 //! | build one unit | O(n), ~4-13 M tokens/s per core (`benches/bench_index.py`, `benches/bench_scale.py`) | 6.5 B/token (u16 shards), 8.5 B/token (u32) per unit built at once; within `--memory` |
-//! | index on disk | | 6.04 B/token (pages + samples; + the shards themselves) |
-//! | index in RAM | | 0.06 B/token of samples + 8 B/document (about 0.7% of the index on 750-token documents) |
-//! | `count` | per unit: O(log(n / 682)) RAM steps + 1 page + ~1 text read | O(1) |
+//! | index on disk | | 7.14 B/token (pages + samples; + the shards themselves: 9.15 B/token for u16) |
+//! | index in RAM | | 0.144 B/token of samples + 8 B/document (1.8% of the index and shards on 750-token documents) |
+//! | `count` | per unit: O(log(n / 292)) RAM steps + 1 page + at most ~1 text read | O(1) |
 //! | `locate(limit)` | `count` + O(occ) per unit | O(occ) |
 //! | `longest_match` | O(m) lookups and narrowing binary searches per unit | O(m) |
 //! | `ngram_overlap(n)` | `longest_match` capped at n | O(m) |

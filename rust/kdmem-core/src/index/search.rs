@@ -1,4 +1,4 @@
-//! Queries over suffix arrays: the search primitives ([`Src`]) shared by kdmem's units
+//! Queries over suffix arrays: the search primitives (`Src`) shared by kdmem's units
 //! ([`super::unit`]) and infini-gram shards ([`super::infini`]), and all units of an index
 //! queried together ([`Corpus`]).
 //!

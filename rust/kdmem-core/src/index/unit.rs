@@ -3,28 +3,32 @@
 //!
 //! # The lookup (`count`, the start of every search)
 //!
-//! A query `q` of `m` tokens is placed among the samples (one per page, in RAM) by a binary
-//! search on their first `sample_tokens` tokens; only a sample that agrees with `q` on all
-//! of those is compared with the text. That leaves one page `b` whose first entry `s_b` is
-//! below `q` (known exact common prefix `λ`) and the next sample is not; the occurrences of
-//! `q` (a contiguous run of the suffix array) start in page `b` or at the next sample. The page
-//! is then scanned entry by entry from `λ` with its lcp and hash bytes alone:
+//! A query `q` of `m` tokens is placed among the samples (one per segment of 292 entries, in
+//! RAM) by a binary search on their first `sample_tokens` tokens; only a sample that agrees
+//! with `q` on all of those is compared with the text. That leaves one segment whose first
+//! entry `s_b` is below `q` (known exact common prefix `λ`) while the next sample is not; the
+//! occurrences of `q` (a contiguous run of the suffix array) start in that segment or at the
+//! next sample. The segment (half a page) is then read from its lcp and hash bytes:
 //!
 //! - `lcp[i] < λ`: the suffix leaves `q`'s branch upwards; nothing later matches (stop);
 //! - `lcp[i] > λ`: same common prefix with `q` as the previous entry;
 //! - `lcp[i] == λ`: the token after the prefix differs from the previous entry's; if its hash
-//!   differs from `q[λ]`'s, the prefix with `q` stays `λ`, else the text at the entry's position
-//!   is compared from `λ` on (an *event*: one text read).
+//!   differs from `q[λ]`'s, the prefix with `q` stays `λ`, else it rises.
 //!
-//! When the next sample matches `q` too, the run goes on past the page; the last matching
-//! sample is found in RAM (sample lcps, or the sample keys when `m <= sample_tokens`) and its
-//! page is scanned for the end of the run. A stored lcp of `lcp_cap` means "at least", so for
-//! `m > lcp_cap` saturated entries are events too.
+//! The common prefix along a segment is unimodal (it rises up to `q`'s place and falls after
+//! it), so `Typed::scan_fast` takes every possible rise for a real one and reads the text
+//! only at the last: one read confirms the peak and whether it reaches `m`; a contradiction (a
+//! hash collision) falls back to `Typed::scan`, which reads the text at every possible rise
+//! (an *event*). When the next sample matches `q` too, the run goes on past the segment; the
+//! last matching sample is found in RAM (sample lcps, or the sample keys when
+//! `m <= sample_tokens`) and its segment is scanned for the end of the run. A stored lcp of
+//! `lcp_cap` means "at least", so for `m > lcp_cap` saturated entries are events too.
 //!
-//! Cost: O(log(n / per_page)) RAM comparisons + one page (one OS page: one read when cold) +
-//! one text read per event (typically one for a query that occurs, none for one that does
-//! not) + a second page when the run crosses a page. Every answer equals the binary search
-//! of [`Src::range`], which the property tests check along with a naive scan.
+//! Cost: O(log(n / 292)) RAM comparisons + one page (one OS page: one read when cold) + at
+//! most one text read, typically + a second page when the run crosses a segment. Every answer
+//! equals the binary search of `Src::range`, which the property tests check along with a
+//! naive scan. `narrow` (the step of matching statistics) uses the same bytes for ranges of up
+//! to two pages and the samples' tokens to find the pages of larger ones.
 
 use std::cmp::Ordering;
 use std::ops::Range;
