@@ -553,7 +553,7 @@ def main() -> None:
         sizes = [s for s in (10 * M, 100 * M, 1000 * M, 2000 * M) if s <= args.max_tokens]
         for n in sizes:
             d = args.work / f"zipf-{n}"
-            need = n * 9.5 + (2 << 30)  # shards 2 B/token, index 7.1 B/token, slack
+            need = n * 9.2 + (1 << 30)  # shards 2 B/token, index 7.14 B/token, slack
             free = shutil.disk_usage(args.work).free + sum(
                 p.stat().st_size for p in d.glob("*") if p.is_file()
             )

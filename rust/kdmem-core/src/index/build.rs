@@ -1,7 +1,7 @@
 //! Suffix sorting of one index unit with libsais, document-aware, and writing its `.kdsa`.
 //!
 //! [`prepare`] streams the unit's tokens from its shard files (plain reads, no memory map, so
-//! the shard's pages never count toward the process's resident memory) into
+//! the shard's pages never count toward the process's resident memory; one pass) into
 //! `t' = doc_0+1, 0, doc_1+1, 0, ...` (every token shifted up by one, a `0` after every
 //! non-empty document); [`Prepared::sort`] suffix-sorts `t'` with libsais and keeps `t'`;
 //! [`Sorted::write`] streams the suffix array to disk page by page, converting positions of
@@ -249,6 +249,36 @@ impl Rank {
     }
 }
 
+/// Ask for transparent huge pages on a large buffer before it is first written (on Linux with
+/// THP in `madvise` mode): the sort and the write pass read `t'` and the suffix array at
+/// random, and 2 MiB pages spare most TLB misses on arrays of gigabytes. Best effort.
+fn advise_huge<T>(v: &[T]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = (v.as_ptr() as usize).div_ceil(HUGE) * HUGE;
+        let end = (v.as_ptr() as usize + std::mem::size_of_val(v)) / HUGE * HUGE;
+        if end > start + 4 * HUGE {
+            // SAFETY: the range lies inside the buffer's allocation; MADV_HUGEPAGE changes
+            // only how the kernel backs it, never its contents.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = v;
+}
+
+/// A zeroed vector of `n` values backed by huge pages where the OS allows (see
+/// [`advise_huge`]); `vec![0; n]` maps fresh zero pages, so advising before the first write
+/// takes effect.
+fn huge_zeroed<T: Copy + Default>(n: usize) -> Vec<T> {
+    let v = vec![T::default(); n];
+    advise_huge(&v);
+    v
+}
+
 /// Copies tokens into `t'` and records the separators.
 struct Filler<U> {
     t: Vec<U>,
@@ -266,23 +296,40 @@ impl<U: Copy> Filler<U> {
 }
 
 /// Fill `t'` from the sources: tokens mapped by `map`, `sep` after every non-empty document.
+/// Returns the text, the separators and the largest token of each source (None: empty);
+/// `map` returns None for a token it cannot represent, which stops the fill (the caller
+/// retries with a wider type).
+#[allow(clippy::type_complexity)]
 fn fill<U: Copy>(
     sources: &[(Source, Dtype, Vec<u64>)],
     total: usize,
-    map: impl Fn(u32) -> U,
+    map: impl Fn(u32) -> Option<U>,
     sep: U,
-) -> Result<(Vec<U>, Rank)> {
+) -> Result<Option<(Vec<U>, Rank, Vec<Option<u32>>)>> {
     let mut f = Filler {
         t: Vec::with_capacity(total),
         seps: Vec::new(),
     };
+    advise_huge(f.t.spare_capacity_mut());
+    let mut maxes = Vec::with_capacity(sources.len());
+    let mut overflow = false;
     for (src, dtype, ends) in sources {
         // `ends`: end positions (in the shard) of the non-empty documents, ascending.
         let mut next = 0usize;
         let mut p = src.tok_start;
+        let mut max: Option<u32> = None;
         stream_tokens(&src.path, *dtype, src.tok_start, src.tok_end, |chunk| {
+            if overflow {
+                return;
+            }
             for i in 0..chunk.len() {
-                f.push(map(chunk.get(i)));
+                let x = chunk.get(i);
+                max = max.max(Some(x));
+                let Some(u) = map(x) else {
+                    overflow = true;
+                    return;
+                };
+                f.push(u);
                 p += 1;
                 if next < ends.len() && ends[next] == p {
                     f.sep(sep);
@@ -290,23 +337,27 @@ fn fill<U: Copy>(
                 }
             }
         })?;
+        if overflow {
+            return Ok(None);
+        }
+        maxes.push(max);
     }
     let rank = Rank::new(f.seps, total);
-    Ok((f.t, rank))
+    Ok(Some((f.t, rank, maxes)))
 }
 
-/// Read the unit's documents (verifying each shard's checksum and its tokens against the
-/// vocabulary first) into `t'`; see the module docs. `force_wide` selects the 64-bit libsais
-/// variants even for small units (tests use it to cover that path).
+/// Read the unit's documents into `t'` (one pass over the token bytes of each source; the
+/// shards' checksums are the caller's to verify first, see [`verify_shard_streaming`]) and
+/// check them against the vocabulary; see the module docs. `force_wide` selects the 64-bit
+/// libsais variants even for small units (tests use it to cover that path).
 pub fn prepare(sources: &[Source], force_wide: bool) -> Result<Prepared> {
     let mut with_ends = Vec::new();
     let mut n = 0usize;
     let mut nonempty = 0usize;
-    let mut max = 0u32;
     let mut any_u32 = false;
+    let mut vocab = Vec::new();
     for src in sources {
         let shard = ShardReader::open(&src.path)?;
-        verify_shard_streaming(&shard)?;
         let offs = &shard.offsets()[src.doc_start as usize..=src.doc_end as usize];
         let ends: Vec<u64> = offs
             .windows(2)
@@ -315,16 +366,52 @@ pub fn prepare(sources: &[Source], force_wide: bool) -> Result<Prepared> {
             .collect();
         let dtype = shard.dtype();
         any_u32 |= dtype == Dtype::U32;
-        let mut m: Option<u32> = None;
-        stream_tokens(&src.path, dtype, src.tok_start, src.tok_end, |c| {
-            let x = match c {
-                Tokens::U16(t) => t.iter().copied().max().map(u32::from),
-                Tokens::U32(t) => t.iter().copied().max(),
-            };
-            m = m.max(x);
-        })?;
-        let v = shard.vocab_size();
-        if let Some(m) = m {
+        vocab.push(shard.vocab_size());
+        n += (src.tok_end - src.tok_start) as usize;
+        nonempty += ends.len();
+        with_ends.push((src.clone(), dtype, ends));
+    }
+    if n == 0 {
+        return Ok(Prepared {
+            n,
+            text: Text::Empty,
+            rank: Rank::Bits(vec![[0, 0]]),
+            seps: 0,
+            k: 2,
+        });
+    }
+    let total = n + nonempty;
+    let wide = force_wide || total >= I32_LIMIT;
+    // The narrowest text type that holds every token + 1; a token that does not fit (id
+    // 65535 in a u16 shard, or an id of 2^31 or more) restarts the fill one type wider.
+    let mut filled = None;
+    if !any_u32 {
+        filled = fill(
+            &with_ends,
+            total,
+            |x| (x < 65535).then(|| x as u16 + 1),
+            0u16,
+        )?
+        .map(|(t, r, m)| (Text::U16 { t, wide }, r, m));
+    }
+    if filled.is_none() && !wide {
+        filled = fill(
+            &with_ends,
+            total,
+            |x| ((x as usize) < I32_LIMIT - 2).then(|| x as i32 + 1),
+            0i32,
+        )?
+        .map(|(t, r, m)| (Text::I32(t), r, m));
+    }
+    let (text, rank, maxes) = match filled {
+        Some(x) => x,
+        None => fill(&with_ends, total, |x| Some(i64::from(x) + 1), 0i64)?
+            .map(|(t, r, m)| (Text::I64(t), r, m))
+            .expect("i64 holds every u32 token"),
+    };
+    let mut max = 0u32;
+    for ((src, _, _), (m, &v)) in with_ends.iter().zip(maxes.iter().zip(&vocab)) {
+        if let Some(m) = *m {
             if v > 0 && m >= v {
                 return Err(Error::TokenOutOfRange {
                     token: u64::from(m),
@@ -335,43 +422,13 @@ pub fn prepare(sources: &[Source], force_wide: bool) -> Result<Prepared> {
             }
             max = max.max(m);
         }
-        n += (src.tok_end - src.tok_start) as usize;
-        nonempty += ends.len();
-        with_ends.push((src.clone(), dtype, ends));
     }
-    let k = max as usize + 2; // alphabet of t': separator 0, tokens 1..=max+1
-    if n == 0 {
-        return Ok(Prepared {
-            n,
-            text: Text::Empty,
-            rank: Rank::Bits(vec![[0, 0]]),
-            seps: 0,
-            k,
-        });
-    }
-    let total = n + nonempty;
-    let wide = force_wide || total >= I32_LIMIT || k >= I32_LIMIT;
-    let small16 = !any_u32 && max <= 65534;
-    let (text, rank) = match (small16, wide) {
-        (true, _) => {
-            let (t, r) = fill(&with_ends, total, |x| x as u16 + 1, 0u16)?;
-            (Text::U16 { t, wide }, r)
-        }
-        (false, false) => {
-            let (t, r) = fill(&with_ends, total, |x| x as i32 + 1, 0i32)?;
-            (Text::I32(t), r)
-        }
-        (false, true) => {
-            let (t, r) = fill(&with_ends, total, |x| i64::from(x) + 1, 0i64)?;
-            (Text::I64(t), r)
-        }
-    };
     Ok(Prepared {
         n,
         text,
         rank,
         seps: nonempty,
-        k,
+        k: max as usize + 2, // alphabet of t': separator 0, tokens 1..=max+1
     })
 }
 
@@ -393,31 +450,40 @@ impl Prepared {
     /// Run libsais (single-threaded, O(n')); errors only when libsais fails (out of memory).
     pub fn sort(self) -> Result<Sorted> {
         let (n, k) = (self.n, self.k);
-        let raw = match &self.text {
-            Text::Empty => Raw::I32(Vec::new()),
-            Text::U16 { t, wide: false } => Raw::I32(
-                SuffixArrayConstruction::for_text(&t[..])
-                    .in_owned_buffer32()
-                    .single_threaded()
-                    .run()
-                    .map_err(|e| sais_err(e, n))?
-                    .into_vec(),
-            ),
-            Text::U16 { t, wide: true } => Raw::I64(
-                SuffixArrayConstruction::for_text(&t[..])
-                    .in_owned_buffer64()
-                    .single_threaded()
-                    .run()
-                    .map_err(|e| sais_err(e, n))?
-                    .into_vec(),
-            ),
-            Text::I32(_) | Text::I64(_) => Raw::I32(Vec::new()),
-        };
         let mut text = self.text;
+        let total = match &text {
+            Text::Empty => 0,
+            Text::U16 { t, .. } => t.len(),
+            Text::I32(t) => t.len(),
+            Text::I64(t) => t.len(),
+        };
+        // libsais writes into our buffers (huge pages where possible); it needs a little
+        // room beyond the text in 32-bit mode for speed.
         let raw = match &mut text {
+            Text::Empty => Raw::I32(Vec::new()),
+            Text::U16 { t, wide: false } => {
+                let mut sa = huge_zeroed::<i32>(total + 8192);
+                SuffixArrayConstruction::for_text(&t[..])
+                    .in_borrowed_buffer(&mut sa[..])
+                    .single_threaded()
+                    .run()
+                    .map_err(|e| sais_err(e, n))?;
+                sa.truncate(total);
+                Raw::I32(sa)
+            }
+            Text::U16 { t, wide: true } => {
+                let mut sa = huge_zeroed::<i64>(total);
+                SuffixArrayConstruction::for_text(&t[..])
+                    .in_borrowed_buffer(&mut sa[..])
+                    .single_threaded()
+                    .run()
+                    .map_err(|e| sais_err(e, n))?;
+                Raw::I64(sa)
+            }
             Text::I32(t) => {
+                let mut sa = huge_zeroed::<i32>(total + 8192);
                 let mut c = SuffixArrayConstruction::for_text_mut(&mut t[..])
-                    .in_owned_buffer32()
+                    .in_borrowed_buffer(&mut sa[..])
                     .single_threaded();
                 // SAFETY: every value of t' lies in 0..=max+1 < k (tokens shifted by one,
                 // separators 0); k < i32::MAX because the 32-bit variant was chosen. libsais
@@ -425,19 +491,22 @@ impl Prepared {
                 unsafe {
                     c = c.with_alphabet_size(AlphabetSize::new(k as i32));
                 }
-                Raw::I32(c.run().map_err(|e| sais_err(e, n))?.into_vec())
+                c.run().map_err(|e| sais_err(e, n))?;
+                sa.truncate(total);
+                Raw::I32(sa)
             }
             Text::I64(t) => {
+                let mut sa = huge_zeroed::<i64>(total);
                 let mut c = SuffixArrayConstruction::for_text_mut(&mut t[..])
-                    .in_owned_buffer64()
+                    .in_borrowed_buffer(&mut sa[..])
                     .single_threaded();
                 // SAFETY: every value of t' lies in 0..=max+1 < k, all non-negative.
                 unsafe {
                     c = c.with_alphabet_size(AlphabetSize::new(k as i64));
                 }
-                Raw::I64(c.run().map_err(|e| sais_err(e, n))?.into_vec())
+                c.run().map_err(|e| sais_err(e, n))?;
+                Raw::I64(sa)
             }
-            _ => raw,
         };
         Ok(Sorted {
             n,

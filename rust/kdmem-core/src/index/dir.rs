@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::build::{prepare, Source, UnitMeta};
+use super::build::{prepare, verify_shard_streaming, Source, UnitMeta};
 use super::format::{self, CoveredShard, Layout, Pages, SaFile, SaHeader};
 use super::plan::{self, Budget, Grouping, ShardStat, UnitSpec};
 use super::search::Corpus;
@@ -424,7 +424,8 @@ pub fn build_dir(dir: &Path, threads: Option<usize>, ctl: &Control) -> Result<Bu
 /// ([`super::plan`]); units of other shards are left alone, so per-shard calls (a Ray task
 /// or a Slurm array element per shard) can run at once. Stale or superseded unit files of
 /// the selected shards are removed. Finished units are kept, so an interrupted build resumes
-/// where it stopped. Each shard's data checksum is verified before its unit is built. `ctl`
+/// where it stopped. Every shard to build is checked against its data checksum first (one
+/// read, with plain reads that do not count as this process's memory). `ctl`
 /// counts shards (`docs`) and tokens of finished units and is checked between units.
 pub fn build_shards(
     dir: &Path,
@@ -491,8 +492,22 @@ pub fn build_shards(
         .collect();
     let plan = plan::plan(&stats, &todo, budget, opts.grouping.unwrap_or_default())?;
     drop(stats);
-    drop(readers);
     let pool = threads::pool(Some(plan.concurrency))?;
+    // Every shard's data checksum, once (pieces of a shard share it), before its units.
+    let to_check: Vec<&ShardReader> = readers.iter().flatten().collect();
+    let checked: Vec<Result<()>> = pool.install(|| {
+        to_check
+            .par_iter()
+            .with_max_len(1)
+            .map(|r| {
+                ctl.check()?;
+                verify_shard_streaming(r)
+            })
+            .collect()
+    });
+    checked.into_iter().collect::<Result<()>>()?;
+    drop(to_check);
+    drop(readers);
     let results: Vec<Result<u64>> = pool.install(|| {
         plan.units
             .par_iter()

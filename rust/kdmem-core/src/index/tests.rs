@@ -740,3 +740,21 @@ fn the_reader_selection_opens_either_layout_behind_one_api() {
     let c = idx.corpus();
     assert_eq!(c.shards[0].count(&[2, 3]), 2);
 }
+
+#[test]
+fn a_shard_that_fails_its_checksum_is_not_indexed() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_dir(
+        tmp.path(),
+        &[vec![vec![1, 2, 3, 4]]],
+        &meta(Dtype::U16, 0, 0),
+    );
+    let kdt = tmp.path().join("shard-00000.kdt");
+    let mut b = std::fs::read(&kdt).unwrap();
+    b[128] ^= 1; // first token; the header (and its CRC) stay valid
+    std::fs::write(&kdt, &b).unwrap();
+    let e = build_dir(tmp.path(), None, &Control::new()).unwrap_err();
+    assert_eq!(e.kind(), "CorruptFileError");
+    assert!(e.to_string().contains("shard-00000.kdt"), "{e}");
+    assert!(!tmp.path().join("shard-00000.kdsa").exists());
+}

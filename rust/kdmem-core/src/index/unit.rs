@@ -441,8 +441,8 @@ impl<T: Sym, P: Ptr> Typed<'_, T, P> {
         let mut low = lambda;
         let mut last: Option<usize> = None;
         let mut stop = slots;
-        for slot in e0 - first_entry + 1..slots {
-            let l = lcps[slot] as usize;
+        for (slot, &l) in lcps.iter().enumerate().skip(e0 - first_entry + 1) {
+            let l = l as usize;
             if l < floor {
                 stop = slot;
                 break;
