@@ -203,10 +203,11 @@ def index_cmd(
 ) -> None:
     """Build the suffix arrays of SHARDS_DIR (resumable; finished units are kept).
 
-    Writes *.kdsa unit files next to the shard-NNNNN.kdt shards: small shards are grouped
-    into one unit (about one per thread), shards too large for --memory are cut into pieces;
-    queries cost the number of units, not of shards. Peak memory stays within --memory
-    (6.5 bytes/token of the units sorted at once for u16 shards, 8.5 for u32).
+    Writes *.kdsa unit files next to the shard-NNNNN.kdt shards: shards of fewer than 16M
+    tokens are grouped into units of at least 134M tokens, shards too large for --memory are
+    cut into pieces; a query costs the number of units, not of shards. Peak memory stays
+    within --memory (6.5 bytes/token of the units sorted at once for u16 shards, 8.5 for
+    u32). With --shard, each shard is its own unit.
 
     Example: kdmem index runs/x/data/shards --threads 8 --memory 32GB --verify
     (one Slurm array element: kdmem index DIR --shard $SLURM_ARRAY_TASK_ID)"""
