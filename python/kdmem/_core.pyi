@@ -81,7 +81,6 @@ def build_index(
     shards: list[int] | None = None,
     memory: int | None = None,
 ) -> dict[str, Any]: ...
-def default_index_memory() -> int: ...
 def verify_index(
     dir: str | PathLike[str],
     threads: int | None = None,
@@ -161,7 +160,6 @@ __all__ = [
     "_error_kinds",
     "_raise_error_sample",
     "build_index",
-    "default_index_memory",
     "default_memory",
     "parse_size",
     "resolve_threads",

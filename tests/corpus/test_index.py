@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kdmem
-from kdmem._core import _error_kinds
+from kdmem._core import _error_kinds, parse_size
 from kdmem.cli import run
 from kdmem.corpus.index import Index, build_index, default_memory, parse_memory, verify_index
 
@@ -313,15 +313,20 @@ def test_memory_budget_pieces_give_the_same_answers(tmp_path: Path) -> None:
 
 def test_memory_budget_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = write_dir(tmp_path / "s", [[[1, 2, 3] * 200]])
-    with pytest.raises(kdmem.InvalidArgumentError, match=r"600 tokens.*--memory \d+MB") as e:
+    with pytest.raises(kdmem.InvalidArgumentError, match=r"600 tokens.*--memory \S+B") as e:
         build_index(root, memory="64MB")
     assert "\n" not in str(e.value)
+    # The suggested budget is enough: the build goes through with it.
+    suggested = str(e.value).split("--memory ")[1].split()[0]
+    assert build_index(root, memory=suggested)["built"] == 1
     assert run(["index", str(root), "--memory", "1KB"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs at least" in err
     with pytest.raises(kdmem.InvalidArgumentError, match="8GB"):
         build_index(root, memory="eight gigs")
-    assert parse_memory("8GB") == parse_memory("8g") == parse_memory("8GiB") == 8 * 2**30
+    # The same units as kdmem shard --memory: GB = 10^9, G = GiB = 2^30.
+    assert parse_memory("8GB") == 8 * 10**9 == parse_size("8GB")
+    assert parse_memory("8g") == parse_memory("8GiB") == 8 * 2**30
     assert parse_memory("1.5M") == int(1.5 * 2**20) and parse_memory(4096) == 4096
     assert default_memory() > 0
 

@@ -15,6 +15,7 @@ from kdmem.cli import run
 from kdmem.corpus.index import build_index
 from kdmem.corpus.lookup import escape, find_tokenizer, lookup, parse_ids
 from kdmem.corpus.shard import shard_corpus
+from kdmem.identity import tokenizer_hash
 
 TEXTS = [
     "def f(x):\n    return x * 2  # code lines",
@@ -65,7 +66,9 @@ def test_counts_and_locations_match_a_naive_scan(index: Path) -> None:
     assert len(by_ids.hits) == 2
 
 
-def test_tokenizer_is_found_and_checked(index: Path, tmp_path: Path) -> None:
+def test_tokenizer_is_found_and_checked(
+    index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # No tokenizer anywhere: text is refused with the fix; ids work.
     with pytest.raises(kdmem.InvalidArgumentError, match="--tokenizer"):
         lookup(index, "fox")
@@ -76,9 +79,17 @@ def test_tokenizer_is_found_and_checked(index: Path, tmp_path: Path) -> None:
     shutil.copy(bpe_tokenizer(), d / "tokenizer.json")
     assert find_tokenizer(d) == d / "tokenizer.json"
     assert lookup(d, "fox").count == lookup(index, "fox", tokenizer=bpe_tokenizer()).count
-    # A tokenizer of another vocabulary is refused, naming both hashes.
-    with pytest.raises(kdmem.TokenizerMismatchError, match="tokenizer"):
+    # A tokenizer of another vocabulary is refused in one line naming both hashes, from
+    # Python and from the CLI (usage error, exit status 2).
+    ours, theirs = tokenizer_hash(bpe_tokenizer()), tokenizer_hash(wide_tokenizer())
+    assert ours != theirs
+    with pytest.raises(kdmem.TokenizerMismatchError) as e:
         lookup(index, "small", tokenizer=wide_tokenizer())
+    msg = str(e.value)
+    assert ours[:12] in msg and theirs[:12] in msg and "\n" not in msg
+    assert run(["count", str(index), "small", "--tokenizer", str(wide_tokenizer())]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ours[:12] in err and theirs[:12] in err
     with pytest.raises(kdmem.InvalidArgumentError):
         lookup(index, "fox", ids=[1], tokenizer=bpe_tokenizer())
     with pytest.raises(kdmem.InvalidArgumentError, match="ids"):

@@ -20,7 +20,6 @@ Costs and the on-disk format are documented in ``docs/formats.md`` and the Rust 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from os import PathLike
@@ -138,29 +137,21 @@ def _limit(limit: int | None) -> int:
     return limit
 
 
-_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-
-
 def parse_memory(memory: int | str) -> int:
-    """A memory size in bytes: an int, or text such as ``"8GB"``, ``"512M"``, ``"1.5GiB"``
-    (powers of 1024; ``B`` and ``iB`` optional)."""
+    """A memory size in bytes: an int, or text as ``kdmem shard --memory`` reads it
+    (``kdmem_core::memory::parse_size``): ``"8GB"`` (powers of 1000), ``"8GiB"`` or ``"8G"``
+    (powers of 1024), ``"1.5T"``, a byte count."""
     if isinstance(memory, int) and not isinstance(memory, bool):
-        value = memory
-    else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(?:I?B)?\s*", str(memory).upper())
-        if m is None:
-            raise InvalidArgumentError(
-                f"invalid memory = {memory!r}: pass a size such as 8GB, 512MB or a byte count"
-            )
-        value = int(float(m.group(1)) * _UNITS[m.group(2)])
-    if value <= 0:
-        raise InvalidArgumentError(f"invalid memory = {memory!r}: pass a positive size")
-    return value
+        if memory <= 0:
+            raise InvalidArgumentError(f"invalid memory = {memory!r}: pass a positive size")
+        return memory
+    return int(_core.parse_size(str(memory)))
 
 
 def default_memory() -> int:
-    """The default ``--memory`` of ``kdmem index``: three quarters of the machine's RAM."""
-    return _core.default_index_memory()
+    """The default ``--memory`` of ``kdmem index`` (the same as ``kdmem shard``'s): three
+    quarters of the machine's RAM or of its cgroup limit."""
+    return int(_core.default_memory())
 
 
 def build_index(

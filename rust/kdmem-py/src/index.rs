@@ -352,12 +352,6 @@ pub fn build_index<'py>(
     Ok(d)
 }
 
-/// The default memory budget of `build_index` in bytes (three quarters of the RAM).
-#[pyfunction]
-pub fn default_index_memory() -> u64 {
-    core::Budget::machine_memory()
-}
-
 /// Check every shard of `dir` and its suffix array end to end (checksums, shard identity).
 #[pyfunction]
 #[pyo3(signature = (dir, threads=None, progress=None))]

@@ -20,7 +20,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<index::Index>()?;
     m.add_function(wrap_pyfunction!(index::build_index, m)?)?;
     m.add_function(wrap_pyfunction!(index::verify_index, m)?)?;
-    m.add_function(wrap_pyfunction!(index::default_index_memory, m)?)?;
     m.add_function(wrap_pyfunction!(shard::shard_files, m)?)?;
     m.add_function(wrap_pyfunction!(shard::tokenizer_info, m)?)?;
     m.add_function(wrap_pyfunction!(shard::parse_size, m)?)?;

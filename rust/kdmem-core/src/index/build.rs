@@ -45,8 +45,8 @@ pub(crate) const I32_LIMIT: usize = i32::MAX as usize - 8192;
 /// Peak build memory per token of a unit (rounded up from the table in the module docs).
 pub fn bytes_per_token(token_width: u32, wide: bool) -> f64 {
     match (token_width, wide) {
-        (2, false) => 6.5,
-        (_, false) => 8.5,
+        (2, false) => crate::memory::INDEX_BYTES_PER_TOKEN_U16,
+        (_, false) => crate::memory::INDEX_BYTES_PER_TOKEN_U32,
         (2, true) => 10.5,
         (_, true) => 16.5,
     }

@@ -967,7 +967,7 @@ impl Index {
             return Ok(());
         }
         Err(Error::TokenizerMismatch {
-            what: "the queries".into(),
+            what: "the query".into(),
             expected: format!(
                 "{} (the index {})",
                 short_hash(&self.tokenizer_hash),

@@ -62,17 +62,10 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// The default memory budget: three quarters of the machine's RAM (`MemTotal` of
-    /// `/proc/meminfo`), or 8 GiB where that cannot be read.
+    /// The default memory budget, the same as `kdmem shard`'s: three quarters of the
+    /// machine's RAM or its cgroup limit ([`crate::memory::default_budget`]).
     pub fn machine_memory() -> u64 {
-        std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|s| {
-                let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
-                let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-                Some(kb * 1024 / 4 * 3)
-            })
-            .unwrap_or(8 << 30)
+        crate::memory::default_budget()
     }
 }
 
@@ -144,9 +137,9 @@ fn too_small(memory: u64, need: u64, what: String) -> Error {
         name: "memory".into(),
         value: format!("{memory} bytes"),
         fix: format!(
-            "{what} needs at least {need} bytes ({:.2} GiB) to index; pass --memory {}MB or more",
-            need as f64 / (1u64 << 30) as f64,
-            need.div_ceil(1 << 20)
+            "{what} needs at least {} to index; pass --memory {} or more",
+            crate::memory::format_size(need),
+            crate::memory::format_size_arg(need)
         ),
     }
 }
@@ -455,6 +448,16 @@ mod tests {
             "{msg}"
         );
         assert!(!msg.contains('\n'));
+        // The suggested --memory parses as `kdmem shard`'s does and is enough.
+        let arg = msg
+            .split("--memory ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        let suggested = crate::memory::parse_size(arg).unwrap();
+        assert!(plan(&shards, &[0], budget(suggested), Grouping::default()).is_ok());
         // Enough for one document at a time: the plan drops to one unit built at once.
         let m = OVERHEAD + (5000.0 * bytes_per_token(2, false)) as u64;
         let p = plan(&shards, &[0], budget(m), Grouping::default()).unwrap();
