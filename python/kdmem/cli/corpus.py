@@ -188,8 +188,9 @@ def import_npy_cmd(files: tuple[str, ...], **kw: Any) -> None:
 @click.option(
     "--memory",
     default=None,
-    help="Memory budget of the build, e.g. 8GB (default: three quarters of the RAM). Peak "
-    "memory stays within it: shards too large for it are indexed in pieces.",
+    help="Memory budget of the build, e.g. 8GB (10^9 bytes) or 8GiB, read as kdmem shard "
+    "reads it (default: three quarters of the RAM or of the cgroup limit). Peak memory "
+    "stays within it: shards too large for it are indexed in pieces.",
 )
 @shard_option
 @ray_option
