@@ -6,6 +6,7 @@ zlib.crc32), which also checks that the Rust reader follows the documented forma
 
 from __future__ import annotations
 
+import re
 import struct
 import subprocess
 import sys
@@ -19,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kdmem
-from kdmem._core import _error_kinds
+from kdmem._core import _error_kinds, parse_size
 from kdmem.cli import run
-from kdmem.corpus.index import Index, build_index, verify_index
+from kdmem.corpus.index import Index, build_index, default_memory, parse_memory, verify_index
 
 Docs = list[list[int]]
 
@@ -145,7 +146,7 @@ def test_queries_match_the_oracle(shards: list[Docs], queries: list[list[int]], 
 def built(tmp_path: Path) -> Path:
     shards = [[[1, 2, 3, 1, 2], [2, 3], []], [[3, 1, 2, 3], [1, 2, 3, 1, 2, 3]]]
     root = write_dir(tmp_path / "shards", shards, vocab_size=8, tok_hash=bytes([7]) * 32)
-    build_index(root)
+    build_index(root, threads=2)  # small shards: one unit for both
     return root
 
 
@@ -206,16 +207,17 @@ def test_bad_queries(built: Path) -> None:
 
 
 def test_corrupt_stale_missing(tmp_path: Path, built: Path) -> None:
-    sa = built / "shard-00000.kdsa"
+    (sa,) = built.glob("*.kdsa")  # one unit covers both small shards
+    assert sa.name == "shard-00000..shard-00001.kdsa"
     data = bytearray(sa.read_bytes())
     data[-1] ^= 1
     sa.write_bytes(bytes(data))
     with pytest.raises(kdmem.CorruptFileError, match="checksum"):
         verify_index(built)
     sa.write_bytes(bytes(data[:-3]))
-    with pytest.raises(kdmem.CorruptFileError, match=r"shard-00000\.kdsa"):
+    with pytest.raises(kdmem.CorruptFileError, match=re.escape(sa.name)):
         Index(built)
-    assert build_index(built)["built"] == 1  # a truncated index is rebuilt
+    assert build_index(built, threads=2)["built"] == 2  # a truncated unit is rebuilt (both shards)
     write_kdt(built / "shard-00001.kdt", [[5, 5]], vocab_size=8, tok_hash=bytes([7]) * 32)
     with pytest.raises(kdmem.StaleIndexError, match="changed after indexing"):
         Index(built)
@@ -281,3 +283,64 @@ def test_opens_an_infini_gram_index_built_by_its_indexer(tmp_path: Path) -> None
     assert [g.tolist() for g in got] == [oracle.longest_match(s) for s in seqs]
     with pytest.raises(kdmem.TokenRangeError, match="65535"):
         idx.count([65535])
+
+
+def test_memory_budget_pieces_give_the_same_answers(tmp_path: Path) -> None:
+    """A budget that fits ~40 tokens per unit cuts each shard into pieces of whole documents;
+    answers equal the oracle's and a one-unit build's."""
+    rng = np.random.default_rng(3)
+    shards = [
+        [rng.integers(0, 4, int(rng.integers(1, 12))).tolist() for _ in range(15)] for _ in range(3)
+    ]
+    small = write_dir(tmp_path / "small", shards)
+    whole = write_dir(tmp_path / "whole", shards)
+    report = build_index(small, threads=1, memory=64 * 2**20 + 40 * 7)
+    assert report["units"] > 3 and report["max_unit"] == 280 * 2 // 13  # 280 B / 6.5 B/token
+    build_index(whole, threads=1)
+    a, b = Index(small), Index(whole)
+    assert len(a.units) == report["units"] and len(b.units) == 1
+    assert all(len(u) == 1 for u in a.units)
+    oracle = Oracle(shards)
+    flat = [t for s in shards for d in s for t in d]
+    qs = [flat[i : i + n] for i in range(0, len(flat), 7) for n in (1, 2, 4, 9)] + [[3, 3, 3, 3]]
+    for q in qs:
+        want = oracle.locate(q)
+        assert a.count(q) == b.count(q) == len(want)
+        loc = a.locate(q)
+        assert list(zip(loc.shard, loc.document, loc.offset, strict=True)) == want
+        assert a.longest_match(q).tolist() == b.longest_match(q).tolist()
+
+
+def test_memory_budget_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_dir(tmp_path / "s", [[[1, 2, 3] * 200]])
+    with pytest.raises(kdmem.InvalidArgumentError, match=r"600 tokens.*--memory \S+B") as e:
+        build_index(root, memory="64MB")
+    assert "\n" not in str(e.value)
+    # The suggested budget is enough: the build goes through with it.
+    suggested = str(e.value).split("--memory ")[1].split()[0]
+    assert build_index(root, memory=suggested)["built"] == 1
+    assert run(["index", str(root), "--memory", "1KB"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs at least" in err
+    with pytest.raises(kdmem.InvalidArgumentError, match="8GB"):
+        build_index(root, memory="eight gigs")
+    # The same units as kdmem shard --memory: GB = 10^9, G = GiB = 2^30.
+    assert parse_memory("8GB") == 8 * 10**9 == parse_size("8GB")
+    assert parse_memory("8g") == parse_memory("8GiB") == 8 * 2**30
+    assert parse_memory("1.5M") == int(1.5 * 2**20) and parse_memory(4096) == 4096
+    assert default_memory() > 0
+
+
+def test_version_1_indexes_say_to_rebuild(tmp_path: Path) -> None:
+    """An index written by the previous format (version 1, docs/formats.md of that release)
+    fails with one line naming the fix; `kdmem index` replaces it."""
+    root = write_dir(tmp_path / "s", [[[1, 2, 3], [2, 3]]])
+    head = struct.pack("<8sIIQQQQIIII32s28s", b"KDMEMSA\0", 1, 4, 5, 2, 128, 136, 0, 0, 2, 0,
+                       bytes(32), bytes(28))  # fmt: skip
+    head += struct.pack("<I", zlib.crc32(head))
+    (root / "shard-00000.kdsa").write_bytes(head + bytes(8 + 20))
+    with pytest.raises(kdmem.StaleIndexError, match=r"format version 1.*kdmem index") as e:
+        Index(root)
+    assert "\n" not in str(e.value)
+    assert build_index(root)["built"] == 1
+    assert Index(root).count([2, 3]) == 2

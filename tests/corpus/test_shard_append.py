@@ -192,9 +192,9 @@ def test_memory_sizes_shards_and_small_budgets_name_the_minimum(tmp_path: Path) 
 
     src = write_jsonl(tmp_path / "c.jsonl", CORPUS)
     res = shard_corpus([src], bpe_tokenizer(), tmp_path / "o", memory="1GB", threads=2)
-    # u16 shards: (1 GB - 64 MiB fixed) / 6.4 bytes per token, at most 2^30.
+    # u16 shards: (1 GB - 64 MiB fixed) / 6.5 bytes per token, at most 2^30.
     assert res.memory == 1_000_000_000
-    assert res.shard_tokens == int((1_000_000_000 - (64 << 20)) / 6.4)
+    assert res.shard_tokens == int((1_000_000_000 - (64 << 20)) / 6.5)
     assert _core.parse_size("512MiB") == 512 << 20
     assert _core.default_memory() > 0
     with pytest.raises(InvalidArgumentError) as e:

@@ -1,5 +1,5 @@
-"""Corpus commands: ``shard``, ``import``, ``index``, ``featurize``, ``scan``
-(:mod:`kdmem.corpus`)."""
+"""Corpus commands: ``shard``, ``import``, ``index``, ``count``, ``locate``, ``featurize``,
+``scan`` (:mod:`kdmem.corpus`)."""
 
 from __future__ import annotations
 
@@ -197,17 +197,32 @@ def import_npy_cmd(files: tuple[str, ...], **kw: Any) -> None:
     is_flag=True,
     help="After building, recompute every checksum of the shards and suffix arrays.",
 )
+@click.option(
+    "--memory",
+    default=None,
+    help="Memory budget of the build, e.g. 8GB (10^9 bytes) or 8GiB, read as kdmem shard "
+    "reads it (default: three quarters of the RAM or of the cgroup limit). Peak memory "
+    "stays within it: shards too large for it are indexed in pieces.",
+)
 @shard_option
 @ray_option
 def index_cmd(
-    shards_dir: str, threads: int | None, verify: bool, shard: tuple[int, ...], ray: bool
+    shards_dir: str,
+    threads: int | None,
+    verify: bool,
+    memory: str | None,
+    shard: tuple[int, ...],
+    ray: bool,
 ) -> None:
-    """Build one suffix array per shard of SHARDS_DIR (resumable; finished shards are kept).
+    """Build the suffix arrays of SHARDS_DIR (resumable; finished units are kept).
 
-    Writes shard-NNNNN.kdsa next to every shard-NNNNN.kdt. Peak memory: about THREADS x the
-    largest shard x 6.4 bytes/token (u16 shards) or 8.4 bytes/token (u32).
+    Writes *.kdsa unit files next to the shard-NNNNN.kdt shards: shards of fewer than 16M
+    tokens are grouped into units of at least 134M tokens, shards too large for --memory are
+    cut into pieces; a query costs the number of units, not of shards. Peak memory stays
+    within --memory (6.5 bytes/token of the units sorted at once for u16 shards, 8.5 for
+    u32). With --shard, each shard is its own unit.
 
-    Example: kdmem index runs/x/data/shards --threads 8 --verify
+    Example: kdmem index runs/x/data/shards --threads 8 --memory 32GB --verify
     (one Slurm array element: kdmem index DIR --shard $SLURM_ARRAY_TASK_ID)"""
     from kdmem.corpus.index import build_index, verify_index
 
@@ -217,16 +232,74 @@ def index_cmd(
             "shard is built"
         )
     with progress_bars() as bars:
-        report = build_index(shards_dir, threads, bars, shards=shard or None, ray=ray)
+        report = build_index(
+            shards_dir, threads, bars, shards=shard or None, ray=ray, memory=memory
+        )
     rate = report["tokens_built"] / max(report["seconds"], 1e-9)
     click.echo(
         f"kdmem index: {report['built']} built, {report['skipped']} up to date "
-        f"({report['shards']} shards, {report['tokens_built']:,} tokens, "
-        f"{report['seconds']:.1f} s, {rate / 1e6:.1f}M tokens/s)"
+        f"({report['shards']} shards, {report['units']} units written, "
+        f"{report['tokens_built']:,} tokens, {report['seconds']:.1f} s, "
+        f"{rate / 1e6:.1f}M tokens/s, memory budget {report['memory'] / 2**30:.1f} GiB)"
     )
     if verify:
         verify_index(shards_dir, threads)
         click.echo(f"kdmem index: {report['shards']} shards and suffix arrays verified")
+
+
+def _lookup_options(f: Any) -> Any:
+    opts = [
+        click.argument("index_dir", metavar="INDEX", type=click.Path(exists=True, file_okay=False)),
+        click.argument("text", required=False),
+        click.option("--ids", default=None, help="Token ids instead of text, e.g. 464,3290,318."),
+        click.option(
+            "--tokenizer",
+            type=click.Path(exists=True),
+            help="The index's tokenizer.json (default: INDEX/tokenizer.json, or the one "
+            "shards.json records); a tokenizer of another vocabulary is refused.",
+        ),
+        threads_option,
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _lookup(index_dir: str, text: str | None, ids: str | None, **kw: Any) -> Any:
+    from kdmem.corpus.lookup import lookup, parse_ids
+
+    return lookup(index_dir, text, ids=None if ids is None else parse_ids(ids), **kw)
+
+
+@main.command()
+@_lookup_options
+def count(index_dir: str, text: str | None, ids: str | None, **kw: Any) -> None:
+    """Occurrences of TEXT (tokenized with the index's tokenizer) or of --ids in INDEX.
+
+    Example: kdmem count data/shards "def __init__(self):" """
+    res = _lookup(index_dir, text, ids, limit=0, **kw)
+    click.echo(f"{res.count}\t{len(res.ids)} tokens: {' '.join(map(str, res.ids))}")
+
+
+@main.command()
+@_lookup_options
+@click.option("--context", default=20, show_default=True, type=click.IntRange(min=0),
+              help="Tokens shown on each side of a match.")  # fmt: skip
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(min=0),
+              help="Matches shown (in corpus order).")  # fmt: skip
+def locate(index_dir: str, text: str | None, ids: str | None, **kw: Any) -> None:
+    """Where TEXT (or --ids) occurs in INDEX: the count, then one line per match (shard,
+    document, token offset) with the decoded text around it, the match highlighted and
+    control characters escaped.
+
+    Example: kdmem locate data/shards "def __init__(self):" --context 20"""
+    res = _lookup(index_dir, text, ids, **kw)
+    shown = f", first {len(res.hits)}" if len(res.hits) < res.count else ""
+    click.echo(f"{res.count} occurrence(s) of {len(res.ids)} tokens{shown}")
+    for h in res.hits:
+        where = f"shard {h.shard} doc {h.document} offset {h.offset}:"
+        match = click.style(res.text(h.match), bold=True, underline=True)
+        click.echo(f"{where} {res.text(h.before)}[{match}]{res.text(h.after)}")
 
 
 @main.command()

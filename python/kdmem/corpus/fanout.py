@@ -23,11 +23,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kdmem import extras
+from kdmem import _core, extras
 from kdmem.atomic import write_parquet_atomic
-from kdmem.errors import InvalidArgumentError
+from kdmem.errors import InvalidArgumentError, KdmemError
 
-__all__ = ["map_shards", "read_parts", "shard_numbers", "write_part"]
+__all__ = ["map_shards", "read_parts", "shard_numbers", "task_groups", "write_part"]
 
 
 def _ray() -> Any:
@@ -50,6 +50,26 @@ def shard_numbers(index: str | os.PathLike[str], shards: Sequence[int] | None = 
     return list(range(n)) if shards is None else sorted({int(k) for k in shards})
 
 
+def task_groups(
+    index: str | os.PathLike[str], shards: Sequence[int] | None = None
+) -> list[list[int]]:
+    """``shards`` (default: every shard) grouped by the index's units, so that each task
+    searches one unit once (a unit may hold many small shards); one group per shard while
+    the index is not built."""
+    sel = shard_numbers(index, shards)
+    try:
+        units = _core.Index(Path(index)).units
+    except KdmemError:
+        return [[k] for k in sel]
+    want = set(sel)
+    groups: list[list[int]] = []
+    for unit in units:
+        g = [k for k in unit if k in want]
+        if g and (not groups or groups[-1] != g):
+            groups.append(g)
+    return groups
+
+
 def map_shards(
     fn: Callable[..., Any],
     first: Any,
@@ -58,15 +78,14 @@ def map_shards(
     shards: Sequence[int] | None = None,
     **kw: Any,
 ) -> list[Any]:
-    """``[fn(first, index, *args, shards=[k], **kw) for k in shards]`` as one Ray task per
-    shard of ``index`` (default: every shard), results in shard order. Large arguments
-    (``args``) are put in the object store once."""
+    """``[fn(first, index, *args, shards=group, **kw) for group in task_groups(index,
+    shards)]`` as one Ray task per unit of ``index`` (per shard before it is built), results
+    in shard order. Large arguments (``args``) are put in the object store once."""
     ray = _ray()
     task = ray.remote(num_cpus=1)(fn)
     args_refs = [ray.put(a) for a in args]
     refs = [
-        task.remote(first, index, *args_refs, shards=[k], **kw)
-        for k in shard_numbers(index, shards)
+        task.remote(first, index, *args_refs, shards=g, **kw) for g in task_groups(index, shards)
     ]
     return list(ray.get(refs))
 

@@ -1,8 +1,9 @@
-"""Exact search over token shards with one suffix array per shard.
+"""Exact search over token shards with one suffix array per *unit*.
 
-``kdmem index SHARDS_DIR`` (or :func:`build_index`) writes ``shard-NNNNN.kdsa`` next to every
-``shard-NNNNN.kdt``; :class:`Index` opens the directory and answers, over all shards, in
-parallel and with the GIL released:
+``kdmem index SHARDS_DIR`` (or :func:`build_index`) writes ``*.kdsa`` unit files next to the
+``shard-NNNNN.kdt`` shards: small shards are grouped into one unit, a shard too large for the
+memory budget is cut into pieces, so a query costs the number of units, not of shards.
+:class:`Index` opens the directory and answers, over all shards, with the GIL released:
 
 - ``count(q)``: occurrences of the token sequence ``q``;
 - ``locate(q, limit)``: ``(shard, document, offset)`` rows, in corpus order;
@@ -12,8 +13,9 @@ parallel and with the GIL released:
 
 Matches never cross a document boundary: a document ends where the next begins (shards made
 with an EOS id keep the EOS token inside each document, so a match may end with it). Results are
-exact and do not depend on the thread count. Costs and the on-disk format are documented in
-``docs/formats.md`` and the Rust module ``kdmem_core::index``.
+exact and do not depend on the thread count, the memory budget or how shards were grouped.
+Costs and the on-disk format are documented in ``docs/formats.md`` and the Rust module
+``kdmem_core::index``.
 """
 
 from __future__ import annotations
@@ -135,6 +137,23 @@ def _limit(limit: int | None) -> int:
     return limit
 
 
+def parse_memory(memory: int | str) -> int:
+    """A memory size in bytes: an int, or text as ``kdmem shard --memory`` reads it
+    (``kdmem_core::memory::parse_size``): ``"8GB"`` (powers of 1000), ``"8GiB"`` or ``"8G"``
+    (powers of 1024), ``"1.5T"``, a byte count."""
+    if isinstance(memory, int) and not isinstance(memory, bool):
+        if memory <= 0:
+            raise InvalidArgumentError(f"invalid memory = {memory!r}: pass a positive size")
+        return memory
+    return int(_core.parse_size(str(memory)))
+
+
+def default_memory() -> int:
+    """The default ``--memory`` of ``kdmem index`` (the same as ``kdmem shard``'s): three
+    quarters of the machine's RAM or of its cgroup limit."""
+    return int(_core.default_memory())
+
+
 def build_index(
     shards_dir: str | PathLike[str],
     threads: int | None = None,
@@ -142,37 +161,46 @@ def build_index(
     *,
     shards: Sequence[int] | None = None,
     ray: bool = False,
+    memory: int | str | None = None,
 ) -> dict[str, Any]:
-    """Build the suffix array of every shard in ``shards_dir`` that lacks a current one.
+    """Build the suffix arrays of every shard in ``shards_dir`` that no current unit covers.
 
-    Resumable: finished shards are kept (an index whose recorded shard checksum matches is
-    skipped). Shards are sorted in parallel, one per thread; peak memory is about ``threads``
-    x the largest shard x 6.4 bytes/token (u16 shards) or 8.4 bytes/token (u32).
+    Shards are cut into units within the memory budget (``kdmem_core::index::plan``): small
+    shards are grouped, about one unit per thread, so that every thread sorts one; a shard
+    that does not fit is split into document-aligned pieces. At most ``threads`` units are
+    sorted at once, and peak memory stays within ``memory`` (6.5 bytes/token of the units
+    being sorted for u16 shards, 8.5 for u32). Resumable: finished units are kept.
 
     Args:
         shards_dir: a ``kdmem shard`` output directory.
-        threads: worker threads (shards built at once); default ``KDMEM_NUM_THREADS`` or every
-            core. The files written do not depend on it.
+        threads: worker threads (units built at once); default ``KDMEM_NUM_THREADS`` or every
+            core. Answers do not depend on it (how shards are grouped does).
         progress: receives ``Tick("index", shards_done, shards, "shards", {"tokens": ...})``
             about ten times a second (:mod:`kdmem.progress`).
         shards: build only these shard numbers (positions of ``shard-NNNNN.kdt`` in name
             order): one stateless task of a distributed build (``kdmem index DIR --shard K``,
-            e.g. one Slurm array element). Default: every shard.
-        ray: one Ray task per shard (:mod:`kdmem.corpus.fanout`); the files written are
-            the same as a local build's.
+            e.g. one Slurm array element); those shards are grouped only among themselves.
+            Default: every shard.
+        ray: one Ray task per shard (:mod:`kdmem.corpus.fanout`), each shard its own unit;
+            the answers are the same as a local build's.
+        memory: the memory budget, bytes or text such as ``"8GB"``; default three quarters of
+            the machine's RAM. Too small for the largest document: an
+            :class:`~kdmem.InvalidArgumentError` naming the minimum.
 
     Returns:
-        ``{"shards", "built", "skipped", "tokens_built", "seconds"}`` (``shards``: shards
-        considered by this call).
+        ``{"shards", "built", "skipped", "units", "tokens_built", "seconds", "memory",
+        "concurrency", "max_unit"}`` (``shards``: shards considered by this call; ``units``:
+        units written; ``max_unit``: the largest unit the budget allows, in tokens).
     """
+    mem = None if memory is None else parse_memory(memory)
     if ray:
         t0 = time.perf_counter()
         reports = map_shards(
-            _build_task, Path(shards_dir), Path(shards_dir), threads, shards=shards
+            _build_task, Path(shards_dir), Path(shards_dir), threads, mem, shards=shards
         )
-        out = {
-            k: sum(r[k] for r in reports) for k in ("shards", "built", "skipped", "tokens_built")
-        }
+        keys = ("shards", "built", "skipped", "units", "tokens_built")
+        out: dict[str, Any] = {k: sum(r[k] for r in reports) for k in keys}
+        out.update({k: reports[0][k] for k in ("memory", "concurrency", "max_unit")})
         return {**out, "seconds": time.perf_counter() - t0}
     sel = None if shards is None else [int(k) for k in shards]
     tick = None
@@ -182,14 +210,19 @@ def build_index(
         def tick(done: int, tokens: int, _b: int, _t: int) -> None:
             progress(Tick("index", done, n, "shards", {"tokens": f"{tokens / 1e6:.1f}M"}))
 
-    return dict(_core.build_index(Path(shards_dir), threads, tick, sel))
+    return dict(_core.build_index(Path(shards_dir), threads, tick, sel, mem))
 
 
 def _build_task(
-    shards_dir: Path, _index: Path, threads: int | None, *, shards: Sequence[int]
+    shards_dir: Path,
+    _index: Path,
+    threads: int | None,
+    memory: int | None,
+    *,
+    shards: Sequence[int],
 ) -> dict[str, Any]:
     """One shard's build as a :func:`kdmem.corpus.fanout.map_shards` task."""
-    return build_index(shards_dir, threads, shards=shards)
+    return build_index(shards_dir, threads, shards=shards, memory=memory)
 
 
 def n_shard_files(shards_dir: str | PathLike[str]) -> int:
@@ -223,7 +256,8 @@ class Index:
             per-shard task of a distributed featurize/scan. Document ids stay global and
             ``locate`` reports the directory's shard numbers; counts add over a partition of
             the shards, ``longest_match`` takes the elementwise max, locations concatenate in
-            shard order.
+            shard order. A unit holding selected and unselected shards is searched whole and
+            its results filtered; selecting whole units (:attr:`units`) avoids that.
 
     Raises:
         StaleIndexError: a shard has no suffix array, or changed after indexing.
@@ -267,6 +301,28 @@ class Index:
     def shard_ids(self) -> list[int]:
         """Numbers (positions in the directory) of the opened shards, ascending."""
         return self._inner.shard_ids
+
+    @property
+    def units(self) -> list[list[int]]:
+        """The search units, as the shard numbers each covers (in order; a shard cut into
+        pieces appears once per piece). A query costs about one lookup per unit; per-unit
+        tasks (``Index(path, shards=unit)``) search each unit once."""
+        return self._inner.units
+
+    @property
+    def ram_bytes(self) -> int:
+        """Bytes this index holds in RAM beyond its memory maps (samples, document tables)."""
+        return self._inner.ram_bytes
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes on disk of the unit and shard files searched."""
+        return self._inner.disk_bytes
+
+    @property
+    def files(self) -> list[Path]:
+        """The unit and shard files searched."""
+        return [Path(p) for p in self._inner.files]
 
     @property
     def n_tokens(self) -> int:
@@ -377,4 +433,13 @@ class Index:
         self._inner.verify(self._threads(threads), None)
 
 
-__all__ = ["Index", "Locations", "NgramOverlap", "build_index", "n_shard_files", "verify_index"]
+__all__ = [
+    "Index",
+    "Locations",
+    "NgramOverlap",
+    "build_index",
+    "default_memory",
+    "n_shard_files",
+    "parse_memory",
+    "verify_index",
+]

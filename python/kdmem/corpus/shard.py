@@ -26,7 +26,7 @@ manifest's ``encoder`` says which (``kdmem-bpe`` or ``tokenizers``); ``encoder="
 forces the library.
 
 **Memory** (``memory``, default three quarters of the machine's): shards are sized so that
-indexing one fits the budget (about 6.4 bytes/token for u16 shards, 8.4 for u32; at most 2^30
+indexing one fits the budget (about 6.5 bytes/token for u16 shards, 8.5 for u32; at most 2^30
 tokens), and the writer's own buffers shrink to fit it. The writer itself needs about 100 MB
 plus 16 MB per thread; the in-flight batches are at most 4 x 4 MiB of text.
 """

@@ -9,10 +9,11 @@
 use crate::error::{Error, Result};
 use crate::shard::format::Dtype;
 
-/// Peak bytes per token of building one u16 shard's suffix array (libsais, 4-byte pointers).
-pub const INDEX_BYTES_PER_TOKEN_U16: f64 = 6.4;
-/// Peak bytes per token of building one u32 shard's suffix array.
-pub const INDEX_BYTES_PER_TOKEN_U32: f64 = 8.4;
+/// Peak bytes per token of building one u16 unit's suffix array (libsais, 4-byte pointers;
+/// `crate::index::build::bytes_per_token` uses the same figure).
+pub const INDEX_BYTES_PER_TOKEN_U16: f64 = 6.5;
+/// Peak bytes per token of building one u32 unit's suffix array.
+pub const INDEX_BYTES_PER_TOKEN_U32: f64 = 8.5;
 /// Fixed part of an index build besides the per-token arrays (process, buffers).
 pub const INDEX_FIXED_BYTES: u64 = 64 << 20;
 

@@ -107,32 +107,11 @@ fn overlap<'py>(py: Python<'py>, o: NgramOverlap) -> Overlap<'py> {
     (o.positions.into_pyarray(py), o.total, o.fraction)
 }
 
-/// A kdmem index directory, or an infini-gram one (read-only, u16).
-enum Inner {
-    Kd(core::Index),
-    Ig(core::InfiniGramIndex),
-}
-
-/// Evaluate `$body` with `$c` bound to the corpus view of either kind of index.
-macro_rules! with_corpus {
-    ($self:expr, |$c:ident| $body:expr) => {
-        match &$self.inner {
-            Inner::Kd(i) => {
-                let $c = i.corpus();
-                $body
-            }
-            Inner::Ig(i) => {
-                let $c = i.corpus();
-                $body
-            }
-        }
-    };
-}
-
-/// An opened index directory (shards + suffix arrays, memory-mapped).
+/// An opened index directory: kdmem's own layout or an infini-gram one (the core's
+/// [`core::AnyIndex`] chooses).
 #[pyclass(frozen, module = "kdmem._core")]
 pub struct Index {
-    inner: Inner,
+    inner: core::AnyIndex,
 }
 
 #[pymethods]
@@ -141,22 +120,7 @@ impl Index {
     #[pyo3(signature = (dir, shards=None))]
     fn new(py: Python<'_>, dir: PathBuf, shards: Option<Vec<usize>>) -> PyResult<Self> {
         let inner = py
-            .detach(|| {
-                if core::is_infini_gram_dir(&dir) {
-                    if shards.is_some() {
-                        return Err(kdmem_core::Error::InvalidArgument {
-                            name: "shards".into(),
-                            value: dir.display().to_string(),
-                            fix: "an infini-gram index opens whole; omit shards".into(),
-                        });
-                    }
-                    core::InfiniGramIndex::open(&dir).map(Inner::Ig)
-                } else if let Some(sel) = &shards {
-                    core::Index::open_shards(&dir, sel).map(Inner::Kd)
-                } else {
-                    core::Index::open(&dir).map(Inner::Kd)
-                }
-            })
+            .detach(|| core::AnyIndex::open(&dir, shards.as_deref()))
             .py_err()?;
         Ok(Index { inner })
     }
@@ -164,97 +128,88 @@ impl Index {
     /// `"kdmem"` or `"infini-gram"`.
     #[getter]
     fn format(&self) -> &'static str {
-        match self.inner {
-            Inner::Kd(_) => "kdmem",
-            Inner::Ig(_) => "infini-gram",
-        }
+        self.inner.format()
     }
 
     #[getter]
     fn n_shards(&self) -> usize {
-        match &self.inner {
-            Inner::Kd(i) => i.n_shards(),
-            Inner::Ig(i) => i.n_shards(),
-        }
+        self.inner.n_shards()
     }
 
     /// Position in the directory of each opened shard.
     #[getter]
     fn shard_ids(&self) -> Vec<usize> {
-        match &self.inner {
-            Inner::Kd(i) => i.shard_ids().to_vec(),
-            Inner::Ig(i) => (0..i.n_shards()).collect(),
-        }
+        self.inner.shard_ids()
+    }
+
+    /// The search units as lists of shard positions.
+    #[getter]
+    fn units(&self) -> Vec<Vec<usize>> {
+        self.inner.units()
     }
 
     #[getter]
     fn n_tokens(&self) -> u64 {
-        match &self.inner {
-            Inner::Kd(i) => i.n_tokens(),
-            Inner::Ig(i) => i.n_tokens(),
-        }
+        self.inner.n_tokens()
     }
 
     #[getter]
     fn n_docs(&self) -> u64 {
-        match &self.inner {
-            Inner::Kd(i) => i.n_docs(),
-            Inner::Ig(i) => i.n_docs(),
-        }
+        self.inner.n_docs()
     }
 
     #[getter]
     fn vocab_size(&self) -> u32 {
-        match &self.inner {
-            Inner::Kd(i) => i.vocab_size(),
-            Inner::Ig(_) => 0,
-        }
+        self.inner.vocab_size()
     }
 
     #[getter]
     fn token_width(&self) -> u32 {
-        match &self.inner {
-            Inner::Kd(i) => i.token_width(),
-            Inner::Ig(_) => 2,
-        }
+        self.inner.token_width()
+    }
+
+    /// Bytes held in RAM beyond the memory maps.
+    #[getter]
+    fn ram_bytes(&self) -> u64 {
+        self.inner.ram_bytes()
+    }
+
+    /// Bytes on disk of the files searched.
+    #[getter]
+    fn disk_bytes(&self) -> u64 {
+        self.inner.disk_bytes()
+    }
+
+    /// The files searched.
+    #[getter]
+    fn files(&self) -> Vec<String> {
+        self.inner
+            .files()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect()
     }
 
     /// Tokenizer hash of the shards, 64 hex digits (all zeros = unknown).
     #[getter]
     fn tokenizer_hash(&self) -> String {
-        let h = match &self.inner {
-            Inner::Kd(i) => i.tokenizer_hash(),
-            Inner::Ig(_) => [0; 32],
-        };
-        h.iter().map(|b| format!("{b:02x}")).collect()
+        self.inner
+            .tokenizer_hash()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Raise TokenizerMismatchError unless `hash` (64 hex digits) matches the index's.
     fn check_tokenizer(&self, hash: &str) -> PyResult<()> {
-        let bad = || {
-            pyo3::exceptions::PyValueError::new_err(format!(
-                "tokenizer hash {hash:?} is not 64 hex digits; pass kdmem.corpus.tokenizer_hash(...)"
-            ))
-        };
-        if hash.len() != 64 || !hash.is_ascii() {
-            return Err(bad());
-        }
-        let mut h = [0u8; 32];
-        for (i, b) in h.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&hash[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-        }
-        match &self.inner {
-            Inner::Kd(i) => i.check_tokenizer(&h).py_err(),
-            // infini-gram indexes do not record their tokenizer.
-            Inner::Ig(_) => Ok(()),
-        }
+        let h = core::parse_tokenizer_hash(hash).py_err()?;
+        self.inner.check_tokenizer(&h).py_err()
     }
 
     #[pyo3(signature = (tokens, threads=None))]
     fn count(&self, py: Python<'_>, tokens: Query<'_>, threads: Option<usize>) -> PyResult<u64> {
         let q = &*tokens.tokens()?;
-        py.detach(|| with_corpus!(self, |c| c.count(q, threads)))
-            .py_err()
+        py.detach(|| self.inner.count(q, threads)).py_err()
     }
 
     #[pyo3(signature = (tokens, limit, threads=None))]
@@ -267,7 +222,7 @@ impl Index {
     ) -> PyResult<Rows<'py>> {
         let q = &*tokens.tokens()?;
         let locs = py
-            .detach(|| with_corpus!(self, |c| c.locate(q, limit, threads)))
+            .detach(|| self.inner.locate(q, limit, threads))
             .py_err()?;
         Ok(rows(py, locs))
     }
@@ -281,7 +236,7 @@ impl Index {
     ) -> PyResult<Bound<'py, PyArray1<u32>>> {
         let q = &*tokens.tokens()?;
         let v = py
-            .detach(|| with_corpus!(self, |c| c.longest_match(q, threads)))
+            .detach(|| self.inner.longest_match(q, threads))
             .py_err()?;
         Ok(v.into_pyarray(py))
     }
@@ -296,7 +251,7 @@ impl Index {
     ) -> PyResult<Overlap<'py>> {
         let q = &*tokens.tokens()?;
         let o = py
-            .detach(|| with_corpus!(self, |c| c.ngram_overlap(q, n, threads)))
+            .detach(|| self.inner.ngram_overlap(q, n, threads))
             .py_err()?;
         Ok(overlap(py, o))
     }
@@ -309,9 +264,7 @@ impl Index {
         threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyArray1<u64>>> {
         let qs = queries.iter().map(slice).collect::<PyResult<Vec<_>>>()?;
-        let v = detach::run(py, None, |_| {
-            with_corpus!(self, |c| c.count_many(&qs, threads))
-        })?;
+        let v = detach::run(py, None, |_| self.inner.count_many(&qs, threads))?;
         Ok(v.into_pyarray(py))
     }
 
@@ -324,9 +277,7 @@ impl Index {
         threads: Option<usize>,
     ) -> PyResult<Vec<Rows<'py>>> {
         let qs = queries.iter().map(slice).collect::<PyResult<Vec<_>>>()?;
-        let v = detach::run(py, None, |_| {
-            with_corpus!(self, |c| c.locate_many(&qs, limit, threads))
-        })?;
+        let v = detach::run(py, None, |_| self.inner.locate_many(&qs, limit, threads))?;
         Ok(v.into_iter().map(|l| rows(py, l)).collect())
     }
 
@@ -338,9 +289,7 @@ impl Index {
         threads: Option<usize>,
     ) -> PyResult<Vec<Bound<'py, PyArray1<u32>>>> {
         let qs = queries.iter().map(slice).collect::<PyResult<Vec<_>>>()?;
-        let v = detach::run(py, None, |_| {
-            with_corpus!(self, |c| c.longest_match_many(&qs, threads))
-        })?;
+        let v = detach::run(py, None, |_| self.inner.longest_match_many(&qs, threads))?;
         Ok(v.into_iter().map(|x| x.into_pyarray(py)).collect())
     }
 
@@ -353,9 +302,7 @@ impl Index {
         threads: Option<usize>,
     ) -> PyResult<Vec<Overlap<'py>>> {
         let qs = queries.iter().map(slice).collect::<PyResult<Vec<_>>>()?;
-        let v = detach::run(py, None, |_| {
-            with_corpus!(self, |c| c.ngram_overlap_many(&qs, n, threads))
-        })?;
+        let v = detach::run(py, None, |_| self.inner.ngram_overlap_many(&qs, n, threads))?;
         Ok(v.into_iter().map(|o| overlap(py, o)).collect())
     }
 
@@ -367,35 +314,41 @@ impl Index {
         threads: Option<usize>,
         progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        detach::run(py, progress, |ctl| match &self.inner {
-            Inner::Kd(i) => i.verify(threads, ctl),
-            // infini-gram files carry no checksums; sizes were checked when opening.
-            Inner::Ig(_) => Ok(()),
-        })
+        detach::run(py, progress, |ctl| self.inner.verify(threads, ctl))
     }
 }
 
-/// Build the suffix array of every shard in `dir` (or of the shards numbered `shards`) that
-/// lacks a current one; returns a dict
-/// `{shards, built, skipped, tokens_built, seconds}`.
+/// Build the units of every shard in `dir` (or of the shards numbered `shards`) that no
+/// current unit covers, within `memory` bytes; returns a dict
+/// `{shards, built, skipped, units, tokens_built, seconds, memory, concurrency, max_unit}`.
 #[pyfunction]
-#[pyo3(signature = (dir, threads=None, progress=None, shards=None))]
+#[pyo3(signature = (dir, threads=None, progress=None, shards=None, memory=None))]
 pub fn build_index<'py>(
     py: Python<'py>,
     dir: PathBuf,
     threads: Option<usize>,
     progress: Option<&Bound<'py, PyAny>>,
     shards: Option<Vec<usize>>,
+    memory: Option<u64>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let opts = core::BuildOptions {
+        threads,
+        memory,
+        ..core::BuildOptions::default()
+    };
     let r = detach::run(py, progress, |ctl| {
-        core::build_shards(&dir, shards.as_deref(), threads, ctl)
+        core::build_shards(&dir, shards.as_deref(), &opts, ctl)
     })?;
     let d = PyDict::new(py);
     d.set_item("shards", r.shards)?;
     d.set_item("built", r.built)?;
     d.set_item("skipped", r.skipped)?;
+    d.set_item("units", r.units)?;
     d.set_item("tokens_built", r.tokens_built)?;
     d.set_item("seconds", r.seconds)?;
+    d.set_item("memory", r.memory)?;
+    d.set_item("concurrency", r.concurrency)?;
+    d.set_item("max_unit", r.max_unit)?;
     Ok(d)
 }
 

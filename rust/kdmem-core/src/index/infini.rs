@@ -130,6 +130,23 @@ impl InfiniGramIndex {
         self.corpus().n_tokens()
     }
 
+    /// Bytes of its files.
+    pub fn disk_bytes(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|f| (f.ds.len() + f.sa.len() + f.od.len()) as u64)
+            .sum()
+    }
+
+    /// Its files.
+    pub fn files(&self) -> Vec<PathBuf> {
+        (0..self.shards.len())
+            .flat_map(|i| {
+                ["tokenized", "table", "offset"].map(|s| self.dir.join(format!("{s}.{i}")))
+            })
+            .collect()
+    }
+
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -141,12 +158,14 @@ impl InfiniGramIndex {
             shards: self
                 .shards
                 .iter()
-                .map(|f| IgShard {
+                .enumerate()
+                .map(|(k, f)| IgShard {
                     ds: &f.ds,
                     sa: &f.sa,
                     od: &f.od,
                     ratio: f.ratio,
                     first_doc: f.first_doc,
+                    k: k as u32,
                 })
                 .collect(),
             vocab_size: 0,
@@ -162,6 +181,7 @@ pub struct IgShard<'a> {
     od: &'a [u8],
     ratio: usize,
     first_doc: u64,
+    k: u32,
 }
 
 impl IgShard<'_> {
@@ -206,10 +226,6 @@ impl QueryShard for IgShard<'_> {
         (self.ds.len() / 2) as u64 - self.n_docs()
     }
 
-    fn first_doc(&self) -> u64 {
-        self.first_doc
-    }
-
     fn max_query_token(&self) -> u64 {
         // 0xFFFF is infini-gram's document separator.
         u64::from(u16::MAX) - 1
@@ -239,7 +255,7 @@ impl QueryShard for IgShard<'_> {
         self.matching_stats(&Self::swapped(q), cap, out);
     }
 
-    fn doc_of(&self, p: u64) -> (u64, u64) {
+    fn locate_pos(&self, p: u64) -> (u32, u64, u64) {
         let byte = 2 * p;
         let (mut lo, mut hi) = (0usize, self.n_docs() as usize);
         while lo < hi {
@@ -252,7 +268,11 @@ impl QueryShard for IgShard<'_> {
         }
         let d = lo - 1;
         // Skip the document's leading separator.
-        (d as u64, (byte - self.doc_start(d)) / 2 - 1)
+        (
+            self.k,
+            self.first_doc + d as u64,
+            (byte - self.doc_start(d)) / 2 - 1,
+        )
     }
 }
 

@@ -1,13 +1,12 @@
-//! Queries over suffix arrays: one shard ([`ShardSa`]) and all shards ([`Corpus`]).
+//! Queries over suffix arrays: the search primitives (`Src`) shared by kdmem's units
+//! ([`super::unit`]) and infini-gram shards ([`super::infini`]), and all units of an index
+//! queried together ([`Corpus`]).
 //!
-//! Everything here works on borrowed slices (memory maps of `.kdt`/`.kdsa` files, or vectors in
-//! tests), so opening is O(1) and queries touch only the pages they need.
-//!
-//! Comparisons respect documents: the suffix at `p` ends at the next set bit of the
-//! document-start bitmap after `p`, where it compares below every token (see the module docs
-//! of [`super`]). Binary searches keep the longest common prefix with both bounds and skip it
-//! (Manber-Myers' "mlr" accelerant), so a search costs O(m + log n) token comparisons on
-//! typical text and O(m log n) at worst.
+//! Everything here works on borrowed slices (memory maps), so queries touch only the pages
+//! they need. Comparisons respect documents: a suffix ends at the end of its document, where it
+//! compares below every token (see the module docs of [`super`]). Binary searches keep the
+//! longest common prefix with both bounds and skip it (Manber-Myers' "mlr" accelerant), so a
+//! search costs O(m + log n) token comparisons on typical text and O(m log n) at worst.
 
 use std::cmp::Ordering;
 use std::ops::Range;
@@ -15,56 +14,12 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::shard::Tokens;
 use crate::threads;
-
-/// A suffix array borrowed from a file or a vector.
-#[derive(Debug, Clone, Copy)]
-pub enum Ptrs<'a> {
-    /// 4-byte positions (shards of fewer than 2^32 tokens).
-    U32(&'a [u32]),
-    /// 8-byte positions.
-    U64(&'a [u64]),
-}
-
-impl Ptrs<'_> {
-    /// Number of entries (= tokens of the shard).
-    pub fn len(&self) -> usize {
-        match self {
-            Ptrs::U32(p) => p.len(),
-            Ptrs::U64(p) => p.len(),
-        }
-    }
-
-    /// Whether there are no entries.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// One shard's tokens, document offsets, document-start bitmap and suffix array, borrowed.
-///
-/// Invariants (checked by the constructors of the owners, not here): `sa` is the
-/// document-aware suffix array of `tokens` ([`super::build`]), `starts` has bit `offsets[i]`
-/// set for every i and no other bit, and covers positions `0..=n`.
-#[derive(Debug, Clone, Copy)]
-pub struct ShardSa<'a> {
-    /// Token ids.
-    pub tokens: Tokens<'a>,
-    /// The `n_docs + 1` document offsets.
-    pub offsets: &'a [u64],
-    /// Document-start bitmap, `n / 64 + 1` words.
-    pub starts: &'a [u64],
-    /// Suffix array.
-    pub sa: Ptrs<'a>,
-    /// Global id of the shard's first document (`shards.json` `first_doc`).
-    pub first_doc: u64,
-}
 
 /// One occurrence: shard index, global document id and token offset inside that document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Location {
-    /// Index of the shard in the index (file name order).
+    /// Index of the shard among the opened shards (file name order).
     pub shard: u32,
     /// Global document id (`first_doc` of the shard + document index in the shard).
     pub doc: u64,
@@ -83,130 +38,64 @@ pub struct NgramOverlap {
     pub fraction: f64,
 }
 
-trait Sym: Copy + Send + Sync {
-    fn get(self) -> u32;
-}
-impl Sym for u16 {
-    #[inline(always)]
-    fn get(self) -> u32 {
-        u32::from(self)
-    }
-}
-impl Sym for u32 {
-    #[inline(always)]
-    fn get(self) -> u32 {
-        self
-    }
-}
-trait Ptr: Copy + Send + Sync {
-    fn get(self) -> usize;
-}
-impl Ptr for u32 {
-    #[inline(always)]
-    fn get(self) -> usize {
-        self as usize
-    }
-}
-impl Ptr for u64 {
-    #[inline(always)]
-    fn get(self) -> usize {
-        self as usize
-    }
-}
-
-/// Monomorphised view of one shard.
-struct View<'a, T, P> {
-    tok: &'a [T],
-    sa: &'a [P],
-    starts: &'a [u64],
-}
-
-impl<T: Sym, P: Ptr> Src for View<'_, T, P> {
-    #[inline(always)]
-    fn entries(&self) -> usize {
-        self.sa.len()
-    }
-
-    #[inline(always)]
-    fn pos(&self, i: usize) -> usize {
-        self.sa[i].get()
-    }
-
-    #[inline(always)]
-    fn at(&self, pos: usize, k: usize) -> Option<u32> {
-        // The bit at pos + k (k >= 1) marks the end of pos's document (bit n is always set).
-        let p = pos + k;
-        if k > 0 && (self.starts[p >> 6] >> (p & 63)) & 1 == 1 {
-            None
-        } else {
-            Some(self.tok[p].get())
-        }
-    }
-
-    /// Same result as the generic [`Src::cmp_suffix`], cheaper: the tokens are compared with
-    /// `q` first, and the document-start bitmap is read once, over the compared stretch only
-    /// (one or two words), instead of once per token. A comparison that fails at its first
-    /// token with nothing known (`skip == 0`, the coarse steps of a binary search) never
-    /// touches the bitmap, which saves a cache miss per step.
-    #[inline]
-    fn cmp_suffix(&self, pos: usize, q: &[u32], skip: usize) -> (Ordering, usize) {
-        let m = q.len();
-        let end = m.min(self.tok.len() - pos);
-        // With a known common prefix the bitmap word is needed anyway: load it before the
-        // tokens so that the two cache misses overlap (pos + skip <= n: the common prefix
-        // lies inside pos's document).
-        let first = skip.max(1);
-        let word = if skip > 0 {
-            self.starts[(pos + first) >> 6]
-        } else {
-            0
-        };
-        let mut j = skip;
-        while j < end && self.tok[pos + j].get() == q[j] {
-            j += 1;
-        }
-        // The suffix ends at the first document start in pos + [max(skip, 1), min(j, m - 1)]
-        // if there is one; bit n is set, so running off the tokens (j = n - pos < m) is found
-        // here too.
-        if m > 0 && first <= j.min(m - 1) {
-            let (a, b) = (pos + first, pos + j.min(m - 1));
-            let hit = if skip > 0 && a >> 6 == b >> 6 {
-                let w = word & (!0u64 << (a & 63)) & (!0u64 >> (63 - (b & 63)));
-                (w != 0).then(|| (a & !63) + w.trailing_zeros() as usize)
-            } else {
-                first_set_bit(self.starts, a, b)
-            };
-            if let Some(e) = hit {
-                return (Ordering::Less, e - pos);
+/// The suffix-array range of `q` (non-empty) by binary search with the "mlr" accelerant: one
+/// search down to the first suffix that starts with `q`, then the two boundaries are searched
+/// on either side of it only. O(m log n) token comparisons at worst, O(m + log n) typically.
+pub(crate) fn binary_range<S: Src + ?Sized>(s: &S, q: &[u32]) -> Range<usize> {
+    let (mut lo, mut hi) = (0, s.entries());
+    let (mut lcp_lo, mut lcp_hi) = (0usize, 0usize);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let (ord, l) = s.cmp_suffix(s.pos(mid), q, lcp_lo.min(lcp_hi));
+        match ord {
+            Ordering::Less => {
+                lo = mid + 1;
+                lcp_lo = l;
+            }
+            Ordering::Greater => {
+                hi = mid;
+                lcp_hi = l;
+            }
+            Ordering::Equal => {
+                let m = q.len();
+                let a = s.partition(q, lo, mid, false, lcp_lo, m);
+                let b = s.partition(q, mid + 1, hi, true, m, lcp_hi);
+                return a..b;
             }
         }
-        if j == m {
-            (Ordering::Equal, m)
-        } else {
-            (self.tok[pos + j].get().cmp(&q[j]), j)
-        }
     }
+    lo..lo
 }
 
-/// Position of the first set bit of `bits` in `a..=b` (`a <= b`), if any.
-#[inline]
-fn first_set_bit(bits: &[u64], a: usize, b: usize) -> Option<usize> {
-    let last = b >> 6;
-    let mut w = a >> 6;
-    let mut word = bits[w] & (!0u64 << (a & 63));
-    loop {
-        if w == last {
-            word &= !0u64 >> (63 - (b & 63));
+/// Sub-range of `r` (whose suffixes share `l` symbols) whose symbol at offset `l` is `c`, by
+/// two binary searches on that symbol. O(log |r|) text reads.
+pub(crate) fn binary_narrow<S: Src + ?Sized>(
+    s: &S,
+    r: Range<usize>,
+    l: usize,
+    c: u32,
+) -> Range<usize> {
+    let want = Some(c);
+    let (mut lo, mut hi) = (r.start, r.end);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if s.at(s.pos(mid), l) < want {
+            lo = mid + 1;
+        } else {
+            hi = mid;
         }
-        if word != 0 {
-            return Some((w << 6) + word.trailing_zeros() as usize);
-        }
-        if w == last {
-            return None;
-        }
-        w += 1;
-        word = bits[w];
     }
+    let start = lo;
+    hi = r.end;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if s.at(s.pos(mid), l) <= want {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    start..lo
 }
 
 /// A suffix array over some text, seen through the three primitives the searches need. The
@@ -269,62 +158,19 @@ pub(crate) trait Src {
         lo
     }
 
-    /// The suffix-array range of the suffixes that start with `q` inside their document.
-    ///
-    /// One search down to the first suffix that starts with `q`, then the two boundaries are
-    /// searched on either side of it only.
+    /// The suffix-array range of the suffixes that start with `q` inside their document (all
+    /// entries for the empty query). Default: [`binary_range`].
     fn range(&self, q: &[u32]) -> Range<usize> {
-        let (mut lo, mut hi) = (0, self.entries());
         if q.is_empty() {
-            return lo..hi;
+            return 0..self.entries();
         }
-        let (mut lcp_lo, mut lcp_hi) = (0usize, 0usize);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let (ord, l) = self.cmp_suffix(self.pos(mid), q, lcp_lo.min(lcp_hi));
-            match ord {
-                Ordering::Less => {
-                    lo = mid + 1;
-                    lcp_lo = l;
-                }
-                Ordering::Greater => {
-                    hi = mid;
-                    lcp_hi = l;
-                }
-                Ordering::Equal => {
-                    let m = q.len();
-                    let a = self.partition(q, lo, mid, false, lcp_lo, m);
-                    let b = self.partition(q, mid + 1, hi, true, m, lcp_hi);
-                    return a..b;
-                }
-            }
-        }
-        lo..lo
+        binary_range(self, q)
     }
 
     /// Sub-range of `r` (whose suffixes share `l` symbols) whose symbol at offset `l` is `c`.
+    /// Default: [`binary_narrow`].
     fn narrow(&self, r: Range<usize>, l: usize, c: u32) -> Range<usize> {
-        let want = Some(c);
-        let (mut lo, mut hi) = (r.start, r.end);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.at(self.pos(mid), l) < want {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        let start = lo;
-        hi = r.end;
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.at(self.pos(mid), l) <= want {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        start..lo
+        binary_narrow(self, r, l, c)
     }
 
     /// Matching statistics capped at `cap`: `out[i] = max(out[i], min(cap, longest prefix of
@@ -354,10 +200,7 @@ pub(crate) trait Src {
             );
             while l < limit {
                 if r.len() == 1 {
-                    let p = self.pos(r.start);
-                    while l < limit && self.at(p, l) == Some(q[i + l]) {
-                        l += 1;
-                    }
+                    l = self.cmp_suffix(self.pos(r.start), &q[i..i + limit], l).1;
                     break;
                 }
                 let s = self.narrow(r.clone(), l, q[i + l]);
@@ -388,121 +231,33 @@ pub(crate) trait Src {
     }
 }
 
-macro_rules! with_view {
-    ($s:expr, |$v:ident| $body:expr) => {
-        match ($s.tokens, $s.sa) {
-            (Tokens::U16(tok), Ptrs::U32(sa)) => {
-                let $v = View {
-                    tok,
-                    sa,
-                    starts: $s.starts,
-                };
-                $body
-            }
-            (Tokens::U16(tok), Ptrs::U64(sa)) => {
-                let $v = View {
-                    tok,
-                    sa,
-                    starts: $s.starts,
-                };
-                $body
-            }
-            (Tokens::U32(tok), Ptrs::U32(sa)) => {
-                let $v = View {
-                    tok,
-                    sa,
-                    starts: $s.starts,
-                };
-                $body
-            }
-            (Tokens::U32(tok), Ptrs::U64(sa)) => {
-                let $v = View {
-                    tok,
-                    sa,
-                    starts: $s.starts,
-                };
-                $body
-            }
-        }
-    };
-}
-
-/// What [`Corpus`] needs from one shard of an index (kdmem's own [`ShardSa`], or an
-/// infini-gram shard, [`super::infini`]).
+/// What [`Corpus`] needs from one searchable unit of an index (a kdmem unit,
+/// [`super::unit::UnitView`], or an infini-gram shard, [`super::infini`]). Positions are the
+/// unit's own; ascending positions are in corpus order (shard, then offset).
 pub trait QueryShard: Sync {
-    /// Tokens in the shard.
+    /// Tokens in the unit (those of the selected shards only).
     fn n_tokens(&self) -> u64;
-    /// Global id of the shard's first document.
-    fn first_doc(&self) -> u64;
     /// Largest token id a query may contain (the dtype's range, minus reserved ids).
     fn max_query_token(&self) -> u64;
-    /// Occurrences of `q` inside documents of this shard (`q` empty: every token position).
+    /// Occurrences of `q` inside documents of this unit (`q` empty: every token position).
     fn count(&self, q: &[u32]) -> u64;
-    /// Shard positions (any unit [`QueryShard::doc_of`] understands) of the first `limit`
-    /// occurrences, ascending.
+    /// Positions of the first `limit` occurrences, ascending.
     fn positions(&self, q: &[u32], limit: usize) -> Vec<u64>;
     /// `out[i] = max(out[i], min(cap, longest prefix of q[i..] occurring here))`.
     fn matching_stats_into(&self, q: &[u32], cap: usize, out: &mut [u32]);
-    /// Document index (in this shard) and token offset in it of a position from `positions`.
-    fn doc_of(&self, p: u64) -> (u64, u64);
-}
-
-impl ShardSa<'_> {
-    /// Number of tokens.
-    pub fn len(&self) -> usize {
-        self.tokens.len()
-    }
-
-    /// Whether the shard has no tokens.
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
-}
-
-impl QueryShard for ShardSa<'_> {
-    fn n_tokens(&self) -> u64 {
-        self.tokens.len() as u64
-    }
-
-    fn first_doc(&self) -> u64 {
-        self.first_doc
-    }
-
-    fn max_query_token(&self) -> u64 {
-        match self.tokens {
-            Tokens::U16(_) => u64::from(u16::MAX),
-            Tokens::U32(_) => u64::from(u32::MAX),
-        }
-    }
-
-    fn count(&self, q: &[u32]) -> u64 {
-        with_view!(self, |v| v.range(q).len() as u64)
-    }
-
-    fn positions(&self, q: &[u32], limit: usize) -> Vec<u64> {
-        with_view!(self, |v| v.positions(q, limit))
-    }
-
-    fn matching_stats_into(&self, q: &[u32], cap: usize, out: &mut [u32]) {
-        assert_eq!(out.len(), q.len(), "one output per query position");
-        with_view!(self, |v| v.matching_stats(q, cap, out))
-    }
-
-    fn doc_of(&self, p: u64) -> (u64, u64) {
-        // The last document starting at or before p (skips empty documents).
-        let d = self.offsets.partition_point(|&o| o <= p) - 1;
-        (d as u64, p - self.offsets[d])
-    }
+    /// Shard (among the opened ones), global document id and token offset in that document of
+    /// a position from [`QueryShard::positions`].
+    fn locate_pos(&self, p: u64) -> (u32, u64, u64);
 }
 
 /// Shards from which cheap per-shard work (`count`, `locate`) of one query goes to the pool.
 const PAR_CHEAP: usize = 8;
 
-/// All shards of an index, queried together; every method returns the same result for any
-/// thread count (work is split per shard and per query and merged in order).
+/// All units of an index, queried together; every method returns the same result for any
+/// thread count (work is split per unit and per query and merged in order).
 #[derive(Debug, Clone)]
 pub struct Corpus<S> {
-    /// The shards, in file name order.
+    /// The units, in shard order.
     pub shards: Vec<S>,
     /// Tokens must be below this (0 = unknown: only the dtype's range is enforced).
     pub vocab_size: u32,
@@ -565,17 +320,13 @@ impl<S: QueryShard> Corpus<S> {
     fn locate_one(&self, q: &[u32], limit: usize) -> Vec<Location> {
         let per: Vec<Vec<u64>> = self.par_shards(PAR_CHEAP, |s| s.positions(q, limit));
         let mut rows = Vec::new();
-        for (k, (s, pos)) in self.shards.iter().zip(per).enumerate() {
+        for (s, pos) in self.shards.iter().zip(per) {
             for p in pos {
                 if rows.len() == limit {
                     return rows;
                 }
-                let (d, off) = s.doc_of(p);
-                rows.push(Location {
-                    shard: k as u32,
-                    doc: s.first_doc() + d,
-                    offset: off,
-                });
+                let (shard, doc, offset) = s.locate_pos(p);
+                rows.push(Location { shard, doc, offset });
             }
         }
         rows
