@@ -60,7 +60,7 @@ case "$PART" in
     timeout 420 "$PY" benches/bench_distill.py --device "$DEV" --precision bf16 --repeat 1 \
       --teacher-shard fsdp "${SIZE[@]}" 2>&1 | tee "$OUT/distill.log"
     # The plan vs measured peaks of kdmem's recipes at tiny and ~100M sizes on this device.
-    timeout 120 "$PY" benches/bench_plan.py --device "$DEV" "${PLAN[@]}" 2>&1 | tee "$OUT/plan.log"
+    timeout 240 "$PY" benches/bench_plan.py --device "$DEV" "${PLAN[@]}" 2>&1 | tee "$OUT/plan.log"
     ;;
   *) echo "usage: bash benches/device_check.sh measure|scale" >&2; exit 2 ;;
 esac

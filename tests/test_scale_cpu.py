@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -249,11 +250,14 @@ def _report_tables(rd: Path) -> dict[str, Any]:
     def clean(x: Any) -> Any:
         if isinstance(x, dict):
             return {k: clean(v) for k, v in x.items()
-                    if not any(s in k for s in ("wall", "time", "path", "dir", "created"))}  # fmt: skip
+                    if not any(s in k for s in ("wall", "time", "per_s", "created"))}  # fmt: skip
         if isinstance(x, list):
             return [clean(v) for v in x]
-        if isinstance(x, str) and str(rd) in x:
-            return x.replace(str(rd), "RUN")
+        if isinstance(x, str):  # the run directory, however it was named
+            x = x.replace(str(rd.resolve()), "RUN")
+            return (
+                "RUN" if x == rd.name else re.sub(rf"(?<![\w./-]){re.escape(rd.name)}/", "RUN/", x)
+            )
         return x
 
     out = {}
