@@ -5,8 +5,10 @@
 # wheel and the few pure-Python packages it lacks travel in .whl/. Here, first:
 #
 #   .venv/bin/maturin build --release -o .whl        # abi3 wheel; add /.whl/ to .git/info/exclude
-#   .venv/bin/pip download --no-deps -d .whl tomli_w==1.2.0 trl==1.16.0 datasets==5.2.0 \
-#       dill==0.4.1 multiprocess==0.70.19            # what kdmem and TRL's GKD need beyond the image
+#   .venv/bin/pip download --no-deps --python-version 3.12 --only-binary=:all: -d .whl \
+#       tomli_w==1.2.0 trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
+#                                                    # what kdmem and TRL's GKD need beyond the image
+#                                                    # (checked: all five resolve for Python 3.12)
 #
 # then the device tool's `run` with carry [".whl"], timeout_s 540 and one of the commands
 #

@@ -88,6 +88,7 @@ def test_launch_larger_than_the_machine_is_refused_with_the_numbers(tmp_path: Pa
     cfg = _cfg(tmp_path, overrides=[f"launch.nproc_per_node={n + 1}"])
     with pytest.raises(ConfigError, match=rf"nproc_per_node = {n + 1} but this machine has {n} "):
         check_launch(cfg)
+    assert check_launch(cfg, check_devices=False) == "auto"  # a corpus job runs no model pass
     cfg = _cfg(tmp_path, overrides=["launch.nnodes=2"])
     with pytest.raises(ConfigError, match=r"launch\.nnodes = 2: .*--emit-slurm"):
         check_launch(cfg)
@@ -291,6 +292,19 @@ def test_run_refuses_a_config_that_cannot_fit_before_the_first_stage(
     line = [ln for ln in err.splitlines() if ln.startswith("kdmem: error:")]
     assert line and "stage teacher needs about" in line[0] and "GiB per process" in line[0]
     assert not (rd / "manifest.json").exists()  # nothing started
+
+
+def test_every_model_pass_of_the_graph_is_planned(tmp_path: Path) -> None:
+    from kdmem.study import build_stages
+    from kdmem.study.plan import model_passes
+
+    cfg = _cfg(tmp_path, overrides=["run.seeds=[0, 1]", "soft.temperatures=[1.0, 4.0]",
+                                    "measure.every_steps=5"])  # fmt: skip
+    names = {s.name for s in build_stages(cfg)}
+    prefixes = ("baseline_seed", "student_", "measure_", "steps_")
+    passes = {n for n in names if n == "teacher" or n.startswith(prefixes)} - {"steps_subset"}
+    assert set(model_passes(cfg)) == passes
+    assert {"student_soft_T1_seed0", "steps_teacher", "measure_student_hard_seed1"} <= passes
 
 
 # ---- Slurm emission and one-stage runs -------------------------------------------------------

@@ -3,7 +3,11 @@ starts (one line with the numbers otherwise)."""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,26 +56,48 @@ def uses_cuda(device: str | None) -> bool:
     return bool(torch.cuda.is_available())
 
 
+_PROBE = (
+    "import json, torch\n"
+    "n = torch.cuda.device_count()\n"
+    "p = torch.cuda.get_device_properties(0) if n else None\n"
+    "print(json.dumps([n, p.total_memory if p else 0, p.name if p else '']))\n"
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _cuda_probe() -> tuple[int, int, str]:
+    """(CUDA devices, bytes of the first, its name), asked of a short child process: reading
+    device properties creates a CUDA context, which ``kdmem run`` must not hold on a GPU
+    its ranks need for the whole study."""
+    r = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=600)
+    if r.returncode != 0 or not r.stdout.strip():
+        return 0, 0, ""
+    n, mem, name = json.loads(r.stdout.strip().splitlines()[-1])
+    return int(n), int(mem), str(name)
+
+
 def visible_devices(device: str | None) -> Devices:
     """The devices model passes with ``run.device = device`` use on this machine."""
     if uses_cuda(device):
-        import torch
-
-        n = torch.cuda.device_count()
+        n, mem, name = _cuda_probe()
         if n:
-            props = torch.cuda.get_device_properties(0)
-            return Devices("cuda", n, int(props.total_memory), str(props.name))
+            return Devices("cuda", n, mem, name)
         return Devices("cuda", 0, 0, "none visible")
     return Devices("cpu", cpu_cores(), _ram())
 
 
 def check_launch(
-    cfg: ExperimentConfig, *, multinode_ok: bool = False, log: Callable[[str], None] = print
+    cfg: ExperimentConfig,
+    *,
+    multinode_ok: bool = False,
+    check_devices: bool = True,
+    log: Callable[[str], None] = print,
 ) -> str:
     """Check ``cfg.launch`` against this machine; return the process-group backend the ranks
     will use (``launch.backend`` resolved: nccl without CUDA falls back to gloo with a
     warning on ``log``). ``multinode_ok``: the caller is a scheduler job (Slurm) whose
-    allocation provides the other nodes.
+    allocation provides the other nodes; ``check_devices`` False: this process runs no model
+    pass (a corpus or analysis job on a CPU node).
 
     Raises :class:`~kdmem.errors.ConfigError` (one line, the numbers) for more processes per
     node than devices, or several nodes without a scheduler."""
@@ -83,7 +109,7 @@ def check_launch(
             "(or set launch.nnodes = 1)"
         )
     backend = la.backend
-    if la.world_size == 1:
+    if la.world_size == 1 or not check_devices:
         return backend
     dev = visible_devices(cfg.run.device)
     if dev.kind == "cuda" and la.nproc_per_node > dev.count:

@@ -32,7 +32,7 @@ from kdmem.launch import check_launch, launcher_mode, visible_devices
 from kdmem.pipeline import Pipeline, Stage, StagePlan
 from kdmem.rundir import REL, Layout
 from kdmem.study import stages as stage_fns
-from kdmem.study.plan import check_fits
+from kdmem.study.plan import check_fits, model_passes
 from kdmem.study.stages import StageFn
 
 __all__ = ["build_stages", "plan_experiment", "run_experiment"]
@@ -322,15 +322,17 @@ def run_experiment(
     dependencies must be done), as one job of ``--emit-slurm``; ``launcher``: ``local``
     (torchrun on this node) or ``srun`` (torchrun on every node of the Slurm allocation)."""
     rd = Path(run_dir) if run_dir is not None else cfg.run_dir()
-    backend = check_launch(cfg, multinode_ok=launcher == "srun", log=log)
+    passes_here = only is None or only in model_passes(cfg)  # a CPU job checks no devices
+    backend = check_launch(cfg, multinode_ok=launcher == "srun", check_devices=passes_here, log=log)
     rd.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(rd, build_stages(cfg, before), log=log)
     plans = pipeline.plan()
     if only is not None:
         plans = [p for p in plans if p.stage.name == only]
-    devices = visible_devices(cfg.run.device)
-    if devices.count:
-        check_fits(cfg, plans, devices, log=log)
+    if passes_here and any(p.action != "skip" for p in plans):
+        devices = visible_devices(cfg.run.device)
+        if devices.count:
+            check_fits(cfg, plans, devices, log=log)
     write_bytes_atomic(Layout(rd).config, to_toml(cfg).encode("utf-8"))
     with launcher_mode(launcher, backend):
         return pipeline.run(until=until, only=only)

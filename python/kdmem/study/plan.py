@@ -58,6 +58,7 @@ class PassSpec:
     teacher: str = ""
     reference: str = ""
     filtered: bool = False
+    subset: bool = False  # measured on measure.subset examples of D (per snapshot)
 
 
 def model_passes(cfg: ExperimentConfig) -> dict[str, PassSpec]:
@@ -85,7 +86,8 @@ def model_passes(cfg: ExperimentConfig) -> dict[str, PassSpec]:
             "soft", "student", "soft", "teacher", filtered=True
         )
     ref = f"baseline_seed{seeds[0]}"
-    for role, spec in list(out.items()):
+    trained = list(out.items())
+    for role, spec in trained:
         if role == ref:
             continue
         paired = role == "teacher"
@@ -95,6 +97,10 @@ def model_passes(cfg: ExperimentConfig) -> dict[str, PassSpec]:
             reference="student" if paired else "",
             filtered=spec.filtered,
         )
+    if c.measure.every_steps:  # each kept snapshot measured on the subset
+        for role, spec in trained:
+            if not spec.filtered:
+                out[f"steps_{role}"] = PassSpec("measure", spec.model, subset=True)
     return out
 
 
@@ -196,10 +202,11 @@ def _work(cfg: ExperimentConfig, spec: PassSpec) -> tuple[int, int]:
     """(optimizer steps, examples) of a pass; the filtered set is at most D."""
     n = cfg.data.n_examples
     if spec.kind == "measure":
-        return 0, n
+        return 0, min(n, cfg.measure.subset) if spec.subset else n
     sec = _section(cfg, spec.section)
     g = sec.batch_size * cfg.launch.grad_accum(sec) * cfg.launch.world_size
-    return sec.epochs * (n // g), n
+    per_epoch = n // g if sec.drop_last else -(-n // g)  # every example every epoch
+    return sec.epochs * per_epoch, n
 
 
 def _variants(cfg: ExperimentConfig, spec: PassSpec, gpus: int, nodes: int) -> Iterator[str]:
@@ -339,6 +346,8 @@ def estimate_stages(
                 est.steps, est.examples = _work(cfg, spec)
                 if spec.filtered:
                     est.note = "examples and steps at most these (the filtered set)"
+                if spec.subset:
+                    est.note = "per kept snapshot (measure.every_steps)"
                 if not est.fits:
                     est.suggestion = _suggest(cfg, spec, shapes, budget, gpus_per_node, nodes)
             else:

@@ -345,7 +345,12 @@ def steps_stage(cfg: ExperimentConfig, role: str) -> StageFn:
                 role=role,
             )
             out = _measure(
-                ctx, cfg, snap, lay.steps_subset, lay.measure_steps(role) / f"{snap.name}.parquet", kw
+                ctx,
+                cfg,
+                snap,
+                lay.steps_subset,
+                lay.measure_steps(role) / f"{snap.name}.parquet",
+                kw,
             )
             rows.append({"step": step, **_rate(out)})
         write_json_atomic(lay.steps_summary(role), {"role": role, "steps": rows})
