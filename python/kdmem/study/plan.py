@@ -360,6 +360,24 @@ def _gib(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**30:.1f}"
 
 
+def _size(n: int) -> str:
+    """Bytes as G / M / K (binary units)."""
+    if n == 0:
+        return "0"
+    for unit, scale in (("G", 2**30), ("M", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return f"{n / 2**10:.0f}K"
+
+
+def _count(n: int) -> str:
+    """Parameters as B / M / K."""
+    for unit, scale in (("B", 10**9), ("M", 10**6)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}" if unit == "B" else f"{n / scale:.0f}{unit}"
+    return f"{n / 10**3:.0f}K"
+
+
 def format_plan(
     ests: list[StageEstimate], cfg: ExperimentConfig, devices: Devices, gpus: int, nodes: int
 ) -> Iterator[str]:
@@ -373,7 +391,7 @@ def format_plan(
         + f"; fits = estimate <= {FIT_FRACTION:.0%} of that"
     )
     yield (
-        f"{'action':7s} {'stage':36s} {'params':>8s} {'GiB/GPU':>8s} {'weights':>7s} "
+        f"{'action':7s} {'stage':36s} {'params':>8s} {'per GPU':>8s} {'weights':>7s} "
         f"{'grads':>6s} {'AdamW':>6s} {'activ':>6s} {'teacher':>7s} {'fits':>4s} "
         f"{'steps':>8s} {'examples':>9s}  why"
     )
@@ -385,9 +403,9 @@ def format_plan(
             )
         else:
             cols = (
-                f"{(e.params or 0) / 1e6:7.0f}M {_gib(b.total):>8s} {_gib(b.weights):>7s} "
-                f"{_gib(b.grads):>6s} {_gib(b.optimizer):>6s} {_gib(b.activations):>6s} "
-                f"{_gib(b.teacher):>7s} {'yes' if e.fits else 'NO':>4s} {e.steps or 0:8d} "
+                f"{_count(e.params or 0):>8s} {_size(b.total):>8s} {_size(b.weights):>7s} "
+                f"{_size(b.grads):>6s} {_size(b.optimizer):>6s} {_size(b.activations):>6s} "
+                f"{_size(b.teacher):>7s} {'yes' if e.fits else 'NO':>4s} {e.steps or 0:8d} "
                 f"{e.examples or 0:9d}"
             )
         yield f"{e.action:7s} {e.name:36s} {cols}  {e.reason}" + (
@@ -396,7 +414,7 @@ def format_plan(
     for e in ests:
         if e.fits is False:
             fix = e.suggestion or "no [launch] change within the given devices; more GPUs"
-            yield f"does not fit: {e.name}: {_gib(e.bytes_per_gpu)} GiB per device; try: {fix}"
+            yield f"does not fit: {e.name}: {_size(e.bytes_per_gpu or 0)} per device; try: {fix}"
     notes = sorted({e.note for e in ests if e.note and e.bytes is None})
     for n in notes:
         yield f"note: memory not estimated: {n}"
