@@ -54,7 +54,7 @@ case "$PART" in
     else
       # One GPU: FSDP has nothing to shard (the bench says so); with N GPUs add --kdmem-procs N.
       SIZE=(--preset pythia --steps 12 --batch 8 --seq 256)
-      PLAN=(--cases tiny,100m)
+      PLAN=(--cases "tiny,100m")
     fi
     # Soft KD, bf16 autocast over fp32 master weights, teacher in bf16 under teacher_shard fsdp:
     # tokens/s and peak memory vs TRL's GKD trainer (goal >= 1.2x at <= 0.6x memory), and the
