@@ -2,10 +2,11 @@
 
 * the whole tiny study with ``launch.nproc_per_node = 2`` against one process with doubled
   ``grad_accum`` (the same global batch): every stage completes, every model's memorization
-  labels are identical, weights agree to 1e-5;
+  labels are identical, so are the teacher's generations for hard KD, weights agree to 1e-5;
 * one rank killed with SIGKILL mid-training: ``kdmem run`` ends with one line naming the
   stage, the rank and its log, and rerunning it finishes with the weights of an
-  uninterrupted run;
+  uninterrupted run; a rank killed mid-measurement leaves its finished chunks, which the
+  rerun keeps (it computes only the others);
 * the Slurm jobs of ``--emit-slurm``, run by a fake ``sbatch`` / ``srun`` in dependency
   order on this machine, produce the run directory of ``kdmem run``.
 """
@@ -108,6 +109,12 @@ def test_two_gloo_processes_match_one_with_doubled_accumulation(
         assert diff < 1e-5, (role, diff)
     roles = _same_labels(one_process, two)
     assert "teacher.parquet" in roles and "baseline_seed0.parquet" in roles
+    # the teacher's generations for hard KD (split over the 2 ranks): the same tokens (the
+    # directory is named after the teacher's hash, which the last float bits change)
+    gens = [sorted((rd / "generations").glob("*/generations.parquet")) for rd in (one_process, two)]
+    assert [len(g) for g in gens] == [1, 1]
+    ga, gb = (pq.read_table(g[0]).replace_schema_metadata(None) for g in gens)
+    assert ga.num_rows == TINY.n_examples and ga.equals(gb)
 
 
 def _rank1_of(proc: subprocess.Popen[str]) -> psutil.Process | None:
@@ -159,6 +166,66 @@ def test_a_rank_killed_mid_training_resumes_to_the_same_weights(tiny: Path) -> N
         tiny / "uninterrupted" / "models" / "teacher", rd / "models" / "teacher"
     )
     assert diff == 0.0, diff
+
+
+CHUNK_HOOK = """
+import os
+if os.environ.get("KDMEM_TEST_CHUNKS"):  # loaded by every process of the launch (sitecustomize)
+    import signal
+    from kdmem.measure.chunks import ChunkedRun
+    _write = ChunkedRun.write_chunk
+    def write_chunk(self, k, table, meta):
+        _write(self, k, table, meta)
+        with open(os.environ["KDMEM_TEST_CHUNKS"], "a") as f:
+            f.write(f"{k}\\n")
+        if os.environ.get("RANK") == os.environ.get("KDMEM_TEST_KILL_RANK"):
+            os.kill(os.getpid(), signal.SIGKILL)  # after its first chunk
+    ChunkedRun.write_chunk = write_chunk
+"""
+
+
+def test_a_rank_killed_mid_measurement_leaves_chunks_the_rerun_reuses(
+    tiny: Path, one_process: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``kdmem measure`` on 2 ranks as ``kdmem run`` launches it; rank 1 is SIGKILLed after
+    its first chunk. The rerun computes only the chunks that were not written, and the table
+    equals the study's own (one process) measurement of the same model."""
+    import tomllib
+
+    from kdmem.errors import LaunchFailedError
+    from kdmem.launch.torchrun import PassLauncher
+
+    data = tomllib.loads((tiny / "tiny.toml").read_text())["data"]
+    hook, rd = tiny / "chunk_hook", tiny / "measure_killed"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(CHUNK_HOOK)
+    written = tiny / "chunks.txt"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("KDMEM_TEST_CHUNKS", str(written))
+    monkeypatch.setenv("KDMEM_TEST_KILL_RANK", "1")
+    out = rd / "teacher.parquet"
+    argv = ["measure", "--model", str(one_process / "models" / "teacher"),
+            "--data", str(one_process / "data" / "study.parquet"), "--out", str(out),
+            "--prefix", str(data["prefix"]), "--suffix", str(data["suffix"]),
+            "--chunk-size", "8", "--device", "cpu", "--role", "teacher"]  # fmt: skip
+    launcher = PassLauncher(nproc_per_node=2)
+    with pytest.raises(LaunchFailedError, match=r"rank 1 of 2 failed \(killed by SIGKILL\)"):
+        launcher.run(rd, "measure_teacher", argv, log=lambda _m: None)
+    left = {
+        int(p.stem.removeprefix("chunk-"))
+        for p in (rd / ".teacher.parquet.parts").glob("chunk-*.parquet")
+    }
+    assert 1 in left and not out.exists()  # rank 1's first chunk is kept
+    assert {int(k) for k in written.read_text().split()} <= left  # (rank 0 may be stopped between)
+    written.unlink()
+    monkeypatch.setenv("KDMEM_TEST_KILL_RANK", "none")
+    launcher.run(rd, "measure_teacher", argv, log=lambda _m: None)
+    again = {int(k) for k in written.read_text().split()}
+    print(f"chunks kept after the kill: {sorted(left)}; recomputed: {sorted(again)}")
+    assert again.isdisjoint(left) and again | left == set(range(-(-TINY.n_examples // 8)))
+    a, b = pq.read_table(one_process / "measure" / "teacher.parquet"), pq.read_table(out)
+    for col in ("example_id", "memorized", "first_mismatch"):
+        assert a.column(col).equals(b.column(col)), col
 
 
 FAKE_SBATCH = r'''#!PYTHON
