@@ -151,7 +151,7 @@ run_tests() {
   say "actionlint (.github/workflows, shellcheck on run: steps) and zizmor (offline)"
   PATH=$VENV/bin:$PATH "$VENV/bin/actionlint"
   "$VENV/bin/zizmor" --offline --quiet .github/workflows
-  "$VENV/bin/shellcheck" dev.sh .ci/run
+  "$VENV/bin/shellcheck" dev.sh .ci/run benches/device_check.sh
   say "cargo fmt --check"
   cargo fmt --all --check
   say "cargo clippy -D warnings"

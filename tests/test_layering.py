@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"kdmem"},  # the package root: re-exports the public API (kdmem.Index lazily)
     {"demo"},
     {"study", "doctor"},
-    {"train", "analysis"},
+    {"train", "analysis", "launch"},
     {"measure"},
     {"corpus"},
     {"models", "pipeline"},

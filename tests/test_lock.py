@@ -78,3 +78,33 @@ def test_writers_of_different_outputs_do_not_exclude_each_other(tmp_path: Path) 
             pass
     finally:
         _stop(proc)
+
+
+def test_one_stage_jobs_lock_their_stage_not_the_run_directory(tmp_path: Path) -> None:
+    """``kdmem run --stage NAME`` (a Slurm job) holds only its stage's lock: jobs of other
+    stages of the run directory go ahead, a second job of the same stage and a whole run
+    reaching that stage are refused before the stage runs."""
+    run = tmp_path / "run"
+    ran: list[str] = []
+
+    def work(ctx):  # type: ignore[no-untyped-def]
+        ran.append(ctx.stage)
+        (ctx.run_dir / ctx.stage).write_text("x")
+        return {}
+
+    stages = [Stage("a", work, outputs=("a",)), Stage("b", work, outputs=("b",))]
+    proc = _holder(run / "stage-a", "output_lock")  # as a running job of stage a holds it
+    try:
+        Pipeline(run, stages, log=lambda _m: None).run(only="b")
+        assert ran == ["b"]
+        with pytest.raises(LockedError, match=rf"stage a\).*pid {proc.pid}"):
+            Pipeline(run, stages, log=lambda _m: None).run(only="a")
+        with pytest.raises(LockedError, match=rf"pid {proc.pid}"):
+            Pipeline(run, stages, log=lambda _m: None).run()
+        assert ran == ["b"]
+    finally:
+        _stop(proc)
+    manifest = Pipeline(run, stages, log=lambda _m: None).run()
+    assert ran == ["b", "a"]
+    assert {k: v["status"] for k, v in manifest["stages"].items()} == {"a": "done", "b": "done"}
+    assert not list(run.glob(".*.lock"))  # finished writers leave no lock files

@@ -46,8 +46,10 @@ __all__ = [
     "DistillConfig",
     "ExperimentConfig",
     "FinetuneConfig",
+    "LaunchSection",
     "Optim",
     "OptimConfig",
+    "SlurmSection",
     "apply_overrides",
     "config_from_dict",
     "config_hash",
@@ -55,6 +57,7 @@ __all__ = [
     "help_of",
     "load_config",
     "load_recipe",
+    "recipe_to_toml",
     "to_toml",
 ]
 
@@ -433,6 +436,89 @@ class FilterSection:
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class LaunchSection:
+    """How ``kdmem run`` starts every model pass (training, teacher generation, measurement):
+    ``python -m torch.distributed.run`` with ``nproc_per_node`` processes on each of ``nnodes``
+    nodes (one process per GPU), or in the ``kdmem run`` process itself when both are 1."""
+
+    nproc_per_node: int = opt(
+        1, "Processes (GPUs) per node of each model pass; 1 = in the kdmem run process itself."
+    )
+    nnodes: int = opt(
+        1, "Nodes per model pass; more than 1 needs a scheduler (kdmem run --emit-slurm)."
+    )
+    strategy: Distributed = opt(
+        "ddp", "How the trained model is spread over the processes: ddp (replicas) or fsdp."
+    )
+    teacher_shard: Literal["none", "fsdp", "fsdp_offload"] = opt(
+        "none",
+        "Shard the frozen teacher of soft/argmax distillation with FSDP2 (fsdp_offload: in "
+        "CPU memory between uses); needs strategy = 'fsdp'.",
+    )
+    global_batch: int = opt(
+        0,
+        "Sequences per optimizer step over all processes (0: batch_size x grad_accum x "
+        "processes); when set, each section's grad_accum = global_batch / (batch_size x "
+        "processes), so changing the process count keeps the training the same.",
+    )
+    backend: Literal["auto", "nccl", "gloo"] = opt(
+        "auto",
+        "Process-group backend: auto = NCCL on CUDA, gloo on CPU; nccl without CUDA falls "
+        "back to gloo with a warning.",
+    )
+
+    @property
+    def world_size(self) -> int:
+        """Processes of one model pass over all nodes."""
+        return self.nproc_per_node * self.nnodes
+
+    def grad_accum(self, section: Optim) -> int:
+        """The micro-batches per optimizer step of ``section`` under this launch."""
+        if not self.global_batch:
+            return section.grad_accum
+        return self.global_batch // (section.batch_size * self.world_size)
+
+    def validate(self) -> None:
+        for name in ("nproc_per_node", "nnodes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"invalid launch.{name} = {getattr(self, name)}: must be >= 1")
+        if self.global_batch < 0:
+            raise ConfigError(
+                f"invalid launch.global_batch = {self.global_batch}: must be >= 0 (0 = not fixed)"
+            )
+        if self.teacher_shard != "none" and self.strategy != "fsdp":
+            raise ConfigError(
+                f"launch.teacher_shard = {self.teacher_shard!r} needs launch.strategy = 'fsdp' "
+                f"(now {self.strategy!r}): the teacher is sharded over the student's FSDP "
+                "processes; set both, or teacher_shard = 'none'"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlurmSection:
+    """What ``kdmem run EXP.toml --emit-slurm DIR`` writes into every sbatch script."""
+
+    options: list[str] = opt_list(
+        list, 'Extra #SBATCH options of every job, e.g. ["--partition=gpu", "--time=48:00:00"].'
+    )
+    cpus_per_task: int = opt(8, "CPUs of each corpus job and of each model-pass process.")
+    array_tasks: int = opt(
+        16, "Tasks of each per-shard corpus array (task t handles the shards k = t mod tasks)."
+    )
+    rdzv_port: int = opt(29500, "torchrun rendezvous port on the first node of each model job.")
+    python: str = opt(
+        "", "Python of the kdmem install on the compute nodes (default: the emitting one)."
+    )
+
+    def validate(self) -> None:
+        for name in ("cpus_per_task", "array_tasks"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"invalid slurm.{name} = {getattr(self, name)}: must be >= 1")
+        if not 0 < self.rdzv_port < 65536:
+            raise ConfigError(f"invalid slurm.rdzv_port = {self.rdzv_port}: use 1..65535")
+
+
 def _optim(epochs: int) -> Any:
     return field(
         default_factory=lambda: Optim(epochs=epochs),
@@ -455,6 +541,8 @@ class ExperimentConfig:
     featurize: FeaturizeSection = field(default_factory=FeaturizeSection)
     predict: PredictSection = field(default_factory=PredictSection)
     filter: FilterSection = field(default_factory=FilterSection)
+    launch: LaunchSection = field(default_factory=LaunchSection)
+    slurm: SlurmSection = field(default_factory=SlurmSection)
 
     def run_dir(self) -> Path:
         return Path(self.run.dir or f"runs/{self.run.name}")
@@ -475,6 +563,31 @@ class ExperimentConfig:
         for t in self.soft.temperatures:
             if t <= 0:
                 raise ConfigError(f"invalid soft.temperatures entry {t}: temperatures are > 0")
+        self.check_global_batch()
+
+    def training_sections(self) -> dict[str, Optim]:
+        """The enabled training sections by name (teacher, baseline, soft, hard)."""
+        out: dict[str, Optim] = {"teacher": self.teacher, "baseline": self.baseline}
+        if self.soft.enabled:
+            out["soft"] = self.soft
+        if self.hard.enabled:
+            out["hard"] = self.hard
+        return out
+
+    def check_global_batch(self) -> None:
+        """``launch.global_batch`` must split evenly over every section's micro-batch and the
+        processes (one line naming the section and the numbers otherwise)."""
+        g, world = self.launch.global_batch, self.launch.world_size
+        if not g:
+            return
+        for name, sec in self.training_sections().items():
+            per_step = sec.batch_size * world
+            if g % per_step:
+                raise ConfigError(
+                    f"launch.global_batch = {g} is not a multiple of [{name}] batch_size "
+                    f"{sec.batch_size} x {world} processes = {per_step}; choose a global batch "
+                    f"that is, e.g. {max(per_step, g - g % per_step)}, or another batch_size"
+                )
 
 
 # ---- the loader -------------------------------------------------------------------------------
@@ -618,4 +731,10 @@ def _drop_none(v: Any) -> Any:
 
 def to_toml(cfg: ExperimentConfig) -> str:
     """The resolved config as TOML (``None`` values are omitted: they mean the default)."""
+    return tomli_w.dumps(_drop_none(dataclasses.asdict(cfg)))
+
+
+def recipe_to_toml(cfg: OptimConfig) -> str:
+    """A recipe config as the TOML ``kdmem train|distill --config FILE`` reads back (``None``
+    values are omitted: they mean the default)."""
     return tomli_w.dumps(_drop_none(dataclasses.asdict(cfg)))

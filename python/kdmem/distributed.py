@@ -13,6 +13,7 @@ torch is imported only when a group is needed, so single-process callers of this
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -21,12 +22,15 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = [
+    "BACKEND_ENV",
     "MEASURE_TIMEOUT",
     "TRAIN_TIMEOUT",
     "Dist",
     "close_distributed",
     "init_distributed",
     "is_main_process",
+    "nccl_available",
+    "pick_backend",
     "pick_device",
     "shutdown",
 ]
@@ -82,6 +86,32 @@ def pick_device(device: str | None, local_rank: int = 0) -> str:
     return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
 
 
+BACKEND_ENV = "KDMEM_DIST_BACKEND"
+
+
+def pick_backend(use_cuda: bool, requested: str | None = None) -> str:
+    """The process-group backend: ``requested`` (default: ``$KDMEM_DIST_BACKEND``, which
+    ``kdmem run`` sets from ``launch.backend``) or ``auto``: NCCL on CUDA, gloo on CPU.
+    NCCL without CUDA (or a torch built without it) falls back to gloo with a warning."""
+    want = requested or os.environ.get(BACKEND_ENV, "auto")
+    if want == "gloo":
+        return "gloo"
+    if want == "nccl" and not (use_cuda and nccl_available()):
+        warnings.warn(
+            "kdmem: NCCL needs CUDA devices and a torch built with NCCL, and this process "
+            "computes on cpu: using gloo instead",
+            stacklevel=2,
+        )
+        return "gloo"
+    return "nccl" if use_cuda else "gloo"
+
+
+def nccl_available() -> bool:
+    import torch.distributed as dist
+
+    return bool(dist.is_available() and dist.is_nccl_available())
+
+
 def init_distributed(device: str | None, *, timeout: timedelta) -> Dist:
     """Join (or create) the process group when ``WORLD_SIZE`` > 1 and pick this rank's
     device (:func:`pick_device`). ``timeout`` bounds every collective
@@ -99,7 +129,7 @@ def init_distributed(device: str | None, *, timeout: timedelta) -> Dist:
         use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
         if use_cuda:
             torch.cuda.set_device(local)
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timeout)
+        dist.init_process_group(backend=pick_backend(use_cuda), timeout=timeout)
         here = True
     return Dist(dist.get_rank(), dist.get_world_size(), local, here, pick_device(device, local))
 

@@ -104,6 +104,14 @@ class LockedError(KdmemError, OSError):
     """Another process is writing the same output; the message names its pid."""
 
 
+class LaunchFailedError(KdmemError, RuntimeError):
+    """A process of a launched model pass (torchrun) failed; the message names the stage, the rank and its log file."""
+
+
+class DoesNotFitError(KdmemError, MemoryError):
+    """A stage's memory estimate exceeds the GPU memory; the message names the stage, the bytes and a [launch] change that fits."""
+
+
 class MissingDependencyError(KdmemError, ImportError):
     """An optional dependency is not installed; the message names the ``kdmem[extra]`` to install."""
 
@@ -112,12 +120,14 @@ __all__ = [
     "ConfigError",
     "CorruptFileError",
     "DiskFullError",
+    "DoesNotFitError",
     "EmptyCorpusError",
     "FormatVersionError",
     "InvalidArgumentError",
     "InvalidUtf8Error",
     "KdmemError",
     "KdmemIOError",
+    "LaunchFailedError",
     "LockedError",
     "MalformedRecordError",
     "MissingDependencyError",

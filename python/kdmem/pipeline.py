@@ -16,23 +16,31 @@ writes under the run directory. :class:`Pipeline` runs stages in dependency orde
   (outputs not required, up to date like ``done``), and the stages that need it ask
   :meth:`StageContext.skipped` and skip in turn.
 
-The manifest is rewritten atomically after every transition.
+The manifest is rewritten atomically after every transition, under a lock on
+``manifest.lock`` and merged with what is on disk, so stages of one run directory can run in
+separate processes at once (the jobs of ``kdmem run --emit-slurm``, each ``--stage NAME``).
+A whole run holds the run directory's write lock (:mod:`kdmem.lock`); each stage, while it
+runs, its own lock, which is all a one-stage job takes. The processes a stage launches
+(torchrun ranks running ``kdmem train|distill|measure|generate``) take no run-directory
+lock; ``kdmem measure`` and ``kdmem generate`` rank 0 take their output file's lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import platform
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdmem.errors import CorruptFileError, InvalidArgumentError
-from kdmem.lock import dir_lock
+from kdmem.errors import CorruptFileError, InvalidArgumentError, MissingStageInputError
+from kdmem.lock import dir_lock, output_lock
 from kdmem.rundir import Layout, read_manifest, write_manifest
 
 __all__ = ["Pipeline", "Stage", "StageContext", "StagePlan", "stable_hash"]
@@ -131,6 +139,26 @@ class Pipeline:
     def _write(self, manifest: dict[str, Any]) -> None:
         write_manifest(self.run_dir, manifest)
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the run directory's manifest lock (``flock``; released if the process dies)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(Layout(self.run_dir).manifest_lock, "a+b") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def _commit(self, manifest: dict[str, Any], name: str) -> None:
+        """Write stage ``name``'s record of ``manifest`` into the manifest on disk (which
+        other processes may have updated meanwhile), and refresh ``manifest`` from it."""
+        with self._locked():
+            disk = self.read_manifest()
+            disk["stages"][name] = manifest["stages"][name]
+            self._write(disk)
+        manifest["stages"] = disk["stages"]
+
     # -- planning
 
     def plan(self) -> list[StagePlan]:
@@ -170,63 +198,98 @@ class Pipeline:
 
     # -- running
 
-    def run(self, until: str | None = None) -> dict[str, Any]:
-        """Run every stage that is not up to date (up to and including ``until``), holding
-        the run directory's write lock (a second ``kdmem run`` on it fails at once)."""
-        with dir_lock(self.run_dir, "kdmem run"):
-            return self._run(until)
+    def run(self, until: str | None = None, only: str | None = None) -> dict[str, Any]:
+        """Run every stage that is not up to date (up to and including ``until``), or only
+        stage ``only``, whose dependencies must then be up to date already (one job of a
+        scheduler; :class:`~kdmem.errors.MissingStageInputError` names the one that is not).
 
-    def _run(self, until: str | None) -> dict[str, Any]:
+        A whole run holds the run directory's write lock (a second ``kdmem run`` on it fails
+        at once). Every stage, while it runs, also holds its own lock (``.stage-NAME.lock``):
+        a one-stage run (``only``) takes that one alone, so the jobs of different stages of
+        one run directory run at once while two writers of the same stage, or a one-stage
+        job and a whole run reaching that stage, exclude each other
+        (:class:`~kdmem.errors.LockedError`)."""
+        if only is not None:
+            with self._stage_lock(only):
+                return self._run(until, only)
+        with dir_lock(self.run_dir, "kdmem run"):
+            return self._run(until, None)
+
+    def _stage_lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        return output_lock(self.run_dir / f"stage-{name}", f"kdmem run (stage {name})")
+
+    def _run(self, until: str | None, only: str | None) -> dict[str, Any]:
         manifest = self.read_manifest()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        for p in self.plan():
+        plans = self.plan()
+        if only is not None:
+            by_name = {p.stage.name: p for p in plans}
+            if only not in by_name:
+                raise InvalidArgumentError(
+                    f"no stage {only!r} in this experiment; stages: {', '.join(by_name)}"
+                )
+            for d in by_name[only].stage.deps:
+                if by_name[d].action != "skip":
+                    raise MissingStageInputError(
+                        f"stage {only} needs stage {d}, which is not done "
+                        f"({by_name[d].reason}); run it first (its job, or kdmem run --until {d})"
+                    )
+            plans = [by_name[only]]
+        for p in plans:
             s = p.stage
             if p.action == "skip":
                 self.log(f"[{s.name}] up to date")
             else:
-                if p.action == "rerun":
-                    self.log(f"[{s.name}] {p.reason}: removing its outputs and rerunning")
-                    for o in (*s.outputs, *s.scratch):
-                        target = self.run_dir / o
-                        if target.is_dir():
-                            shutil.rmtree(target)
-                        elif target.exists():
-                            target.unlink()
-                else:
-                    self.log(f"[{s.name}] running ({p.reason})")
-                manifest["stages"][s.name] = {
-                    "status": "running",
-                    "hash": p.hash,
-                    "deps": list(s.deps),
-                    "seed": s.seed,
-                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                }
-                self._write(manifest)
-                t0 = time.perf_counter()
-                ctx = StageContext(self.run_dir, s.config, s.name, self.log, manifest)
-                metrics = dict(s.run(ctx) or {})
-                wall = time.perf_counter() - t0
-                skipped = "skipped" in metrics
-                missing = [o for o in s.outputs if not (self.run_dir / o).exists()]
-                if skipped:
-                    missing = []
-                if missing:
-                    raise CorruptFileError(
-                        f"stage {s.name} finished without writing {missing}; this is a kdmem "
-                        "bug: please report it with the run directory's manifest.json"
-                    )
-                manifest["stages"][s.name].update(
-                    status="skipped" if skipped else "done",
-                    wall_s=round(wall, 3),
-                    metrics=dict(metrics),
-                    outputs=list(s.outputs),
-                    versions={"python": platform.python_version(), **self.versions},
-                )
-                self._write(manifest)
-                if skipped:
-                    self.log(f"[{s.name}] skipped: {metrics['skipped']}")
-                else:
-                    self.log(f"[{s.name}] done in {wall:.1f}s")
+                # the one-stage run holds this stage's lock already
+                with contextlib.nullcontext() if only is not None else self._stage_lock(s.name):
+                    self._run_stage(p, manifest)
             if until is not None and s.name == until:
                 break
         return manifest
+
+    def _run_stage(self, p: StagePlan, manifest: dict[str, Any]) -> None:
+        """Run one stage that is not up to date and record it in ``manifest``."""
+        s = p.stage
+        if p.action == "rerun":
+            self.log(f"[{s.name}] {p.reason}: removing its outputs and rerunning")
+            for o in (*s.outputs, *s.scratch):
+                target = self.run_dir / o
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+        else:
+            self.log(f"[{s.name}] running ({p.reason})")
+        manifest["stages"][s.name] = {
+            "status": "running",
+            "hash": p.hash,
+            "deps": list(s.deps),
+            "seed": s.seed,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        self._commit(manifest, s.name)
+        t0 = time.perf_counter()
+        ctx = StageContext(self.run_dir, s.config, s.name, self.log, manifest)
+        metrics = dict(s.run(ctx) or {})
+        wall = time.perf_counter() - t0
+        skipped = "skipped" in metrics
+        missing = [o for o in s.outputs if not (self.run_dir / o).exists()]
+        if skipped:
+            missing = []
+        if missing:
+            raise CorruptFileError(
+                f"stage {s.name} finished without writing {missing}; this is a kdmem "
+                "bug: please report it with the run directory's manifest.json"
+            )
+        manifest["stages"][s.name].update(
+            status="skipped" if skipped else "done",
+            wall_s=round(wall, 3),
+            metrics=dict(metrics),
+            outputs=list(s.outputs),
+            versions={"python": platform.python_version(), **self.versions},
+        )
+        self._commit(manifest, s.name)
+        if skipped:
+            self.log(f"[{s.name}] skipped: {metrics['skipped']}")
+        else:
+            self.log(f"[{s.name}] done in {wall:.1f}s")

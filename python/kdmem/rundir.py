@@ -23,6 +23,9 @@ A run directory is the only state of an experiment::
     sets/sets.json           set algebra of T, B, S
     filter/                  flagged.json, filter.json (pre-filtering experiment)
     report/                  index.html, summary.json, figures
+    logs/<stage>/            per-rank logs of stages launched with torchrun ([launch])
+    launch/<stage>.toml      the resolved recipe config a launched training stage ran
+    parts/<stage>/           per-shard partial results of a Slurm array (--emit-slurm)
     corpus/, bases/          inputs that ``kdmem demo`` builds
 
 :class:`Layout` gives every path; ``Layout(".")``-relative paths (:data:`REL`) name stage
@@ -90,6 +93,11 @@ class Layout:
     @property
     def manifest(self) -> Path:
         return self._p("manifest.json")
+
+    @property
+    def manifest_lock(self) -> Path:
+        """Held while a process updates the manifest (kdmem.pipeline)."""
+        return self._p("manifest.lock")
 
     # -- corpus and study set
     @property
@@ -220,6 +228,19 @@ class Layout:
     @property
     def report_summary(self) -> Path:
         return self._p("report", "summary.json")
+
+    # -- launched model passes and cluster runs (kdmem.launch)
+    def logs(self, stage: str) -> Path:
+        """Per-rank logs of a launched stage: ``rank<R>.log`` and ``launcher.log``."""
+        return self._p("logs", stage)
+
+    def launch_recipe(self, stage: str) -> Path:
+        """The resolved recipe config a launched training stage passes to ``kdmem train|distill``."""
+        return self._p("launch", f"{stage}.toml")
+
+    def parts(self, stage: str) -> Path:
+        """Per-shard partial results of a corpus stage run as a Slurm array."""
+        return self._p("parts", stage)
 
     # -- what `kdmem demo` builds before the study
     def corpus(self, name: str) -> Path:

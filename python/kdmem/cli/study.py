@@ -30,14 +30,72 @@ def doctor() -> None:
     "--run-dir", type=click.Path(file_okay=False), help="Default: run.dir, else runs/<run.name>."
 )
 @click.option("--until", help="Stop after this stage (e.g. measure_teacher).")
-@click.option("--plan", is_flag=True, help="Print what would run and why, then exit.")
+@click.option(
+    "--plan",
+    is_flag=True,
+    help="Print what would run and why, and per model pass its parameters, bytes per GPU "
+    "(weights, gradients, AdamW, activations, teacher), whether it fits, the [launch] change "
+    "that would, and its steps and examples; then exit. Reads model configs only.",
+)
+@click.option(
+    "--gpus-per-node",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --plan: GPUs per node (default: the visible ones).",
+)
+@click.option(
+    "--gpu-mem",
+    default=None,
+    help="With --plan: memory per GPU, e.g. 80GB (GB = GiB here; default: the visible GPUs', "
+    "or the RAM without one).",
+)
+@click.option(
+    "--nodes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --plan: nodes available (default: launch.nnodes).",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --plan: one JSON object.")
+@click.option(
+    "--emit-slurm",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write the stage graph as sbatch scripts plus submit.sh into this directory, then exit.",
+)
+@click.option("--force", is_flag=True, help="With --emit-slurm: write into a non-empty directory.")
+@click.option(
+    "--stage",
+    default=None,
+    help="Run only this stage (its inputs must be done): what each --emit-slurm job runs.",
+)
+@click.option(
+    "--launcher",
+    type=click.Choice(["local", "srun"]),
+    default="local",
+    show_default=True,
+    help="How model passes start: torchrun on this node, or srun torchrun on every node of "
+    "the Slurm allocation (the --emit-slurm jobs).",
+)
 def run_cmd(
-    config: str, overrides: tuple[str, ...], run_dir: str | None, until: str | None, plan: bool
+    config: str,
+    overrides: tuple[str, ...],
+    run_dir: str | None,
+    until: str | None,
+    plan: bool,
+    gpus_per_node: int | None,
+    gpu_mem: str | None,
+    nodes: int | None,
+    as_json: bool,
+    emit_slurm: str | None,
+    force: bool,
+    stage: str | None,
+    launcher: str,
 ) -> None:
     """Run (or resume) every stage of an experiment config, with section.key=value OVERRIDES.
 
     Stages whose config and inputs are unchanged are skipped; a killed run resumes where it
-    stopped; changing one key re-runs only the stages that depend on it."""
+    stopped; changing one key re-runs only the stages that depend on it. Model passes start
+    on the [launch] processes (torchrun; docs/scaleout.md)."""
     from kdmem.config import load_config
 
     cfg = load_config(config, list(overrides))
@@ -45,17 +103,66 @@ def run_cmd(
     if not rd.resolve().is_relative_to(Path.cwd().resolve()):
         click.echo(f"kdmem: run directory {rd.resolve()} (outside the working directory)", err=True)
     if plan:
-        from kdmem.study import plan_experiment
+        _print_plan(cfg, rd, gpus_per_node, gpu_mem, nodes, as_json)
+        return
+    if emit_slurm:
+        from kdmem.study import build_stages
+        from kdmem.study.slurm import emit_slurm as emit
 
-        for p in plan_experiment(cfg, rd):
-            click.echo(f"{p.action:7s} {p.stage.name:32s} {p.reason}")
+        path = emit(cfg, build_stages(cfg), rd, emit_slurm, force=force)
+        click.echo(f"kdmem: wrote the Slurm jobs of {rd}; submit them with: bash {path}", err=True)
         return
     quiet_transformers()
     from kdmem.study import run_experiment
 
-    run_experiment(cfg, rd, until=until, log=lambda m: click.echo(m, err=True))
-    if Layout(rd).report_index.exists():
+    run_experiment(
+        cfg, rd, until=until, log=lambda m: click.echo(m, err=True), only=stage, launcher=launcher
+    )
+    if Layout(rd).report_index.exists() and stage is None:
         click.echo(f"report: {Layout(rd).report_index}")
+
+
+def parse_gib(value: str) -> int:
+    """``80GB``, ``80GiB``, ``80G`` or ``80`` as bytes (GiB: what nvidia-smi's MiB add up to)."""
+    v = value.strip().upper().removesuffix("B").removesuffix("I").removesuffix("G").strip()
+    try:
+        n = float(v)
+    except ValueError:
+        n = -1.0
+    if not n > 0:
+        raise click.BadParameter(f"{value!r}: give the memory per GPU, e.g. 80GB")
+    return int(n * 2**30)
+
+
+def _print_plan(
+    cfg: Any,
+    rd: Path,
+    gpus_per_node: int | None,
+    gpu_mem: str | None,
+    nodes: int | None,
+    as_json: bool,
+) -> None:
+    from kdmem.launch import Devices, visible_devices
+    from kdmem.study import plan_experiment
+    from kdmem.study.plan import estimate_stages, format_plan, plan_json
+
+    quiet_transformers()
+    seen = visible_devices(cfg.run.device)
+    if gpu_mem is not None:
+        count = gpus_per_node or (seen.count if seen.kind == "cuda" else 0)
+        devices = Devices("cuda", count or cfg.launch.nproc_per_node, parse_gib(gpu_mem), "given")
+    elif seen.kind == "cuda" and seen.count:
+        devices = Devices("cuda", gpus_per_node or seen.count, seen.memory, seen.name)
+    else:
+        devices = seen
+    gpus = gpus_per_node or (devices.count if devices.kind == "cuda" else cfg.launch.nproc_per_node)
+    n = nodes or cfg.launch.nnodes
+    ests = estimate_stages(cfg, plan_experiment(cfg, rd), devices, gpus_per_node=gpus, nodes=n)
+    if as_json:
+        click.echo(json.dumps(plan_json(ests, cfg, devices, gpus, n), indent=2))
+    else:
+        for line in format_plan(ests, cfg, devices, gpus, n):
+            click.echo(line)
 
 
 @main.command()

@@ -28,9 +28,11 @@ from typing import Any
 
 from kdmem.atomic import write_bytes_atomic
 from kdmem.config import ExperimentConfig, to_toml
+from kdmem.launch import check_launch, launcher_mode, visible_devices
 from kdmem.pipeline import Pipeline, Stage, StagePlan
 from kdmem.rundir import REL, Layout
 from kdmem.study import stages as stage_fns
+from kdmem.study.plan import check_fits, model_passes
 from kdmem.study.stages import StageFn
 
 __all__ = ["build_stages", "plan_experiment", "run_experiment"]
@@ -43,6 +45,22 @@ def _asdict(x: Any) -> Any:
 
 
 # ---- the graph -------------------------------------------------------------------------------
+
+
+def _launch_key(c: ExperimentConfig, section: Any) -> dict[str, Any]:
+    """What ``[launch]`` changes in a training stage's result: its global batch, recorded
+    only when the launch is not the default one process (so runs made before ``[launch]``
+    keep their fingerprint). Strategy and process count change floats only (to 1e-5)."""
+    la = c.launch
+    if la.world_size == 1 and not la.global_batch:
+        return {}
+    sec = _asdict(section)
+    accum = (
+        la.global_batch // (sec["batch_size"] * la.world_size)
+        if la.global_batch
+        else (sec["grad_accum"])
+    )
+    return {"global_batch": sec["batch_size"] * accum * la.world_size}
 
 
 def build_stages(cfg: ExperimentConfig, before: list[Stage] | None = None) -> list[Stage]:
@@ -110,7 +128,12 @@ def build_stages(cfg: ExperimentConfig, before: list[Stage] | None = None) -> li
             Stage(
                 role,
                 fn,
-                {"section": _asdict(section), "models": _asdict(c.models), **train_env},
+                {
+                    "section": _asdict(section),
+                    "models": _asdict(c.models),
+                    **train_env,
+                    **_launch_key(c, section),
+                },
                 deps,
                 model_outputs(role),
                 seed=seed,
@@ -238,7 +261,12 @@ def build_stages(cfg: ExperimentConfig, before: list[Stage] | None = None) -> li
             Stage(
                 role,
                 stage_fns.distill_stage(c, role, "soft", s0, c.soft.temperature, filtered=True),
-                {"section": _asdict(c.soft), "models": _asdict(c.models), **train_env},
+                {
+                    "section": _asdict(c.soft),
+                    "models": _asdict(c.models),
+                    **train_env,
+                    **_launch_key(c, c.soft),
+                },
                 ("filter_flag", "teacher"),
                 model_outputs(role),
                 seed=s0,
@@ -283,12 +311,31 @@ def run_experiment(
     until: str | None = None,
     before: list[Stage] | None = None,
     log: Callable[[str], None] = print,
+    only: str | None = None,
+    launcher: str = "local",
 ) -> dict[str, Any]:
-    """Run (or resume) every stage of ``cfg`` (after ``before``); returns the manifest."""
+    """Run (or resume) every stage of ``cfg`` (after ``before``); returns the manifest.
+
+    Before the first stage, ``[launch]`` is checked against this machine (processes per
+    node vs visible devices, the backend) and every model pass that would run against the
+    device memory (:func:`kdmem.study.plan.check_fits`). ``only``: run just that stage (its
+    dependencies must be done), as one job of ``--emit-slurm``; ``launcher``: ``local``
+    (torchrun on this node) or ``srun`` (torchrun on every node of the Slurm allocation)."""
     rd = Path(run_dir) if run_dir is not None else cfg.run_dir()
+    passes_here = only is None or only in model_passes(cfg)  # a CPU job checks no devices
+    backend = check_launch(cfg, multinode_ok=launcher == "srun", check_devices=passes_here, log=log)
     rd.mkdir(parents=True, exist_ok=True)
+    pipeline = Pipeline(rd, build_stages(cfg, before), log=log)
+    plans = pipeline.plan()
+    if only is not None:
+        plans = [p for p in plans if p.stage.name == only]
+    if passes_here and any(p.action != "skip" for p in plans):
+        devices = visible_devices(cfg.run.device)
+        if devices.count:
+            check_fits(cfg, plans, devices, log=log)
     write_bytes_atomic(Layout(rd).config, to_toml(cfg).encode("utf-8"))
-    return Pipeline(rd, build_stages(cfg, before), log=log).run(until=until)
+    with launcher_mode(launcher, backend):
+        return pipeline.run(until=until, only=only)
 
 
 def plan_experiment(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> list[StagePlan]:

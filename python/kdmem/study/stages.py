@@ -17,19 +17,29 @@ from kdmem.analysis.predictor import CORPUS_FEATURES, run_predict
 from kdmem.analysis.report import build_report
 from kdmem.analysis.sets import analyze_sets, write_sets
 from kdmem.analysis.tables import RunDir
-from kdmem.atomic import write_json_atomic
-from kdmem.config import DistillConfig, ExperimentConfig, FinetuneConfig, Optim, config_from_dict
+from kdmem.atomic import write_bytes_atomic, write_json_atomic
+from kdmem.config import (
+    DistillConfig,
+    ExperimentConfig,
+    FinetuneConfig,
+    Optim,
+    OptimConfig,
+    config_from_dict,
+    recipe_to_toml,
+)
 from kdmem.corpus.examples import (
     load_examples,
     sample_study_set,
     write_example_texts,
     write_examples,
 )
-from kdmem.corpus.featurize import featurize
+from kdmem.corpus.fanout import read_parts
+from kdmem.corpus.featurize import PARTIAL_FORMAT, featurize, featurize_merge, partial_meta
 from kdmem.corpus.index import build_index
 from kdmem.corpus.shard import shard_corpus
-from kdmem.errors import NoPositiveExamplesError
+from kdmem.errors import NoPositiveExamplesError, StudySetMismatchError
 from kdmem.identity import tokenizer_hash
+from kdmem.launch import launcher_for
 from kdmem.measure import measure
 from kdmem.models.tokenizer import load_tokenizer
 from kdmem.pipeline import StageContext
@@ -135,10 +145,13 @@ def _recipe_fields(
 ) -> dict[str, Any]:
     """The recipe config fields a study section sets: every :class:`Optim` field, plus the
     run's precision and device, the seed and the study's sequence length; ``seeded`` runs
-    (baselines, students) also take ``run.seed_init``."""
+    (baselines, students) also take ``run.seed_init``; from ``[launch]`` the strategy and
+    (with ``launch.global_batch``) the accumulation."""
     optim = {f.name: getattr(section, f.name) for f in dataclasses.fields(Optim)}
     return {
         **optim,
+        "grad_accum": cfg.launch.grad_accum(section),
+        "distributed": cfg.launch.strategy,
         "precision": cfg.run.precision,
         "seed": seed,
         "seed_init": cfg.run.seed_init if seeded else "none",
@@ -146,6 +159,27 @@ def _recipe_fields(
         "device": cfg.run.device,
         "seq_len": cfg.data.seq_len,
     }
+
+
+def _train(
+    ctx: StageContext,
+    cfg: ExperimentConfig,
+    recipe: OptimConfig,
+    command: str,
+    fn: Callable[..., dict[str, Any]],
+) -> dict[str, Any]:
+    """Run a training recipe: in this process (one process in ``[launch]``), or written to
+    ``RUN/launch/<stage>.toml`` and launched as ``kdmem train|distill --config FILE`` on
+    every rank (:mod:`kdmem.launch.torchrun`). Returns the model's ``kdmem.json``."""
+    launcher = launcher_for(cfg)
+    if launcher.in_process:
+        return fn(recipe, log=ctx.log)
+    path = ctx.layout.launch_recipe(ctx.stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, recipe_to_toml(recipe).encode("utf-8"))
+    launcher.run(ctx.run_dir, ctx.stage, [command, "--config", str(path)], ctx.log)
+    info: dict[str, Any] = json.loads((Path(recipe.out) / "kdmem.json").read_text("utf-8"))
+    return info
 
 
 def finetune_stage(cfg: ExperimentConfig, role: str, kind: str, seed: int) -> StageFn:
@@ -163,7 +197,7 @@ def finetune_stage(cfg: ExperimentConfig, role: str, kind: str, seed: int) -> St
                 **_recipe_fields(cfg, section, seed, seeded=kind != "teacher"),
             },
         )
-        info = finetune(tcfg, log=ctx.log)
+        info = _train(ctx, cfg, tcfg, "train", finetune)
         _validation_json(lay, role)
         return {"model_hash": info.get("model_hash", "")}
 
@@ -203,9 +237,10 @@ def distill_stage(
                 "out": str(lay.model(role)),
                 **extra,
                 **_recipe_fields(cfg, section, seed),
+                "teacher_shard": cfg.launch.teacher_shard,
             },
         )
-        info = distill(dcfg, log=ctx.log)
+        info = _train(ctx, cfg, dcfg, "distill", distill)
         _validation_json(lay, role)
         return {"model_hash": info.get("model_hash", "")}
 
@@ -220,6 +255,31 @@ def _rate(path: Path) -> dict[str, Any]:
     return {"memorized": int(mem.sum()), "rate": float(mem.mean()) if len(mem) else 0.0}
 
 
+def _measure(
+    ctx: StageContext,
+    cfg: ExperimentConfig,
+    model: Path,
+    data: Path,
+    out: Path,
+    kw: dict[str, Any],
+) -> Path:
+    """:func:`kdmem.measure.measure` in this process (one process in ``[launch]``), or as
+    ``kdmem measure`` on every rank of a torchrun launch, each rank measuring its share of
+    the chunks (the table is the same; :mod:`kdmem.launch.torchrun`)."""
+    launcher = launcher_for(cfg)
+    if launcher.in_process:
+        return measure(model, data, out, **kw)
+    argv = ["measure", "--model", str(model), "--data", str(data), "--out", str(out)]
+    for k, v in kw.items():
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            argv += [flag] if v else []
+        elif v is not None:
+            argv += [flag, str(v)]
+    launcher.run(ctx.run_dir, ctx.stage, argv, ctx.log)
+    return out
+
+
 def measure_stage(
     cfg: ExperimentConfig, role: str, reference: str | None, after: str = ""
 ) -> StageFn:
@@ -231,10 +291,7 @@ def measure_stage(
         lay = ctx.layout
         if after and (why := ctx.skipped(after)):
             return {"skipped": why}
-        out = measure(
-            lay.model(role),
-            lay.study,
-            lay.measure(role),
+        kw: dict[str, Any] = dict(
             prefix=cfg.data.prefix,
             suffix=cfg.data.suffix,
             reference=None if reference is None else lay.model(reference),
@@ -246,6 +303,7 @@ def measure_stage(
             partial=cfg.measure.partial,
             role=role,
         )
+        out = _measure(ctx, cfg, lay.model(role), lay.study, lay.measure(role), kw)
         metrics = _rate(out)
         if reference is not None:
             metrics[reference] = _rate(lay.measure(reference))
@@ -279,15 +337,20 @@ def steps_stage(cfg: ExperimentConfig, role: str) -> StageFn:
         rows = []
         for snap in sorted(lay.model_snapshots(role).glob("step-*")):
             step = int(snap.name.removeprefix("step-"))
-            out = measure(
-                snap,
-                lay.steps_subset,
-                lay.measure_steps(role) / f"{snap.name}.parquet",
+            kw = dict(
                 prefix=cfg.data.prefix,
                 suffix=cfg.data.suffix,
                 batch_size=cfg.measure.batch_size,
                 device=cfg.run.device,
                 role=role,
+            )
+            out = _measure(
+                ctx,
+                cfg,
+                snap,
+                lay.steps_subset,
+                lay.measure_steps(role) / f"{snap.name}.parquet",
+                kw,
             )
             rows.append({"step": step, **_rate(out)})
         write_json_atomic(lay.steps_summary(role), {"role": role, "steps": rows})
@@ -297,8 +360,33 @@ def steps_stage(cfg: ExperimentConfig, role: str) -> StageFn:
 
 
 def featurize_stage(cfg: ExperimentConfig) -> StageFn:
+    """Corpus features of D. In a Slurm job (``--launcher srun``) a job array has already
+    computed them per index shard into ``RUN/parts/featurize``: merge those instead (the
+    merge checks that they cover every shard once and agree on their options)."""
+
     def run(ctx: StageContext) -> dict[str, Any]:
         lay = ctx.layout
+        if launcher_for(cfg).mode == "srun":
+            parts = read_parts(lay.parts("featurize"))
+            for t in parts:
+                meta = partial_meta(t, PARTIAL_FORMAT)
+                if (meta.get("prefix"), meta.get("suffix")) != (cfg.data.prefix, cfg.data.suffix):
+                    raise StudySetMismatchError(
+                        f"{lay.parts('featurize')} holds features for prefix {meta.get('prefix')}"
+                        f" / suffix {meta.get('suffix')}, the config says {cfg.data.prefix} / "
+                        f"{cfg.data.suffix}; rerun the featurize array job (or delete the parts)"
+                    )
+            featurize_merge(
+                lay.study,
+                parts,
+                lay.features,
+                index=lay.shards,
+                ngram=tuple(cfg.featurize.ngram),
+                exclude_self=True,
+                tokenizer=str(lay.tokenizer_json),
+                threads=cfg.run.threads,
+            )
+            return {}
         featurize(
             lay.study,
             lay.shards,
