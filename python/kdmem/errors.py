@@ -72,6 +72,11 @@ class StaleIndexError(KdmemError, ValueError):
     """A shard has no suffix-array index, or changed after it was indexed; rerun ``kdmem index``."""
 
 
+class IncompleteShardSetError(CorruptFileError):
+    """A shard set whose ``kdmem shard`` run has not finished (or whose files disagree with
+    its manifest): rerun the same command to finish it."""
+
+
 class MissingStageInputError(KdmemIOError, FileNotFoundError):
     """A stage's input file is absent; the message names the file and the command that writes it."""
 
@@ -123,6 +128,7 @@ __all__ = [
     "DoesNotFitError",
     "EmptyCorpusError",
     "FormatVersionError",
+    "IncompleteShardSetError",
     "InvalidArgumentError",
     "InvalidUtf8Error",
     "KdmemError",

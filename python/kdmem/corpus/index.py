@@ -31,7 +31,8 @@ import numpy.typing as npt
 
 from kdmem import _core
 from kdmem.corpus.fanout import map_shards
-from kdmem.errors import InvalidArgumentError, TokenRangeError
+from kdmem.errors import InvalidArgumentError, KdmemIOError, TokenRangeError
+from kdmem.lock import dir_lock, output_lock
 from kdmem.progress import Progress, Tick
 
 TokenArray = npt.ArrayLike
@@ -193,24 +194,69 @@ def build_index(
         units written; ``max_unit``: the largest unit the budget allows, in tokens).
     """
     mem = None if memory is None else parse_memory(memory)
-    if ray:
-        t0 = time.perf_counter()
-        reports = map_shards(
-            _build_task, Path(shards_dir), Path(shards_dir), threads, mem, shards=shards
-        )
-        keys = ("shards", "built", "skipped", "units", "tokens_built")
-        out: dict[str, Any] = {k: sum(r[k] for r in reports) for k in keys}
-        out.update({k: reports[0][k] for k in ("memory", "concurrency", "max_unit")})
-        return {**out, "seconds": time.perf_counter() - t0}
+    d = Path(shards_dir)
+    if not d.is_dir():
+        raise KdmemIOError(f"cannot read {d}: no such directory; pass a `kdmem shard` output")
     sel = None if shards is None else [int(k) for k in shards]
-    tick = None
-    if progress is not None:
-        n = len(sel) if sel is not None else n_shard_files(shards_dir)
+    # One writer at a time: a whole build holds the directory's lock (which `kdmem shard`
+    # holds too); a per-shard build (a Slurm array element, a Ray task) the lock of its
+    # shards only, so that per-shard builds of one directory run at once.
+    lock = (
+        dir_lock(d, "kdmem index")
+        if sel is None
+        else output_lock(d / f"shards-{'-'.join(map(str, sel[:4]))}.index", "kdmem index")
+    )
+    with lock:
+        remove_stale_temps(d)
+        if ray:
+            t0 = time.perf_counter()
+            reports = map_shards(_build_task, d, d, threads, mem, shards=shards)
+            keys = ("shards", "built", "skipped", "units", "tokens_built")
+            out: dict[str, Any] = {k: sum(r[k] for r in reports) for k in keys}
+            out.update({k: reports[0][k] for k in ("memory", "concurrency", "max_unit")})
+            return {**out, "seconds": time.perf_counter() - t0}
+        tick = None
+        if progress is not None:
+            n = len(sel) if sel is not None else n_shard_files(d)
 
-        def tick(done: int, tokens: int, _b: int, _t: int) -> None:
-            progress(Tick("index", done, n, "shards", {"tokens": f"{tokens / 1e6:.1f}M"}))
+            def tick(done: int, tokens: int, _b: int, _t: int) -> None:
+                progress(Tick("index", done, n, "shards", {"tokens": f"{tokens / 1e6:.1f}M"}))
 
-    return dict(_core.build_index(Path(shards_dir), threads, tick, sel, mem))
+        return dict(_core.build_index(d, threads, tick, sel, mem))
+
+
+STALE_AFTER_S = 600.0
+"""A unit temp file untouched this long whose writer pid is gone is removed."""
+
+
+def remove_stale_temps(shards_dir: Path, *, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove the temp files (``.NAME.tmp-PID``) of index builds that died: the writer's pid
+    is not a live process here and the file has not been written for ``older_than_s``
+    seconds (the second condition keeps the temps of writers on other hosts sharing the
+    file system). Returns what was removed."""
+    import os
+
+    removed = []
+    now = time.time()
+    for p in shards_dir.glob(".*.tmp-*"):
+        pid_text = p.name.rsplit("-", 1)[-1]
+        if not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        try:
+            os.kill(pid, 0)
+            continue  # alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, another user's
+        try:
+            if now - p.stat().st_mtime >= older_than_s:
+                p.unlink()
+                removed.append(p)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def _build_task(

@@ -24,7 +24,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from kdmem.errors import CorruptFileError, FormatVersionError, KdmemIOError
+from kdmem.errors import (
+    CorruptFileError,
+    FormatVersionError,
+    IncompleteShardSetError,
+    KdmemIOError,
+)
 
 MAGIC = b"KDMEMTOK"
 VERSION = 1
@@ -241,7 +246,7 @@ def open_shards(path: str | PathLike[str], verify: bool = False) -> ShardSet:
             f"{VERSION}; rebuild it with this kdmem or install the kdmem that wrote it"
         )
     if not manifest.get("complete"):
-        raise CorruptFileError(
+        raise IncompleteShardSetError(
             f"{path} holds an unfinished `kdmem shard` run; rerun the same command to resume it"
         )
     shards = []

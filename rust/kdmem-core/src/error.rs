@@ -99,6 +99,10 @@ pub enum Error {
         reason: String,
         dir: String,
     },
+    /// A shard set whose `kdmem shard` run has not finished, or whose files disagree with
+    /// its manifest (`shards.json`): never read as if it were the whole corpus.
+    #[error("{dir} holds an unfinished shard set: {reason}; rerun the `kdmem shard` command that wrote it to finish it")]
+    IncompleteShards { dir: String, reason: String },
     /// The caller cancelled the call (Ctrl-C). Maps to `KeyboardInterrupt` in Python.
     #[error("interrupted; rerun the same command to resume")]
     Cancelled,
@@ -121,6 +125,7 @@ impl Error {
             Error::TokenizerLoad { .. } => "TokenizerLoadError",
             Error::InvalidArgument { .. } => "InvalidArgumentError",
             Error::StaleIndex { .. } => "StaleIndexError",
+            Error::IncompleteShards { .. } => "IncompleteShardSetError",
             Error::Cancelled => "KeyboardInterrupt",
         }
     }
@@ -208,6 +213,10 @@ pub fn samples() -> Vec<Error> {
             reason: "was built from a different shard (checksum 0x1, shard has 0x2)".into(),
             dir: "corpus".into(),
         },
+        Error::IncompleteShards {
+            dir: p.display().to_string(),
+            reason: "shards.json says complete: false (4 shard(s) finished)".into(),
+        },
         Error::Cancelled,
     ];
     for e in &all {
@@ -225,6 +234,7 @@ pub fn samples() -> Vec<Error> {
             | Error::TokenizerLoad { .. }
             | Error::InvalidArgument { .. }
             | Error::StaleIndex { .. }
+            | Error::IncompleteShards { .. }
             | Error::Cancelled => {}
         }
     }

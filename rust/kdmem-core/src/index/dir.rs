@@ -306,6 +306,58 @@ fn select_shards(n: usize, shards: Option<&[usize]>) -> Result<Vec<usize>> {
     Ok(sel)
 }
 
+/// Refuse a shard set that its manifest (`shards.json`, when present) does not describe as
+/// finished and identical to the files on disk: an unfinished `kdmem shard` run, shard files
+/// added or removed by hand, or a shard whose header disagrees with its entry. O(shards),
+/// headers only (the data checksums are checked when a unit is built and by `--verify`).
+fn check_manifest(dir: &Path, facts: &[ShardFacts]) -> Result<()> {
+    let mpath = dir.join(crate::shard::manifest::MANIFEST);
+    if !mpath.exists() {
+        return Ok(()); // bare shard files (tests, hand-made sets): nothing to compare with
+    }
+    let m = crate::shard::manifest::Manifest::read(&mpath)?;
+    let incomplete = |reason: String| Error::IncompleteShards {
+        dir: dir_name(dir),
+        reason,
+    };
+    if !m.complete {
+        return Err(incomplete(format!(
+            "shards.json says complete: false ({} shard(s) finished)",
+            m.shards.len()
+        )));
+    }
+    let on_disk: Vec<String> = facts
+        .iter()
+        .map(|f| {
+            f.path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let listed: Vec<&str> = m.shards.iter().map(|s| s.name.as_str()).collect();
+    if on_disk
+        .iter()
+        .map(String::as_str)
+        .ne(listed.iter().copied())
+    {
+        return Err(incomplete(format!(
+            "its {} shard file(s) on disk are not the {} shards.json lists",
+            on_disk.len(),
+            listed.len()
+        )));
+    }
+    for (f, e) in facts.iter().zip(&m.shards) {
+        if (f.n_docs, f.n_tokens, f.checksum) != (e.n_docs, e.n_tokens, e.checksum) {
+            return Err(Error::Corrupt {
+                path: f.path.clone(),
+                reason: format!("its header disagrees with its entry in {}", mpath.display()),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The state of a directory: shard facts, unit files, the current tiling.
 struct DirState {
     paths: Vec<PathBuf>,
@@ -324,6 +376,7 @@ impl DirState {
         for p in &paths {
             facts.push(ShardFacts::of(&ShardReader::open(p)?));
         }
+        check_manifest(dir, &facts)?;
         let units = read_units(dir)?;
         let offsets = |k: usize| {
             ShardReader::open(&paths[k])

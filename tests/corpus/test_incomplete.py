@@ -1,0 +1,124 @@
+"""Incomplete is never complete (issue 16): a shard set whose `kdmem shard` run did not finish,
+or whose files are not the ones its manifest lists, is refused by every reader (index build,
+Index, featurize with --index, open_shards) with one line saying to rerun `kdmem shard`.
+Before, `kdmem index`, `featurize --index` and `kdmem.Index` went ahead on the finished
+shards without a word."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from shard_helpers import CORPUS, bpe_tokenizer, write_jsonl
+
+from kdmem import Index
+from kdmem.corpus import open_shards, shard_corpus
+from kdmem.corpus.featurize import featurize
+from kdmem.corpus.index import build_index
+from kdmem.errors import IncompleteShardSetError
+
+
+@pytest.fixture
+def shards(tmp_path: Path) -> Path:
+    src = write_jsonl(tmp_path / "c.jsonl", CORPUS * 4)
+    res = shard_corpus([src], bpe_tokenizer(), tmp_path / "s", shard_tokens=200)
+    assert res.n_shards >= 3
+    return tmp_path / "s"
+
+
+def _readers(d: Path, tmp: Path) -> list[object]:
+    """Call every reader of the set; return the exceptions they raised (None: it read)."""
+    out: list[object] = []
+    ex = tmp / "ex.jsonl"
+    ex.write_text(json.dumps({"example_id": 0, "input_ids": list(range(1, 12))}) + "\n")
+    for call in (
+        lambda: build_index(d, threads=1),
+        lambda: Index(d),
+        lambda: featurize(
+            ex, d, tmp / "f.parquet", prefix=4, suffix=6, tokenizer=str(bpe_tokenizer())
+        ),
+        lambda: open_shards(d),
+    ):
+        try:
+            call()
+            out.append(None)
+        except IncompleteShardSetError as e:
+            out.append(e)
+    return out
+
+
+def test_an_unfinished_shard_set_is_refused_by_every_reader(shards: Path, tmp_path: Path) -> None:
+    build_index(shards, threads=1)
+    m = json.loads((shards / "shards.json").read_text())
+    m["complete"] = False  # what a killed `kdmem shard` leaves (its finished shards listed)
+    m["shards"] = m["shards"][:2]
+    for extra in sorted(shards.glob("shard-*.kdt"))[2:]:
+        extra.unlink()
+    (shards / "shards.json").write_text(json.dumps(m))
+    errors = _readers(shards, tmp_path)
+    assert all(e is not None for e in errors), errors
+    for e in errors:
+        msg = str(e)
+        assert "\n" not in msg and "kdmem shard" in msg and str(shards) in msg
+
+
+def test_shard_files_the_manifest_does_not_list_are_refused(shards: Path, tmp_path: Path) -> None:
+    build_index(shards, threads=1)
+    shutil.copy(shards / "shard-00000.kdt", shards / "shard-00099.kdt")
+    e = _readers(shards, tmp_path)[0]
+    assert isinstance(e, IncompleteShardSetError) and "shards.json lists" in str(e)
+
+
+def test_stale_index_temps_of_dead_writers_are_removed(shards: Path) -> None:
+    """A killed `kdmem index` leaves `.NAME.tmp-PID`; the next build removes the ones whose
+    writer is gone (and keeps a live writer's)."""
+    import os
+    import subprocess
+    import sys
+
+    from kdmem.corpus.index import remove_stale_temps
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = shards / f".shard-00000.kdsa.tmp-{dead.pid}"
+    live = shards / f".shard-00001.kdsa.tmp-{os.getpid()}"
+    fresh = shards / f".shard-00002.kdsa.tmp-{dead.pid}"
+    for p in (stale, live, fresh):
+        p.write_bytes(b"partial")
+    old = os.stat(stale).st_mtime - 3600
+    os.utime(stale, (old, old))
+    os.utime(live, (old, old))
+    # fresh: a dead pid here but written just now (a writer on another host): kept
+    assert remove_stale_temps(shards) == [stale]
+    assert live.exists() and fresh.exists() and not stale.exists()
+    fresh.unlink()
+    live.unlink()
+    build_index(shards, threads=1)  # and a whole build runs the same cleanup under its lock
+
+
+def test_a_second_index_writer_is_refused(shards: Path) -> None:
+    import subprocess
+    import sys
+
+    from kdmem.errors import LockedError
+
+    hold = (
+        "import sys, time\nfrom kdmem.lock import dir_lock\n"
+        "with dir_lock(sys.argv[1], 'kdmem shard'):\n    print('held', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", hold, str(shards)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        with pytest.raises(LockedError, match=f"pid {proc.pid}"):
+            build_index(shards, threads=1)
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    build_index(shards, threads=1)
