@@ -61,7 +61,7 @@ class DemoSize:
     teacher_width: int = 192
     teacher_layers: int = 3
     pretrain_epochs: int = 1
-    pretrain_docs: int = 3000
+    pretrain_docs: int = 1200
     teacher_epochs: int = 6
     student_epochs: int = 6
     lr: float = 3e-3

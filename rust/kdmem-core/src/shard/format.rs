@@ -226,6 +226,28 @@ impl ShardWriter {
     /// Errors with [`Error::TokenOutOfRange`] if a token does not fit the dtype; `context`
     /// names where the document came from (e.g. `"corpus.jsonl:17"`).
     pub fn push_doc(&mut self, doc: &[u32], context: &str) -> Result<()> {
+        self.write_tokens(doc, context)?;
+        self.end_doc(doc.len() as u64)
+    }
+
+    /// Append one document given in parts: `parts` calls its argument with each run of
+    /// tokens in order (a document too long to hold its ids at once, `--max-doc-bytes`).
+    /// Memory: one part. Errors as [`Self::push_doc`].
+    pub fn push_doc_parts(
+        &mut self,
+        context: &str,
+        parts: impl FnOnce(&mut dyn FnMut(&[u32]) -> Result<()>) -> Result<()>,
+    ) -> Result<u64> {
+        let mut n = 0u64;
+        parts(&mut |ids: &[u32]| {
+            n += ids.len() as u64;
+            self.write_tokens(ids, context)
+        })?;
+        self.end_doc(n)?;
+        Ok(n)
+    }
+
+    fn write_tokens(&mut self, doc: &[u32], context: &str) -> Result<()> {
         self.buf.clear();
         match self.meta.dtype {
             Dtype::U16 => {
@@ -247,10 +269,19 @@ impl ShardWriter {
                 }
             }
         }
-        let buf = std::mem::take(&mut self.buf);
-        let r = self.push_raw(&buf, doc.len() as u64);
-        self.buf = buf;
-        r
+        self.tokens
+            .write_all(&self.buf)
+            .map_err(|e| Error::io("write", &self.tmp, e))?;
+        self.crc_tokens.update(&self.buf);
+        Ok(())
+    }
+
+    fn end_doc(&mut self, n: u64) -> Result<()> {
+        self.n_tokens += n;
+        self.n_docs += 1;
+        self.offsets
+            .write_all(&self.n_tokens.to_le_bytes())
+            .map_err(|e| Error::io("write", &self.tmp_offsets, e))
     }
 
     /// Append one document given as little-endian token bytes of this shard's dtype.

@@ -252,7 +252,7 @@ pub fn shard_files(cfg: &ShardConfig, ctl: &Control) -> Result<ShardReport> {
                 break;
             }
             // Parse and tokenize in parallel; collect keeps input order.
-            let out: Vec<Result<Option<Encoded>>> = pool.install(|| {
+            let out: Vec<Result<Option<Encoded<'_>>>> = pool.install(|| {
                 (0..batch.records.len())
                     .into_par_iter()
                     .with_min_len(8)
@@ -267,11 +267,14 @@ pub fn shard_files(cfg: &ShardConfig, ctl: &Control) -> Result<ShardReport> {
                             r.line,
                         )? {
                             Parsed::Blank => Ok(None),
+                            // Longer than the cap: tokenized piece by piece when written.
+                            Parsed::Doc(text) if text.len() > max_doc => {
+                                Ok(Some(Encoded::Long(text)))
+                            }
                             Parsed::Doc(text) => {
-                                let mut ids = Vec::with_capacity(text.len().min(max_doc) / 3 + 1);
-                                let split =
-                                    tok.encode_capped(&text, max_doc, &mut ids, path, r.line)?;
-                                Ok(Some((ids, split)))
+                                let mut ids = Vec::with_capacity(text.len() / 3 + 1);
+                                tok.encode_into(&text, &mut ids, path, r.line)?;
+                                Ok(Some(Encoded::Ids(ids)))
                             }
                         }
                     })
@@ -281,13 +284,27 @@ pub fn shard_files(cfg: &ShardConfig, ctl: &Control) -> Result<ShardReport> {
             for (i, o) in out.into_iter().enumerate() {
                 let r = batch.records[i];
                 match o {
-                    Ok(Some((ids, split))) => {
-                        if split {
-                            sink.note_split();
-                        }
+                    Ok(Some(Encoded::Ids(ids))) => {
                         sink.push_doc(&ids, &names[r.file as usize], r.line)?;
                         docs += 1;
                         toks += ids.len() as u64;
+                    }
+                    Ok(Some(Encoded::Long(text))) => {
+                        // Two passes over the pieces, one piece's ids in memory at a time:
+                        // count (the shard cut needs the length first), then write.
+                        let path = &names[r.file as usize];
+                        let mut buf = Vec::new();
+                        let n =
+                            tok.encode_pieces(&text, max_doc, &mut buf, path, r.line, &mut |_| {
+                                Ok(())
+                            })?;
+                        sink.note_split();
+                        sink.push_doc_parts(n, path, r.line, |emit| {
+                            tok.encode_pieces(&text, max_doc, &mut buf, path, r.line, emit)
+                                .map(|_| ())
+                        })?;
+                        docs += 1;
+                        toks += n;
                     }
                     Ok(None) => sink.skip_record(false)?,
                     Err(Error::MalformedRecord { .. } | Error::InvalidUtf8 { .. })
@@ -314,8 +331,12 @@ pub fn shard_files(cfg: &ShardConfig, ctl: &Control) -> Result<ShardReport> {
     })
 }
 
-/// A record's token ids and whether it was tokenized in pieces (`--max-doc-bytes`).
-type Encoded = (Vec<u32>, bool);
+/// A record as the parallel phase leaves it: its token ids, or the text of a document longer
+/// than `--max-doc-bytes`, tokenized piece by piece as it is written.
+enum Encoded<'a> {
+    Ids(Vec<u32>),
+    Long(std::borrow::Cow<'a, str>),
+}
 
 fn describe_inputs(inputs: &[PathBuf]) -> String {
     let mut s: Vec<String> = inputs

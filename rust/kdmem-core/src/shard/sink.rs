@@ -215,6 +215,8 @@ pub struct ShardSink {
     cur_records: u64,
     cur_bad: u64,
     cur_split: u64,
+    /// The next pushed document is one tokenized in pieces ([`Self::note_split`]).
+    pending_split: bool,
 }
 
 impl std::fmt::Debug for ShardSink {
@@ -374,6 +376,7 @@ impl ShardSink {
             cur_records: 0,
             cur_bad: 0,
             cur_split: 0,
+            pending_split: false,
         })
     }
 
@@ -417,6 +420,7 @@ impl ShardSink {
                 cur_records: 0,
                 cur_bad: 0,
                 cur_split: 0,
+                pending_split: false,
             });
         }
         let staging_dir = dir.join(APPEND_DIR);
@@ -449,6 +453,7 @@ impl ShardSink {
                 cur_records: 0,
                 cur_bad: 0,
                 cur_split: 0,
+                pending_split: false,
             }
         } else {
             Self::open_dir(staged, staging_dir, base_shard, base_doc)?
@@ -517,7 +522,34 @@ impl ShardSink {
     /// Count the next document as one tokenized in pieces (`--max-doc-bytes`); call before
     /// its [`Self::push_doc`], so the count lands in the shard that holds it.
     pub fn note_split(&mut self) {
-        self.cur_split += 1;
+        self.pending_split = true;
+    }
+
+    /// Append one document of `n` tokens (one record) given in parts, in order (see
+    /// [`ShardWriter::push_doc_parts`]): a document too long to hold its ids at once. `n`
+    /// must be the total the parts give (it decides the shard cut before writing).
+    pub fn push_doc_parts(
+        &mut self,
+        n: u64,
+        path: &str,
+        line: u64,
+        parts: impl FnOnce(&mut dyn FnMut(&[u32]) -> Result<()>) -> Result<()>,
+    ) -> Result<()> {
+        self.check_fits(n, || format!("{path}:{line}"))?;
+        let context = format!("{path}:{line}");
+        self.push_with(n, |w| {
+            let got = w.push_doc_parts(&context, parts)?;
+            if got != n {
+                return Err(Error::InvalidArgument {
+                    name: "document".into(),
+                    value: context.clone(),
+                    fix: format!(
+                        "its parts gave {got} tokens, not the {n} counted first; the tokenizer is not deterministic"
+                    ),
+                });
+            }
+            Ok(())
+        })
     }
 
     /// Append one document (one record); `path`/`line` name it in errors. O(len).
@@ -587,6 +619,8 @@ impl ShardSink {
         let w = self.cur.as_mut().expect("opened above");
         f(w)?;
         self.cur_records += 1;
+        // Counted in the shard that holds the document (it may close right below).
+        self.cur_split += std::mem::take(&mut self.pending_split) as u64;
         if w.n_tokens() >= self.opts.shard_tokens {
             self.close_shard()?;
         }

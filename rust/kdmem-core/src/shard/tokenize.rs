@@ -310,6 +310,34 @@ impl ShardTokenizer {
         Ok(true)
     }
 
+    /// Tokenize a document longer than `cap` piece by piece ([`split_points`]), giving each
+    /// piece's ids to `emit` (EOS after the last): the ids of [`Self::encode_capped`] without
+    /// holding them all. `buf` is reused between pieces. Returns the number of tokens.
+    pub fn encode_pieces(
+        &self,
+        text: &str,
+        cap: usize,
+        buf: &mut Vec<u32>,
+        path: &str,
+        line: u64,
+        emit: &mut dyn FnMut(&[u32]) -> Result<()>,
+    ) -> Result<u64> {
+        let mut n = 0u64;
+        let mut start = 0;
+        for end in split_points(text, cap) {
+            buf.clear();
+            self.encode_raw(&text[start..end], buf, path, line)?;
+            n += buf.len() as u64;
+            emit(buf)?;
+            start = end;
+        }
+        if let Some(e) = self.eos_id {
+            emit(&[e])?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn encode_raw(&self, text: &str, out: &mut Vec<u32>, path: &str, line: u64) -> Result<()> {
         if let Some(f) = &self.fast {
             f.encode_into(text, out);
