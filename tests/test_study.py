@@ -28,6 +28,8 @@ TINY = DemoSize(
     batch_size=16,
     seeds=(0,),
     temperatures=(),
+    every_steps=8,  # 2 snapshots per model (2 epochs of 8 steps), memorization over training
+    steps_subset=40,
 )
 
 
@@ -69,6 +71,10 @@ def test_every_stage_runs_and_writes_its_outputs(demo_run: tuple[Path, dict]) ->
     assert (rd / "filter" / "filter.json").exists()
     html = (rd / "report" / "index.html").read_text()
     assert "Memorization rates" in html
+    # Memorization over training: every trained model measured at each kept snapshot.
+    steps = json.loads((rd / "measure" / "steps" / "student_soft_seed0.json").read_text())
+    assert [p["step"] for p in steps["steps"]] == [8, 16]
+    assert summary["sections"]["training"] == "ok"
     assert set(summary["rates"]) >= {"teacher", "baseline_seed0", "student_soft_seed0"}
     assert "report:" in format_headline(summary, rd)
 

@@ -28,6 +28,7 @@ import pyarrow as pa
 import tomli_w
 from tokenizers import Tokenizer
 
+from kdmem.analysis.sets import format_directions
 from kdmem.atomic import write_bytes_atomic, write_json_atomic, write_parquet_atomic
 from kdmem.config import FinetuneConfig, config_from_dict, load_config
 from kdmem.corpus.examples import Examples, write_examples
@@ -71,6 +72,8 @@ class DemoSize:
     source_fraction: float = 0.5  # of the fine-tuning documents: stdlib source (natural repeats)
     seeds: tuple[int, ...] = (0, 1, 2)
     temperatures: tuple[float, ...] = (1.0, 4.0)  # sweep beside the main T = 2
+    every_steps: int = 150  # memorization over training: a snapshot every K steps
+    steps_subset: int = 200  # ... measured on this many examples of D
     seed: int = 0
 
 
@@ -251,6 +254,7 @@ def demo_config(run_dir: Path, size: DemoSize) -> dict[str, Any]:
             "temperatures": [float(t) for t in size.temperatures],
         },
         "hard": {**optim, "gen_len": size.seq_len},
+        "measure": {"every_steps": size.every_steps, "subset": size.steps_subset},
         "featurize": {"ngram": [8]},
         "predict": {"resamples": 100},
     }
@@ -347,12 +351,34 @@ def format_headline(summary: dict[str, Any], run_dir: Path) -> str:
             f"  {role:32s} memorized {r['n_memorized']:5d} / {r['n']}"
             + (f"  ({100 * rate:.2f}%)" if rate is not None else "")
         )
+    groups = summary.get("sets", {}).get("groups") or {}
+    if groups:
+        lines.append(
+            "  memorized by group (teacher): "
+            + ", ".join(
+                f"{g} {v['memorized'].get('teacher', 0)} of {v['n']}" for g, v in groups.items()
+            )
+        )
+    jac = summary.get("sets", {}).get("seed_stability", {}).get("jaccard", {})
+    if jac:
+        lines.append(
+            "  seeds' memorized sets, mean Jaccard: "
+            + ", ".join(f"{k} {v['mean']:.2f}" for k, v in jac.items() if v["mean"] is not None)
+        )
+    if "directions" in summary:
+        lines.append("  the paper's directions, on this run:")
+        lines += [f"    {line}" for line in format_directions(summary["directions"])]
     pred = summary.get("predictor")
     if pred:
         auc = pred["paper_protocol"]["roc_auc"]
         lines.append(
             f"  predictor of {pred['target']}: paper-protocol ROC-AUC {auc['mean']:.3f}"
             f" ± {auc.get('std') or 0:.3f}"
+            + "".join(
+                f"; held-out {g} ROC-AUC {v['roc_auc']:.3f}"
+                for g, v in (pred.get("by_group") or {}).items()
+                if v.get("roc_auc") is not None
+            )
         )
     else:
         note = summary.get("notes", {}).get("predictor")

@@ -262,7 +262,7 @@ def family_sets(run: RunDir, name: str | None = None) -> dict[str, Any]:
     if groups is not None:
         for g, ids in groups.items():
             groups_out[g] = {
-                "n": len(ids),
+                "n": len(np.intersect1d(ids, teacher.example_id)),  # in D (the file may hold more)
                 "memorized": {
                     t.role.name: len(np.intersect1d(_ids(t), ids)) for t in measures.values()
                 },
