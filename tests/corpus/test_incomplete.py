@@ -122,3 +122,28 @@ def test_a_second_index_writer_is_refused(shards: Path) -> None:
         assert proc.stdout is not None
         proc.stdout.close()
     build_index(shards, threads=1)
+
+
+@pytest.mark.parametrize("target", ["shard-00001.kdt", "shard-00000.kdsa"])
+def test_a_flipped_byte_is_caught_before_the_next_answer(shards: Path, target: str) -> None:
+    """Regression (issue 16): one flipped byte in a shard's token area or a suffix array
+    changed count/locate answers and `kdmem index` said "up to date". Now the verified stamp
+    no longer matches the file, the next open verifies in full and fails with one line."""
+    from kdmem.corpus.verified import STAMP
+    from kdmem.errors import CorruptFileError, StaleIndexError
+
+    rep = build_index(shards, threads=1)
+    assert rep["verified"] is True and (shards / STAMP).exists()
+    assert build_index(shards, threads=1)["verified"] is False  # stat only
+    Index(shards)  # stat only: the stamp matches
+    units = sorted(p.name for p in shards.glob("*.kdsa"))
+    name = target if target.endswith(".kdt") else units[0]
+    p = shards / name
+    data = bytearray(p.read_bytes())
+    i = 200 if name.endswith(".kdt") else len(data) // 2  # past the 128-byte header
+    data[i] ^= 0x01
+    p.write_bytes(bytes(data))
+    for call in (lambda: Index(shards), lambda: build_index(shards, threads=1)):
+        with pytest.raises((CorruptFileError, StaleIndexError)) as e:
+            call()
+        assert "\n" not in str(e.value) and name in str(e.value)

@@ -241,6 +241,13 @@ def index_cmd(
         f"({report['shards']} shards, {report['units']} units written, "
         f"{report['tokens_built']:,} tokens, {report['seconds']:.1f} s, "
         f"{rate / 1e6:.1f}M tokens/s, memory budget {report['memory'] / 2**30:.1f} GiB)"
+        + (
+            "; checksums verified"
+            if report.get("verified")
+            else "; files unchanged since their checksums were verified"
+            if "verified" in report
+            else ""
+        )
     )
     if verify:
         verify_index(shards_dir, threads)

@@ -31,6 +31,7 @@ import numpy.typing as npt
 
 from kdmem import _core
 from kdmem.corpus.fanout import map_shards
+from kdmem.corpus.verified import ensure_verified
 from kdmem.errors import InvalidArgumentError, KdmemIOError, TokenRangeError
 from kdmem.lock import dir_lock, output_lock
 from kdmem.progress import Progress, Tick
@@ -222,7 +223,10 @@ def build_index(
             def tick(done: int, tokens: int, _b: int, _t: int) -> None:
                 progress(Tick("index", done, n, "shards", {"tokens": f"{tokens / 1e6:.1f}M"}))
 
-        return dict(_core.build_index(d, threads, tick, sel, mem))
+        out = dict(_core.build_index(d, threads, tick, sel, mem))
+        if sel is None:  # "up to date" only after the checksums are known good
+            out["verified"] = ensure_verified(d, threads)
+        return out
 
 
 STALE_AFTER_S = 600.0
@@ -322,6 +326,8 @@ class Index:
         self.threads = threads
         sel = None if shards is None else [int(k) for k in shards]
         self._inner = _core.Index(self.path, sel)
+        if self._inner.format == "kdmem":
+            ensure_verified(self.path, threads)  # stat only, unless a file changed
         # Maps locate's position-in-subset shard numbers back to the directory's.
         self._shard_map = None if sel is None else np.asarray(self._inner.shard_ids, np.int64)
         if tokenizer_hash is not None:
