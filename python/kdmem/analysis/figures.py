@@ -213,7 +213,7 @@ class StepsPlot:
             ax.plot(list(steps), list(percent), marker="o", markersize=3, label=role)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("memorized (% of the subset)")
-        ax.legend(fontsize=8, frameon=False)
+        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         return fig
 
 

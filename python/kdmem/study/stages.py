@@ -252,7 +252,11 @@ def distill_stage(
 
 def _rate(path: Path) -> dict[str, Any]:
     mem = pq.read_table(path, columns=["memorized"]).column("memorized").to_numpy()
-    return {"memorized": int(mem.sum()), "rate": float(mem.mean()) if len(mem) else 0.0}
+    return {
+        "memorized": int(mem.sum()),
+        "n": len(mem),
+        "rate": float(mem.mean()) if len(mem) else 0.0,
+    }
 
 
 def _measure(

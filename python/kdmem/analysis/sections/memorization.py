@@ -184,6 +184,7 @@ def _directions_table(d: Mapping[str, Any]) -> Table:
                 f"(over {inh['seeds']} seed(s) with both)",
             ],
         ],
+        left=3,
     )
 
 

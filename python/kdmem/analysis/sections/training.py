@@ -55,21 +55,32 @@ def training(run: RunDir) -> Section:
             "Section omitted: no measure/steps/<role>.json (set measure.every_steps = K in the "
             "config to keep a model every K optimizer steps and measure it, see docs/run_dir.md).",
         )
-    rows: list[list[Cell]] = []
     series = []
     n_subset = None
+    by_role: dict[str, dict[int, dict[str, Any]]] = {}
     for role, points in steps.items():
         pts = sorted(points, key=lambda p: int(p["step"]))
+        by_role[role] = {int(p["step"]): p for p in pts}
         for p in pts:
-            n = p.get("n")
-            n_subset = n_subset if n is None else int(n)
-            rows.append([role, int(p["step"]), p.get("memorized"), pct(p.get("rate"))])
+            if p.get("n") is not None:
+                n_subset = int(p["n"])
         series.append(
             (role, [int(p["step"]) for p in pts], [100 * float(p.get("rate") or 0.0) for p in pts])
         )
+    all_steps = sorted({s for pts in by_role.values() for s in pts})
+    rows: list[list[Cell]] = [
+        [
+            role,
+            *[
+                f"{pts[s].get('memorized')} ({pct(pts[s].get('rate'))})" if s in pts else "-"
+                for s in all_steps
+            ],
+        ]
+        for role, pts in by_role.items()
+    ]
     view = TrainingView(
         n_subset=n_subset,
-        table=table("training", ["model", "step", "memorized", "rate"], rows),
+        table=table("training", ["model", *[f"step {s}" for s in all_steps]], rows),
         figure=Figure("training", "memorization vs training step", StepsPlot(series)),
     )
     return Section("training", view, summary={"memorization_over_training": steps})
