@@ -147,3 +147,50 @@ def test_a_flipped_byte_is_caught_before_the_next_answer(shards: Path, target: s
         with pytest.raises((CorruptFileError, StaleIndexError)) as e:
             call()
         assert "\n" not in str(e.value) and name in str(e.value)
+
+
+def test_index_on_a_full_disk_fails_in_one_line_and_finishes_identically(
+    shards: Path, tmp_path: Path
+) -> None:
+    """A full disk (a real 1 MB tmpfs, where permitted): `kdmem index` fails with one line
+    naming the file, publishes no unit file, and after space is freed the rerun writes the
+    same bytes as a build on a roomy disk."""
+    import os
+    import subprocess
+
+    from kdmem.errors import DiskFullError
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0 or (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+        != 0
+    ):
+        pytest.skip("needs root and tmpfs to make a 1 MB filesystem")
+    try:
+        d = mnt / "s"
+        shutil.copytree(shards, d, ignore=shutil.ignore_patterns("*.kdsa", ".kdmem*"))
+        filler = mnt / "filler"
+        with open(filler, "wb", buffering=0) as f:  # fill the disk, give back ~16 kB
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        os.truncate(filler, max(0, filler.stat().st_size - 16_384))
+        with pytest.raises(DiskFullError) as e:
+            build_index(d, threads=1)
+        assert "\n" not in str(e.value) and str(d) in str(e.value)
+        left = sorted(p.name for p in d.iterdir())
+        assert not [n for n in left if n.endswith(".kdsa") or ".tmp" in n], left
+        filler.unlink()
+        build_index(d, threads=1)
+        ref = tmp_path / "ref"
+        shutil.copytree(shards, ref, ignore=shutil.ignore_patterns("*.kdsa", ".kdmem*"))
+        build_index(ref, threads=1)
+        got = {p.name: p.read_bytes() for p in d.glob("*.kdsa")}
+        assert got and got == {p.name: p.read_bytes() for p in ref.glob("*.kdsa")}
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
