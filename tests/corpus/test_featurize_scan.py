@@ -260,3 +260,52 @@ def test_ids_recorded_with_one_tokenizer_and_decoded_with_another_are_refused(
     pq.write_table(with_table_meta(t, {"tokenizer_hash": tokenizer_hash(tok_path)}), path)
     with pytest.raises(TokenizerMismatchError, match="pass the tokenizer the examples were"):
         featurize(path, d / "shards", d / "bad2.parquet", prefix=4, suffix=6, tokenizer=str(other))
+
+
+def test_featurize_on_a_full_disk_fails_in_one_line_and_finishes_identically(
+    corpus: tuple[Path, Path, list[list[int]]], tmp_path: Path
+) -> None:
+    """featurize writing to a full disk (a real 1 MB tmpfs, where permitted): one line, no
+    output published; after space is freed the rerun equals a run on a roomy disk."""
+    import os
+    import subprocess
+
+    from kdmem.errors import DiskFullError
+
+    d, tok_path, docs = corpus
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0 or (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+        != 0
+    ):
+        pytest.skip("needs root and tmpfs to make a 1 MB filesystem")
+    ex = tmp_path / "ex.jsonl"
+    ex.write_text(
+        "".join(
+            json.dumps({"example_id": i, "input_ids": docs[i % len(docs)][:10]}) + "\n"
+            for i in range(2000)
+            if len(docs[i % len(docs)]) >= 10
+        )
+    )
+    kw = dict(prefix=4, suffix=6, ngram=(2,), tokenizer=str(tok_path), threads=1)
+    try:
+        filler = mnt / "filler"
+        with open(filler, "wb", buffering=0) as f:  # fill the disk completely
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        with pytest.raises(DiskFullError) as e:
+            featurize(ex, d / "shards", mnt / "f.parquet", **kw)
+        assert "\n" not in str(e.value) and str(mnt) in str(e.value)
+        assert not (mnt / "f.parquet").exists()
+        filler.unlink()
+        out = featurize(ex, d / "shards", mnt / "f.parquet", **kw)
+        ref = featurize(ex, d / "shards", tmp_path / "ref.parquet", **kw)
+        assert pq.read_table(out).equals(pq.read_table(ref))
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
