@@ -21,7 +21,13 @@ import pyarrow.parquet as pq
 
 from kdmem.errors import DiskFullError, KdmemIOError
 
-__all__ = ["write_atomic", "write_bytes_atomic", "write_json_atomic", "write_parquet_atomic"]
+__all__ = [
+    "io_error",
+    "write_atomic",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_parquet_atomic",
+]
 
 
 def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
@@ -31,7 +37,7 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
-        raise _io_error(path, e) from None
+        raise io_error(path, e) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -42,13 +48,14 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
         os.replace(tmp_path, path)
     except OSError as e:
         tmp_path.unlink(missing_ok=True)
-        raise _io_error(path, e) from None
+        raise io_error(path, e) from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
 
 
-def _io_error(path: Path, e: OSError) -> KdmemIOError:
+def io_error(path: Path, e: OSError) -> KdmemIOError:
+    """The one-line error for a failed write of ``path``: ``DiskFullError`` on ENOSPC."""
     if e.errno == errno.ENOSPC:
         return DiskFullError(
             f"no space left on the device while writing {path}; free space and rerun: "

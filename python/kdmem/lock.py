@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from kdmem.atomic import io_error
 from kdmem.errors import LockedError
 
 fcntl: Any
@@ -79,10 +80,18 @@ def _lock(path: Path, target: str, what: str) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover
         yield
         return
-    fd = _acquire(path, target, what)
+    try:
+        fd = _acquire(path, target, what)
+    except LockedError:
+        raise
+    except OSError as e:  # e.g. a full disk: no room for the lock file itself
+        raise io_error(path, e) from None
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        # The pid is only for the message a second writer gets; on a full disk the lock
+        # (flock) holds without it and the first real write names the problem.
+        with contextlib.suppress(OSError):
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         path.unlink(missing_ok=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kdmem.atomic import write_parquet_atomic
+from kdmem.atomic import write_json_atomic, write_parquet_atomic
 from kdmem.distributed import Dist
 from kdmem.errors import KdmemIOError
 from kdmem.rundir import read_table_meta, table_meta, with_table_meta
@@ -88,9 +87,7 @@ class ChunkedRun:
                 shutil.rmtree(self.parts)
             self.parts.mkdir(parents=True, exist_ok=True)
             if stale:
-                tmp = stamp.with_name(f".run.json.tmp-{os.getpid()}")
-                tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "v": PARTS_VERSION}))
-                os.replace(tmp, stamp)
+                write_json_atomic(stamp, {"fingerprint": self.fingerprint, "v": PARTS_VERSION})
         self.dist.barrier()
         return self.my_chunks()
 
