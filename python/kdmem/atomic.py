@@ -23,6 +23,7 @@ from kdmem.errors import DiskFullError, KdmemIOError
 
 __all__ = [
     "io_error",
+    "is_disk_full",
     "write_atomic",
     "write_bytes_atomic",
     "write_json_atomic",
@@ -52,6 +53,15 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """Whether ``e`` is a full disk: ENOSPC as an OSError, or as the text of a library's own
+    error type (safetensors raises ``SafetensorError("... No space left on device ...")``)."""
+    if isinstance(e, OSError):
+        return e.errno == errno.ENOSPC
+    text = str(e)
+    return "No space left on device" in text or "os error 28" in text
 
 
 def io_error(path: Path, e: OSError) -> KdmemIOError:

@@ -186,3 +186,43 @@ def test_training_a_checkpoint_that_ships_no_tokenizer(env, tmp_path) -> None:
     cfg = DistillConfig(teacher=str(env.model("gpt_neox")), student=str(bare), epochs=1,
                         data=str(env.train), out=str(tmp_path / "d"))  # fmt: skip
     assert distill(cfg, **QUIET)["vocab"] == env.vocab
+
+
+def test_training_on_a_full_disk_fails_in_one_line_and_resumes(env, tmp_path) -> None:
+    """Training into a full disk (a real 1 MB tmpfs, where permitted): one line naming the
+    output (DiskFullError), no model published; after space is freed the same call finishes
+    with the weights of a roomy run."""
+    import os
+    import subprocess
+
+    from conftest import safetensors_equal
+    from kdmem.errors import DiskFullError
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0 or (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+        != 0
+    ):
+        pytest.skip("needs root and tmpfs to make a 1 MB filesystem")
+    try:
+        filler = mnt / "filler"
+        with open(filler, "wb", buffering=0) as f:  # fill the disk completely
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        with pytest.raises(DiskFullError) as e:
+            finetune(_ft(env, mnt / "t"), **QUIET)
+        assert str(mnt) in _one_line(e) and "no space left" in str(e.value)
+        assert not (mnt / "t" / "model.safetensors").exists()
+        filler.unlink()
+        finetune(_ft(env, mnt / "t"), **QUIET)
+        finetune(_ft(env, tmp_path / "ref"), **QUIET)
+        same, diff = safetensors_equal(mnt / "t", tmp_path / "ref")
+        assert same, diff
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)  # lazy: a mapped file may hold it

@@ -7,6 +7,7 @@ naming the model and the fix. :func:`save_model` replaces a directory atomically
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from kdmem.atomic import io_error, is_disk_full
 from kdmem.errors import InvalidArgumentError, KdmemIOError
 
 __all__ = [
@@ -131,8 +133,10 @@ def save_model(
             shutil.rmtree(old)
         else:
             tmp.rename(out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(e):  # one line, not a serializer's traceback
+            raise io_error(out, OSError(errno.ENOSPC, "No space left on device")) from None
         raise
     return out
 

@@ -15,6 +15,7 @@ written to ``OUT`` (safetensors + config + tokenizer), then ``metrics.json``, th
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ from torch.distributed.checkpoint.state_dict import (
 from transformers import AutoModelForCausalLM
 
 from kdmem import atomic
+from kdmem.atomic import io_error, is_disk_full
 from kdmem.config import OptimConfig, config_hash
 from kdmem.distributed import Dist
 from kdmem.errors import InvalidArgumentError
@@ -111,8 +113,12 @@ def save_checkpoint(
                 final.rename(old)
             tmp.rename(final)
             shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            if is_disk_full(e):  # one line, not a serializer's traceback
+                raise io_error(
+                    out / CHECKPOINT, OSError(errno.ENOSPC, "No space left on device")
+                ) from None
             raise
     dist.barrier()
 
