@@ -267,21 +267,11 @@ def test_featurize_on_a_full_disk_fails_in_one_line_and_finishes_identically(
 ) -> None:
     """featurize writing to a full disk (a real 1 MB tmpfs, where permitted): one line, no
     output published; after space is freed the rerun equals a run on a roomy disk."""
-    import os
-    import subprocess
+    from tests.full_disk import full_tmpfs
 
     from kdmem.errors import DiskFullError
 
     d, tok_path, docs = corpus
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if os.geteuid() != 0 or (
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mnt)], capture_output=True
-        ).returncode
-        != 0
-    ):
-        pytest.skip("needs root and tmpfs to make a 1 MB filesystem")
     ex = tmp_path / "ex.jsonl"
     ex.write_text(
         "".join(
@@ -291,14 +281,7 @@ def test_featurize_on_a_full_disk_fails_in_one_line_and_finishes_identically(
         )
     )
     kw = dict(prefix=4, suffix=6, ngram=(2,), tokenizer=str(tok_path), threads=1)
-    try:
-        filler = mnt / "filler"
-        with open(filler, "wb", buffering=0) as f:  # fill the disk completely
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-            except OSError:
-                pass
+    with full_tmpfs(tmp_path) as (mnt, filler):
         with pytest.raises(DiskFullError) as e:
             featurize(ex, d / "shards", mnt / "f.parquet", **kw)
         assert "\n" not in str(e.value) and str(mnt) in str(e.value)
@@ -307,5 +290,3 @@ def test_featurize_on_a_full_disk_fails_in_one_line_and_finishes_identically(
         out = featurize(ex, d / "shards", mnt / "f.parquet", **kw)
         ref = featurize(ex, d / "shards", tmp_path / "ref.parquet", **kw)
         assert pq.read_table(out).equals(pq.read_table(ref))
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)  # lazy: a mapped file may hold it

@@ -155,31 +155,15 @@ def test_index_on_a_full_disk_fails_in_one_line_and_finishes_identically(
     """A full disk (a real 1 MB tmpfs, where permitted): `kdmem index` fails with one line
     naming the file, publishes no unit file, and after space is freed the rerun writes the
     same bytes as a build on a roomy disk."""
-    import os
-    import subprocess
+    from tests.full_disk import full_tmpfs
 
     from kdmem.errors import DiskFullError
 
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if os.geteuid() != 0 or (
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mnt)], capture_output=True
-        ).returncode
-        != 0
-    ):
-        pytest.skip("needs root and tmpfs to make a 1 MB filesystem")
-    try:
+    def copy(mnt: Path) -> object:
+        return shutil.copytree(shards, mnt / "s", ignore=shutil.ignore_patterns("*.kdsa", ".kdm*"))
+
+    with full_tmpfs(tmp_path, give_back=16_384, prepare=copy) as (mnt, filler):
         d = mnt / "s"
-        shutil.copytree(shards, d, ignore=shutil.ignore_patterns("*.kdsa", ".kdmem*"))
-        filler = mnt / "filler"
-        with open(filler, "wb", buffering=0) as f:  # fill the disk, give back ~16 kB
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-            except OSError:
-                pass
-        os.truncate(filler, max(0, filler.stat().st_size - 16_384))
         with pytest.raises(DiskFullError) as e:
             build_index(d, threads=1)
         assert "\n" not in str(e.value) and str(d) in str(e.value)
@@ -192,5 +176,3 @@ def test_index_on_a_full_disk_fails_in_one_line_and_finishes_identically(
         build_index(ref, threads=1)
         got = {p.name: p.read_bytes() for p in d.glob("*.kdsa")}
         assert got and got == {p.name: p.read_bytes() for p in ref.glob("*.kdsa")}
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)  # lazy: a mapped file may hold it

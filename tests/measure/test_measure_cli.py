@@ -421,28 +421,11 @@ def test_measure_on_a_full_disk_fails_in_one_line_and_finishes_identically(
 ) -> None:
     """measure writing to a full disk (a real 1 MB tmpfs, where permitted): one line naming
     the file, no table published; after space is freed the rerun equals a roomy run."""
-    import os
-    import subprocess
+    from tests.full_disk import full_tmpfs
 
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if os.geteuid() != 0 or (
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mnt)], capture_output=True
-        ).returncode
-        != 0
-    ):
-        pytest.skip("needs root and tmpfs to make a 1 MB filesystem")
     _, mdir, _ = trained["gpt_neox"]
     args = ["--model", str(mdir), "--data", str(data_npy), "--chunk-size", "10"]
-    try:
-        filler = mnt / "filler"
-        with open(filler, "wb", buffering=0) as f:  # fill the disk completely
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-            except OSError:
-                pass
+    with full_tmpfs(tmp_path) as (mnt, filler):
         code, msg = _measure(*args, "--out", str(mnt / "m.parquet"))
         assert code != 0 and "no space left" in msg.lower(), msg
         assert msg.strip().count("\n") == 0 and str(mnt) in msg
@@ -452,5 +435,3 @@ def test_measure_on_a_full_disk_fails_in_one_line_and_finishes_identically(
         assert _measure(*args, "--out", str(tmp_path / "ref.parquet"))[0] == 0
         a, b = pq.read_table(mnt / "m.parquet"), pq.read_table(tmp_path / "ref.parquet")
         assert a.replace_schema_metadata(None).equals(b.replace_schema_metadata(None))
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)  # lazy: a mapped file may hold it

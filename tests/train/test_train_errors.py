@@ -192,29 +192,12 @@ def test_training_on_a_full_disk_fails_in_one_line_and_resumes(env, tmp_path) ->
     """Training into a full disk (a real 1 MB tmpfs, where permitted): one line naming the
     output (DiskFullError), no model published; after space is freed the same call finishes
     with the weights of a roomy run."""
-    import os
-    import subprocess
+    from tests.full_disk import full_tmpfs
 
     from conftest import safetensors_equal
     from kdmem.errors import DiskFullError
 
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if os.geteuid() != 0 or (
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mnt)], capture_output=True
-        ).returncode
-        != 0
-    ):
-        pytest.skip("needs root and tmpfs to make a 1 MB filesystem")
-    try:
-        filler = mnt / "filler"
-        with open(filler, "wb", buffering=0) as f:  # fill the disk completely
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-            except OSError:
-                pass
+    with full_tmpfs(tmp_path) as (mnt, filler):
         with pytest.raises(DiskFullError) as e:
             finetune(_ft(env, mnt / "t"), **QUIET)
         assert str(mnt) in _one_line(e) and "no space left" in str(e.value)
@@ -224,5 +207,3 @@ def test_training_on_a_full_disk_fails_in_one_line_and_resumes(env, tmp_path) ->
         finetune(_ft(env, tmp_path / "ref"), **QUIET)
         same, diff = safetensors_equal(mnt / "t", tmp_path / "ref")
         assert same, diff
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)  # lazy: a mapped file may hold it
