@@ -440,34 +440,30 @@ class RunDir:
 
     def steps(self) -> dict[str, list[dict[str, Any]]]:
         """Memorization over training: ``measure/steps/<role>.json`` as {role: [{"step",
-        "n", "n_memorized", "rate", ...}]} ({} when the run kept no snapshots)."""
-        d = self.layout.measure_dir / "steps"
-        out: dict[str, list[dict[str, Any]]] = {}
-        if not d.is_dir():
-            return out
-        for p in sorted(d.glob("*.json")):
-            try:
-                obj = json.loads(p.read_text("utf-8"))
-            except ValueError as e:
-                raise CorruptFileError(
-                    f"{p} is not valid JSON ({e}); delete it and rerun `kdmem run`"
-                ) from None
-            out[str(obj.get("role", p.stem))] = list(obj.get("steps", []))
-        return out
+        "n", "memorized", "rate"}]} ({} when the run kept no snapshots)."""
+        return {
+            str(obj.get("role", stem)): list(obj.get("steps", []))
+            for stem, obj in _json_files(
+                self.layout.measure_dir / "steps", "delete it and rerun `kdmem run`"
+            ).items()
+        }
 
     def validation(self) -> dict[str, dict[str, Any]]:
         """``validation/<role>.json`` files as {role: {"loss": ..., "ppl": ..., ...}}."""
-        d = self.layout.validation_dir
-        out: dict[str, dict[str, Any]] = {}
-        if not d.is_dir():
-            return out
-        for p in sorted(d.glob("*.json")):
-            try:
-                obj = json.loads(p.read_text("utf-8"))
-            except ValueError as e:
-                raise CorruptFileError(
-                    f"{p} is not valid JSON ({e}); re-run the training stage"
-                ) from None
-            if isinstance(obj, dict):
-                out[p.stem] = obj
+        return _json_files(self.layout.validation_dir, "re-run the training stage")
+
+
+def _json_files(d: Path, fix: str) -> dict[str, dict[str, Any]]:
+    """``d/*.json`` as {file stem: object} (JSON objects only; {} without ``d``); a file that
+    does not parse is a one-line :class:`CorruptFileError` ending in ``fix``."""
+    out: dict[str, dict[str, Any]] = {}
+    if not d.is_dir():
         return out
+    for p in sorted(d.glob("*.json")):
+        try:
+            obj = json.loads(p.read_text("utf-8"))
+        except ValueError as e:
+            raise CorruptFileError(f"{p} is not valid JSON ({e}); {fix}") from None
+        if isinstance(obj, dict):
+            out[p.stem] = obj
+    return out
