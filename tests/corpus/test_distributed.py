@@ -161,6 +161,9 @@ def test_ray_matches_local(corpus: Path, local: tuple[Path, Path, Path]) -> None
         report = build_index(idx, threads=1, ray=True)
         assert report["built"] == report["shards"] == len(list(idx.glob("*.kdt")))
         same_index(idx, idx_local)
+        # Planned in the driver as a local build plans: the small shards share one unit, so
+        # a query costs one lookup, not one per shard.
+        assert Index(idx).units == [list(range(report["shards"]))]
         f = featurize(
             d / "ex.jsonl",
             idx,
@@ -215,6 +218,11 @@ def test_two_ray_nodes_match_local_and_retry_a_killed_task(
     fopts = dict(prefix=4, suffix=8, ngram=(2, 5), tokenizer=str(d / "tokenizer.json"), threads=1)
     try:
         assert len(ray.nodes()) == 2
+        # Every shard its own unit (no grouping: shards of >= 1 token count as large), so that
+        # featurize and scan below run one task per shard, spread over both nodes.
+        import kdmem.corpus.index as index_mod
+
+        monkeypatch.setattr(index_mod, "SMALL_SHARD", 1)
         report = build_index(idx, threads=1, ray=True)
         assert report["built"] == n
         assert build_index(idx, threads=1, ray=True)["built"] == 0  # finished shards are kept
@@ -245,3 +253,26 @@ def test_two_ray_nodes_match_local_and_retry_a_killed_task(
         ma = json.loads(ta.schema.metadata[b"kdmem"])
         mb = json.loads(tb.schema.metadata[b"kdmem"])
         assert {**ma, "index": ""} == {**mb, "index": ""}
+
+
+def test_ray_unit_groups_follow_the_local_plan(tmp_path: Path) -> None:
+    """Hand-made sizes: consecutive small shards (< 2^24 tokens) grouped up to 2^27 tokens,
+    a large shard alone, a gap in the selection starts a new group."""
+    from kdmem.corpus.index import MIN_GROUP, SMALL_SHARD, ray_unit_groups
+
+    small, big = SMALL_SHARD // 2, SMALL_SHARD
+    sizes = [small] * 20 + [big] + [small] * 3
+    entries = [{"n_tokens": n} for n in sizes]
+    (tmp_path / "shards.json").write_text(json.dumps({"shards": entries}))
+    for k in range(len(sizes)):
+        (tmp_path / f"shard-{k:05d}.kdt").write_bytes(b"")
+    per_group = MIN_GROUP // small  # 16 small shards reach 2^27 tokens
+    assert ray_unit_groups(tmp_path) == [
+        list(range(per_group)),
+        list(range(per_group, 20)),
+        [20],
+        [21, 22, 23],
+    ]
+    assert ray_unit_groups(tmp_path, [0, 1, 5, 6, 20]) == [[0, 1], [5, 6], [20]]
+    (tmp_path / "shards.json").unlink()
+    assert ray_unit_groups(tmp_path, [0, 1]) == [[0], [1]]

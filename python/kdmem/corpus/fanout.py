@@ -76,17 +76,18 @@ def map_shards(
     index: str | os.PathLike[str],
     *args: Any,
     shards: Sequence[int] | None = None,
+    groups: Sequence[Sequence[int]] | None = None,
     **kw: Any,
 ) -> list[Any]:
     """``[fn(first, index, *args, shards=group, **kw) for group in task_groups(index,
-    shards)]`` as one Ray task per unit of ``index`` (per shard before it is built), results
-    in shard order. Large arguments (``args``) are put in the object store once."""
+    shards)]`` as one Ray task per unit of ``index`` (per shard before it is built; ``groups``
+    given: one task per given group), results in shard order. Large arguments (``args``) are
+    put in the object store once."""
     ray = _ray()
     task = ray.remote(num_cpus=1)(fn)
     args_refs = [ray.put(a) for a in args]
-    refs = [
-        task.remote(first, index, *args_refs, shards=g, **kw) for g in task_groups(index, shards)
-    ]
+    todo = [list(g) for g in groups] if groups is not None else task_groups(index, shards)
+    refs = [task.remote(first, index, *args_refs, shards=g, **kw) for g in todo]
     return list(ray.get(refs))
 
 

@@ -183,8 +183,9 @@ def build_index(
             order): one stateless task of a distributed build (``kdmem index DIR --shard K``,
             e.g. one Slurm array element); those shards are grouped only among themselves.
             Default: every shard.
-        ray: one Ray task per shard (:mod:`kdmem.corpus.fanout`), each shard its own unit;
-            the answers are the same as a local build's.
+        ray: one Ray task per group of shards (:func:`ray_unit_groups`, planned here as a
+            local build groups them: small shards share a unit), each group one unit; the
+            answers are the same as a local build's.
         memory: the memory budget, bytes or text such as ``"8GB"``; default three quarters of
             the machine's RAM. Too small for the largest document: an
             :class:`~kdmem.InvalidArgumentError` naming the minimum.
@@ -211,7 +212,8 @@ def build_index(
         remove_stale_temps(d)
         if ray:
             t0 = time.perf_counter()
-            reports = map_shards(_build_task, d, d, threads, mem, shards=shards)
+            groups = ray_unit_groups(d, sel)
+            reports = map_shards(_build_task, d, d, threads, mem, groups=groups)
             keys = ("shards", "built", "skipped", "units", "tokens_built")
             out: dict[str, Any] = {k: sum(r[k] for r in reports) for k in keys}
             out.update({k: reports[0][k] for k in ("memory", "concurrency", "max_unit")})
@@ -227,6 +229,42 @@ def build_index(
         if sel is None:  # "up to date" only after the checksums are known good
             out["verified"] = ensure_verified(d, threads)
         return out
+
+
+SMALL_SHARD = 1 << 24
+"""Shards of fewer tokens are grouped into shared units (``kdmem_core::index::plan``)."""
+MIN_GROUP = 1 << 27
+"""A group of small shards grows to at least this many tokens (the core's ``min_group``)."""
+
+
+def ray_unit_groups(shards_dir: Path, shards: Sequence[int] | None = None) -> list[list[int]]:
+    """The shard groups of a Ray build, one task (and so one unit) each, planned in the
+    driver as the core plans a local build: runs of consecutive small shards (< 2^24 tokens)
+    grouped up to 2^27 tokens, larger shards alone (the task cuts them into pieces if its
+    budget needs). Without a manifest (bare shard files) every shard is its own group."""
+    sel = list(range(n_shard_files(shards_dir))) if shards is None else sorted(shards)
+    manifest = shards_dir / "shards.json"
+    if not manifest.is_file():
+        return [[k] for k in sel]
+    import json
+
+    sizes = [int(e["n_tokens"]) for e in json.loads(manifest.read_text("utf-8"))["shards"]]
+    groups: list[list[int]] = []
+    run: list[int] = []
+    total = 0
+    for k in sel:
+        if sizes[k] >= SMALL_SHARD:
+            groups += [run, [k]] if run else [[k]]
+            run, total = [], 0
+            continue
+        if run and (run[-1] != k - 1 or total >= MIN_GROUP):
+            groups.append(run)
+            run, total = [], 0
+        run.append(k)
+        total += sizes[k]
+    if run:
+        groups.append(run)
+    return groups
 
 
 STALE_AFTER_S = 600.0
