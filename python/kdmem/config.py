@@ -21,8 +21,9 @@ Defaults are the paper's (Borkar et al. 2026) where it states one: prefix 50, su
 distillation with forward KL at T = 2 and no CE term, hard distillation on 206-token greedy
 continuations, 3 seeds, negatives sampled 1:3 with 100 resamples for the predictor.
 
-This file holds every config class on purpose (about 500 lines): a newcomer looking for a
-field, its default or its help finds it here and nowhere else.
+This file holds every config class on purpose (about 740 lines, with the ``[launch]`` and
+``[slurm]`` sections): a newcomer looking for a field, its default or its help finds it here
+and nowhere else.
 """
 
 from __future__ import annotations

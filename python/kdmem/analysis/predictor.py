@@ -30,6 +30,9 @@ regression refit on every example at natural prevalence, so its probabilities ar
 to the real base rate; :class:`Predictor` reloads it and scores new examples with numpy only.
 Everything is deterministic for a given ``seed``; sklearn runs single-threaded (these
 problems are tiny in features, and BLAS threads on a shared machine only slow them down).
+
+Why one file (~520 lines): the feature matrix, both protocols' evaluation, the saved models
+and their JSON share one dataset and one format; split, each part would import the others.
 """
 
 from __future__ import annotations

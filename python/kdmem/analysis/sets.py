@@ -16,6 +16,9 @@ example id): overlap of each role's memorized sets and the correlation of ``zlib
 All set operations run on sorted int64 id arrays (``numpy`` set routines, O(n log n)); tests
 check every number against plain Python ``set`` arithmetic. Standard deviations are sample
 standard deviations (ddof=1), ``None`` for a single run; undefined ratios are ``None``.
+
+Why one file (~600 lines): the family analysis, the cross-family comparison and their printed
+tables (``kdmem sets``) read the same JSON-ready dict; its keys are defined and printed here.
 """
 
 from __future__ import annotations

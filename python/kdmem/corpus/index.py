@@ -16,6 +16,10 @@ with an EOS id keep the EOS token inside each document, so a match may end with 
 exact and do not depend on the thread count, the memory budget or how shards were grouped.
 Costs and the on-disk format are documented in ``docs/formats.md`` and the Rust module
 ``kdmem_core::index``.
+
+Why one file (~540 lines): :class:`Index` documents every query the extension answers (most
+of the file); the build, its Ray plan and its stale-temp cleanup sit beside the reader they
+must agree with.
 """
 
 from __future__ import annotations
