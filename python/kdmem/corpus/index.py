@@ -221,7 +221,10 @@ def build_index(
             keys = ("shards", "built", "skipped", "units", "tokens_built")
             out: dict[str, Any] = {k: sum(r[k] for r in reports) for k in keys}
             out.update({k: reports[0][k] for k in ("memory", "concurrency", "max_unit")})
-            return {**out, "seconds": time.perf_counter() - t0}
+            out["seconds"] = time.perf_counter() - t0
+            if sel is None:
+                out["verified"] = ensure_verified(d, threads)
+            return out
         tick = None
         if progress is not None:
             n = len(sel) if sel is not None else n_shard_files(d)
