@@ -108,3 +108,19 @@ def test_one_stage_jobs_lock_their_stage_not_the_run_directory(tmp_path: Path) -
     assert ran == ["b", "a"]
     assert {k: v["status"] for k, v in manifest["stages"].items()} == {"a": "done", "b": "done"}
     assert not list(run.glob(".*.lock"))  # finished writers leave no lock files
+
+
+def test_featurize_and_scan_hold_their_outputs_lock(tmp_path: Path) -> None:
+    """A second featurize or scan writing the same output is refused before it reads
+    anything (one line, the holder's pid)."""
+    from kdmem.corpus.featurize import featurize
+    from kdmem.corpus.scan import scan
+
+    for fn in (featurize, scan):
+        out = tmp_path / f"{fn.__name__}.parquet"
+        proc = _holder(out, "output_lock")
+        try:
+            with pytest.raises(LockedError, match=f"pid {proc.pid}"):
+                fn(tmp_path / "examples.jsonl", tmp_path / "index", out)
+        finally:
+            _stop(proc)

@@ -11,13 +11,18 @@ file); the file records the holder's pid for the message. On systems without ``f
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from kdmem.atomic import io_error
 from kdmem.errors import LockedError
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 fcntl: Any
 try:  # POSIX
@@ -25,7 +30,7 @@ try:  # POSIX
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-__all__ = ["LOCK_NAME", "dir_lock", "output_lock"]
+__all__ = ["LOCK_NAME", "dir_lock", "locks_output", "output_lock"]
 
 LOCK_NAME = ".kdmem.lock"
 
@@ -97,3 +102,21 @@ def _lock(path: Path, target: str, what: str) -> Iterator[None]:
         path.unlink(missing_ok=True)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def locks_output(what: str, arg: str = "out") -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a function that writes the file named by its argument ``arg`` so that it
+    holds that output's lock (:func:`output_lock`) while it runs."""
+
+    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def locked(*args: P.args, **kwargs: P.kwargs) -> R:
+            target = sig.bind(*args, **kwargs).arguments[arg]
+            with output_lock(target, what):
+                return fn(*args, **kwargs)
+
+        return locked
+
+    return wrap

@@ -48,6 +48,7 @@ from kdmem.corpus.fanout import map_shards, read_parts, write_part
 from kdmem.corpus.index import Index, n_shard_files
 from kdmem.corpus.partcache import PartCache, digest, runs, stored_task
 from kdmem.errors import InvalidArgumentError, MalformedRecordError
+from kdmem.lock import locks_output
 from kdmem.progress import Meter, Progress
 from kdmem.rundir import table_meta, with_table_meta
 from kdmem.zlib import zlib_bytes
@@ -327,6 +328,7 @@ def _merge(
     return out_p
 
 
+@locks_output("kdmem featurize")
 def featurize(
     examples: str | os.PathLike[str],
     index: str | os.PathLike[str],

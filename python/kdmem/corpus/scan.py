@@ -41,6 +41,7 @@ from kdmem.corpus.featurize import (
 from kdmem.corpus.index import Index, n_shard_files
 from kdmem.corpus.partcache import PartCache, digest, runs, stored_task
 from kdmem.errors import InvalidArgumentError
+from kdmem.lock import locks_output
 from kdmem.progress import Meter, Progress
 from kdmem.rundir import with_table_meta
 
@@ -240,6 +241,7 @@ def _check_options(min_len: int, max_locations: int) -> None:
         raise InvalidArgumentError(f"invalid max_locations = {max_locations}: use >= 0")
 
 
+@locks_output("kdmem scan")
 def scan(
     generations: str | os.PathLike[str],
     index: str | os.PathLike[str],

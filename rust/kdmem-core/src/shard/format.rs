@@ -173,12 +173,23 @@ pub struct ShardWriter {
 /// The temp-name suffix of shard files in progress (cleaned up by a rerun).
 pub const TMP_SUFFIX: &str = ".tmp";
 
+/// The temp name of `path` for this process: `<path>.tmp-<pid>` (`<path><extra>.tmp-<pid>`),
+/// unique per writer, so that two writers never share a temp file even without the
+/// directory lock the Python layer takes.
+pub fn tmp_path(path: &Path, extra: &str) -> PathBuf {
+    PathBuf::from(format!(
+        "{}{extra}{TMP_SUFFIX}-{}",
+        path.display(),
+        std::process::id()
+    ))
+}
+
 impl ShardWriter {
     /// Start writing the shard that will be published at `path`.
     pub fn create(path: impl AsRef<Path>, meta: ShardMeta) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let tmp = PathBuf::from(format!("{}{TMP_SUFFIX}", path.display()));
-        let tmp_offsets = PathBuf::from(format!("{}.offsets{TMP_SUFFIX}", path.display()));
+        let tmp = tmp_path(&path, "");
+        let tmp_offsets = tmp_path(&path, ".offsets");
         let open = |p: &Path| {
             OpenOptions::new()
                 .create(true)

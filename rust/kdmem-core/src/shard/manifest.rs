@@ -5,13 +5,13 @@
 //! the same manifest always has the same bytes.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::shard::format::{self, Dtype, ShardMeta, TMP_SUFFIX};
+use crate::shard::format::{self, Dtype, ShardMeta};
 use crate::shard::tokenize::hex;
 
 /// Manifest file name inside the output directory.
@@ -275,7 +275,7 @@ pub fn parse_hash(h: &str) -> Option<[u8; 32]> {
 /// Write `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let tmp = PathBuf::from(format!("{}{TMP_SUFFIX}", path.display()));
+    let tmp = format::tmp_path(path, "");
     let res = (|| {
         let mut f = fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
         f.write_all(bytes)

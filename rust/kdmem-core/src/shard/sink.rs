@@ -312,7 +312,10 @@ impl ShardSink {
     fn open_dir(opts: SinkOptions, dir: PathBuf, base_shard: usize, base_doc: u64) -> Result<Self> {
         fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
         for n in listing(&dir)? {
-            if n.ends_with(TMP_SUFFIX) && (n.starts_with("shard-") || n.starts_with(MANIFEST)) {
+            // Temps of an interrupted run (`NAME.tmp-PID`, or `NAME.tmp` from older kdmem):
+            // the caller holds the directory, so none belongs to a live writer.
+            let is_tmp = n.ends_with(TMP_SUFFIX) || n.contains(&format!("{TMP_SUFFIX}-"));
+            if is_tmp && (n.starts_with("shard-") || n.starts_with(MANIFEST)) {
                 let _ = fs::remove_file(dir.join(&n));
             }
         }
