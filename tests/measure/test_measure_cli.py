@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -427,11 +428,27 @@ def test_measure_on_a_full_disk_fails_in_one_line_and_finishes_identically(
     args = ["--model", str(mdir), "--data", str(data_npy), "--chunk-size", "10"]
     with full_tmpfs(tmp_path) as (mnt, filler):
         code, msg = _measure(*args, "--out", str(mnt / "m.parquet"))
-        assert code != 0 and "no space left" in msg.lower(), msg
-        assert msg.strip().count("\n") == 0 and str(mnt) in msg
+        err = msg.strip().splitlines()[-1]  # (after the tokenizer-less model's warning)
+        assert code != 0 and "no space left" in err.lower() and str(mnt) in err, msg
+        assert sum("error" in line for line in msg.splitlines()) == 1
         assert not (mnt / "m.parquet").exists()
         filler.unlink()
         assert _measure(*args, "--out", str(mnt / "m.parquet"))[0] == 0
         assert _measure(*args, "--out", str(tmp_path / "ref.parquet"))[0] == 0
         a, b = pq.read_table(mnt / "m.parquet"), pq.read_table(tmp_path / "ref.parquet")
         assert a.replace_schema_metadata(None).equals(b.replace_schema_metadata(None))
+
+
+def test_a_model_without_tokenizer_warns_and_records_the_skipped_check(
+    trained, data_npy, tmp_path
+) -> None:
+    """measure cannot compare tokenizers when the model ships none: it says so on stderr and
+    records tokenizer_check = "skipped" in the table's metadata."""
+    _, mdir, _ = trained["gpt_neox"]
+    bare = tmp_path / "bare"
+    shutil.copytree(mdir, bare, ignore=shutil.ignore_patterns("tokenizer*", "special_tokens*"))
+    out = tmp_path / "m.parquet"
+    code, msg = _measure("--model", str(bare), "--data", str(data_npy), "--out", str(out))
+    assert code == 0, msg
+    assert "tokenizers not compared" in msg
+    assert _meta(out)["tokenizer_check"] == "skipped"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,15 @@ def measure(
             tok = model_tokenizer(model)
             tok_hash = "" if tok is None else tokenizer_hash(tok)
             tok_check = check_same_tokenizer(ex.tokenizer_hash, str(data), tok_hash, str(model))
+            if tok_check == "skipped" and d.is_main:
+                # A model without a tokenizer (or data without a recorded one): nothing to
+                # compare, so say so; the metadata records tokenizer_check = "skipped".
+                print(
+                    f"kdmem measure: warning: tokenizers not compared ({model} ships no "
+                    "tokenizer or the data records none); the ids are assumed to be the "
+                    "model's (recorded as tokenizer_check = skipped)",
+                    file=sys.stderr,
+                )
             m_hash = weights_hash(model, m)
             ref = None
             ref_hash = ""
