@@ -1,4 +1,5 @@
-"""A real full disk for the tests of every writer: a 1 MB tmpfs filled to the last byte.
+"""A real full disk for the tests of every writer: a tmpfs (1 MB unless ``size``) filled to
+the last byte.
 
 ``with full_tmpfs(tmp_path) as (mnt, filler):`` mounts it (skips the test cleanly where
 mounting is not permitted: not root, or no tmpfs), fills it with ``filler``, and unmounts
@@ -20,17 +21,21 @@ import pytest
 
 @contextlib.contextmanager
 def full_tmpfs(
-    tmp_path: Path, *, give_back: int = 0, prepare: Callable[[Path], object] | None = None
+    tmp_path: Path,
+    *,
+    give_back: int = 0,
+    prepare: Callable[[Path], object] | None = None,
+    size: str = "1M",
 ) -> Iterator[tuple[Path, Path]]:
     mnt = tmp_path / "tiny"
     mnt.mkdir()
     if os.geteuid() != 0 or (
         subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mnt)], capture_output=True
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True
         ).returncode
         != 0
     ):
-        pytest.skip("needs root and tmpfs to make a 1 MB filesystem")
+        pytest.skip(f"needs root and tmpfs to make a {size} filesystem")
     try:
         if prepare is not None:  # what must be on the disk before it fills
             prepare(mnt)

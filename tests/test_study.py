@@ -99,3 +99,37 @@ def test_rerun_skips_and_one_key_reruns_only_its_dependents(demo_run: tuple[Path
     ran: list[str] = []
     run_experiment(changed, rd, before=demo_stages(TINY), log=ran.append)
     assert sorted(m.split("]")[0][1:] for m in ran if "removing its outputs" in m) == sorted(rerun)
+
+
+def test_a_full_disk_stops_the_study_in_one_line_and_the_rerun_finishes(
+    demo_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """`kdmem run` on a disk that fills up part way (a real tmpfs with a third of the run's
+    size free, where permitted): one line naming the file, the stages before it kept; after
+    space is freed the rerun resumes and every model memorizes what the roomy run's did."""
+    from tests.full_disk import full_tmpfs
+
+    from kdmem.errors import DiskFullError
+
+    ref, _ = demo_run
+    need = sum(p.stat().st_size for p in ref.rglob("*") if p.is_file())
+    with full_tmpfs(tmp_path, size=f"{2 * need // 1024 + 4096}k", give_back=need // 3) as (
+        mnt,
+        filler,
+    ):
+        rd = mnt / "demo"
+        with pytest.raises(DiskFullError) as e:
+            run_demo(rd, TINY, log=lambda _m: None)
+        assert "\n" not in str(e.value) and str(mnt) in str(e.value)
+        done = [
+            n
+            for n, s in json.loads((rd / "manifest.json").read_text())["stages"].items()
+            if s["status"] == "done"
+        ]
+        assert done, "the stages before the full disk are kept"
+        filler.unlink()
+        run_demo(rd, TINY, log=lambda _m: None)
+        for t in sorted((ref / "measure").glob("*.parquet")):
+            a = pq.read_table(t, columns=["example_id", "memorized"])
+            b = pq.read_table(rd / "measure" / t.name, columns=["example_id", "memorized"])
+            assert a.equals(b), t.name
