@@ -3,40 +3,16 @@ one line naming the holder's pid; a killed holder leaves no stale lock."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from tests.lock_holder import holder as _holder
+from tests.lock_holder import stop as _stop
 
 from kdmem.errors import LockedError
 from kdmem.lock import dir_lock, output_lock
 from kdmem.pipeline import Pipeline, Stage
-
-HOLD = """
-import sys, time
-from kdmem.lock import {fn}
-with {fn}(sys.argv[1], "test"):
-    print("held", flush=True)
-    time.sleep(60)
-"""
-
-
-def _holder(target: Path, fn: str = "dir_lock") -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD.format(fn=fn), str(target)], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-    return proc
-
-
-def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGKILL) -> None:
-    proc.send_signal(sig)
-    proc.wait()
-    assert proc.stdout is not None
-    proc.stdout.close()
 
 
 def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path: Path) -> None:

@@ -99,28 +99,16 @@ def test_stale_index_temps_of_dead_writers_are_removed(shards: Path) -> None:
 
 
 def test_a_second_index_writer_is_refused(shards: Path) -> None:
-    import subprocess
-    import sys
+    from tests.lock_holder import holder, stop
 
     from kdmem.errors import LockedError
 
-    hold = (
-        "import sys, time\nfrom kdmem.lock import dir_lock\n"
-        "with dir_lock(sys.argv[1], 'kdmem shard'):\n    print('held', flush=True)\n"
-        "    time.sleep(60)\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", hold, str(shards)], stdout=subprocess.PIPE, text=True
-    )
+    proc = holder(shards)
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
         with pytest.raises(LockedError, match=f"pid {proc.pid}"):
             build_index(shards, threads=1)
     finally:
-        proc.kill()
-        proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
+        stop(proc)
     build_index(shards, threads=1)
 
 

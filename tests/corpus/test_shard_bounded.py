@@ -55,27 +55,18 @@ def test_the_summary_counts_split_documents_and_bad_caps_are_refused(tmp_path: P
 
 
 def test_a_second_shard_writer_is_refused_with_the_holders_pid(tmp_path: Path) -> None:
+    from tests.lock_holder import holder, stop
+
     out = tmp_path / "s"
-    hold = (
-        "import sys, time\nfrom kdmem.lock import dir_lock\n"
-        "with dir_lock(sys.argv[1], 'kdmem shard'):\n    print('held', flush=True)\n"
-        "    time.sleep(60)\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True
-    )
+    proc = holder(out)
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
         src = write_jsonl(tmp_path / "c.jsonl", CORPUS)
         with pytest.raises(LockedError) as e:
             shard_corpus([src], bpe_tokenizer(), out)
         assert f"pid {proc.pid}" in str(e.value) and "\n" not in str(e.value)
         assert not (out / "shards.json").exists()
     finally:
-        proc.kill()
-        proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
+        stop(proc)
     # The holder is gone: the same call now writes the set.
     assert shard_corpus([src], bpe_tokenizer(), out).n_docs == len(CORPUS)
     assert not (out / ".kdmem.lock").exists()
