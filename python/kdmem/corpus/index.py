@@ -24,6 +24,8 @@ must agree with.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Sequence
 from os import PathLike
@@ -253,7 +255,6 @@ def ray_unit_groups(shards_dir: Path, shards: Sequence[int] | None = None) -> li
     manifest = shards_dir / "shards.json"
     if not manifest.is_file():
         return [[k] for k in sel]
-    import json
 
     sizes = [int(e["n_tokens"]) for e in json.loads(manifest.read_text("utf-8"))["shards"]]
     groups: list[list[int]] = []
@@ -283,7 +284,6 @@ def remove_stale_temps(shards_dir: Path, *, older_than_s: float = STALE_AFTER_S)
     is not a live process here and the file has not been written for ``older_than_s``
     seconds (the second condition keeps the temps of writers on other hosts sharing the
     file system). Returns what was removed."""
-    import os
 
     removed = []
     now = time.time()
