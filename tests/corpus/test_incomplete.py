@@ -164,3 +164,52 @@ def test_index_on_a_full_disk_fails_in_one_line_and_finishes_identically(
         build_index(ref, threads=1)
         got = {p.name: p.read_bytes() for p in d.glob("*.kdsa")}
         assert got and got == {p.name: p.read_bytes() for p in ref.glob("*.kdsa")}
+
+
+_VERIFY_RSS = """
+import sys
+from kdmem import _core
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+    raise SystemExit("no " + key)
+
+with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM to the current RSS
+    f.write("5")
+before = status("VmRSS:")
+_core.verify_index(sys.argv[1], 1)
+print(status("VmHWM:") - before)
+"""
+
+
+def test_verifying_an_index_does_not_map_its_files_into_memory(tmp_path: Path) -> None:
+    """A verification reads every byte of the shards and suffix arrays; it must not leave
+    them resident in the process (a mapped read did: `kdmem index` on 2B tokens peaked at
+    17.9 GB RSS under an 8 GB budget, all of it the index files the stamp verified)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from kdmem.corpus.importers import import_npy
+
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux /proc/self/clear_refs to reset the peak RSS")
+    rng = np.random.default_rng(0)
+    n = 6_000_000  # 12 MB of u16 tokens, ~55 MB of shard + suffix array files
+    np.save(tmp_path / "t.npy", rng.integers(0, 30_000, n, dtype=np.uint16))
+    np.save(tmp_path / "o.npy", np.arange(0, n + 1, 1000, dtype=np.int64))
+    d = tmp_path / "shards"
+    import_npy([tmp_path / "t.npy"], d, offsets=tmp_path / "o.npy", dtype="u16")
+    build_index(d, threads=1)
+    files = sum(p.stat().st_size for p in d.iterdir() if p.suffix in (".kdt", ".kdsa"))
+    r = subprocess.run([sys.executable, "-c", _VERIFY_RSS, str(d)],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    if r.returncode != 0 and "clear_refs" in r.stderr:
+        pytest.skip(f"cannot reset the peak RSS here: {r.stderr.strip().splitlines()[-1]}")
+    assert r.returncode == 0, r.stderr
+    grew = int(r.stdout)
+    assert files > 50e6
+    assert grew < 0.1 * files, f"verification grew RSS by {grew:,} B for {files:,} B of files"

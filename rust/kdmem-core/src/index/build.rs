@@ -147,41 +147,6 @@ fn stream_tokens(
     Ok(())
 }
 
-/// Recompute a shard's data checksum from its file with plain reads (the file's pages are
-/// not mapped, so they do not count as this process's memory). O(shard bytes).
-pub fn verify_shard_streaming(shard: &ShardReader) -> Result<()> {
-    let path = shard.path();
-    let w = u64::from(shard.dtype().width());
-    let tok_bytes = shard.n_tokens() * w;
-    let offsets_at = (128 + tok_bytes).div_ceil(8) * 8;
-    let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let mut crc = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    for (start, len) in [(128, tok_bytes), (offsets_at, (shard.n_docs() + 1) * 8)] {
-        file.seek(SeekFrom::Start(start))
-            .map_err(|e| Error::io("read", path, e))?;
-        let mut left = len;
-        while left > 0 {
-            let take = (left as usize).min(buf.len());
-            file.read_exact(&mut buf[..take])
-                .map_err(|e| Error::io("read", path, e))?;
-            crc.update(&buf[..take]);
-            left -= take as u64;
-        }
-    }
-    let got = crc.finalize();
-    if got != shard.data_checksum() {
-        return Err(Error::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!(
-                "data checksum {got:#010x} does not match the header's {:#010x}",
-                shard.data_checksum()
-            ),
-        });
-    }
-    Ok(())
-}
-
 /// Maps positions of `t'` to unit positions: `p = p' - (separators before p')`.
 ///
 /// Two forms, whichever is smaller: the separators' positions with a coarse table over
@@ -347,7 +312,7 @@ fn fill<U: Copy>(
 }
 
 /// Read the unit's documents into `t'` (one pass over the token bytes of each source; the
-/// shards' checksums are the caller's to verify first, see [`verify_shard_streaming`]) and
+/// shards' checksums are the caller's to verify first, see [`ShardReader::verify`]) and
 /// check them against the vocabulary; see the module docs. `force_wide` selects the 64-bit
 /// libsais variants even for small units (tests use it to cover that path).
 pub fn prepare(sources: &[Source], force_wide: bool) -> Result<Prepared> {

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::build::{prepare, verify_shard_streaming, Source, UnitMeta};
+use super::build::{prepare, Source, UnitMeta};
 use super::format::{self, CoveredShard, Layout, Pages, SaFile, SaHeader};
 use super::plan::{self, Budget, Grouping, ShardStat, UnitSpec};
 use super::search::Corpus;
@@ -554,7 +554,7 @@ pub fn build_shards(
             .with_max_len(1)
             .map(|r| {
                 ctl.check()?;
-                verify_shard_streaming(r)
+                r.verify()
             })
             .collect()
     });

@@ -9,7 +9,7 @@
 //! Costs: writing is O(tokens) with a 1 MiB write buffer per array (offsets are spilled to a
 //! side file, so memory does not grow with the shard); [`ShardReader::open`] maps the file and
 //! checks the header and the offsets array, O(n_docs); [`ShardReader::verify`] re-computes
-//! the data CRC, O(file size).
+//! the data CRC with plain reads ([`crc_of_file_ranges`]), O(file size).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -395,6 +395,29 @@ pub(crate) fn sync_parent(path: &Path) {
     }
 }
 
+/// CRC-32 of the byte ranges `(start, len)` of the file at `path`, in order, read with plain
+/// `read` calls through a 1 MiB buffer: the file's pages go through the page cache but are
+/// never mapped, so verifying a terabyte of files does not count against this process's
+/// memory (a mapped read would leave every page resident in its RSS). O(bytes).
+pub fn crc_of_file_ranges(path: &Path, ranges: &[(u64, u64)]) -> Result<u32> {
+    let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for &(start, len) in ranges {
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| Error::io("read", path, e))?;
+        let mut left = len;
+        while left > 0 {
+            let take = (left as usize).min(buf.len());
+            file.read_exact(&mut buf[..take])
+                .map_err(|e| Error::io("read", path, e))?;
+            crc.update(&buf[..take]);
+            left -= take as u64;
+        }
+    }
+    Ok(crc.finalize())
+}
+
 /// Write a whole shard at once from in-memory arrays (`offsets` has `n_docs + 1` entries,
 /// `offsets[0] == 0`, non-decreasing, last == `tokens.len()`).
 pub fn write_shard(
@@ -621,16 +644,15 @@ impl ShardReader {
         Ok(r)
     }
 
-    /// Recompute the data CRC-32 and compare with the header. O(file size).
+    /// Recompute the data CRC-32 and compare with the header, reading the file with plain
+    /// reads ([`crc_of_file_ranges`]; the map's pages are not touched). O(file size).
     pub fn verify(&self) -> Result<()> {
-        let width = self.dtype.width() as usize;
-        let tok =
-            &self.map[HEADER_LEN as usize..HEADER_LEN as usize + self.n_tokens as usize * width];
-        let offs = &self.map[self.offsets_offset as usize..];
-        let mut h = crc32fast::Hasher::new();
-        h.update(tok);
-        h.update(offs);
-        let got = h.finalize();
+        let tok_bytes = self.n_tokens * u64::from(self.dtype.width());
+        let offs_bytes = self.map.len() as u64 - self.offsets_offset;
+        let got = crc_of_file_ranges(
+            &self.path,
+            &[(HEADER_LEN, tok_bytes), (self.offsets_offset, offs_bytes)],
+        )?;
         if got != self.checksum {
             return Err(Error::Corrupt {
                 path: self.path.clone(),
