@@ -1,7 +1,7 @@
 """How the index scales: build, memory, disk and queries from 10M to 2B tokens, 1 to 64 shards,
 warm and cold (issue 14).
 
-    .venv/bin/python benches/bench_scale.py [--max-tokens 2000000000] [--threads 2]
+    .venv/bin/python benches/bench_scale.py [--max-tokens 2000000000] [--sizes 1e8,2e9] [--threads 2]
         [--memory 8GB] [--work /tmp/kdmem-bench-scale] [--queries 2000] [--keep]
 
 Corpora (both u16):
@@ -488,6 +488,11 @@ def measure(
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-tokens", type=float, default=2e9, help="largest Zipfian corpus")
+    ap.add_argument(
+        "--sizes",
+        default="1e7,1e8,1e9,2e9",
+        help="Zipfian sizes in tokens, comma-separated (those up to --max-tokens run)",
+    )
     ap.add_argument("--real-tokens", type=float, default=1e8)
     ap.add_argument("--shard-tokens", type=int, default=1 << 30)
     ap.add_argument("--threads", type=int, default=2)
@@ -550,7 +555,8 @@ def main() -> None:
 
     # 2. Zipfian stream: 10M .. max tokens.
     if args.only in (None, "zipf"):
-        sizes = [s for s in (10 * M, 100 * M, 1000 * M, 2000 * M) if s <= args.max_tokens]
+        sizes = [int(float(x)) for x in args.sizes.split(",")]
+        sizes = sorted(s for s in sizes if s <= args.max_tokens)
         for n in sizes:
             d = args.work / f"zipf-{n}"
             need = n * 9.2 + (1 << 30)  # shards 2 B/token, index 7.14 B/token, slack

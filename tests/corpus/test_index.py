@@ -311,6 +311,27 @@ def test_memory_budget_pieces_give_the_same_answers(tmp_path: Path) -> None:
         assert a.longest_match(q).tolist() == b.longest_match(q).tolist()
 
 
+def test_a_tight_budget_sorts_fewer_units_at_once_instead_of_cutting_shards(
+    tmp_path: Path,
+) -> None:
+    """Two threads, a budget that holds one shard's sort but not two: each shard stays one
+    unit (no pieces, so a query costs one lookup per shard), sorted one at a time."""
+    rng = np.random.default_rng(5)
+    shards = [[rng.integers(0, 50, 40).tolist() for _ in range(10)] for _ in range(2)]
+    d = write_dir(tmp_path / "s", shards)
+    tokens = 400  # per shard
+    report = build_index(d, threads=2, memory=64 * 2**20 + int(1.5 * tokens * 6.5))
+    assert report["units"] == 2 and report["concurrency"] == 1
+    assert report["max_unit"] >= tokens
+    idx = Index(d)
+    assert [list(u) for u in idx.units] == [[0], [1]]
+    assert not list(d.glob("*.part*.kdsa"))
+    oracle = Oracle(shards)
+    flat = [t for s in shards for doc in s for t in doc]
+    for q in [flat[i : i + n] for i in range(0, len(flat), 13) for n in (1, 3, 8)]:
+        assert idx.count(q) == len(oracle.locate(q))
+
+
 def test_memory_budget_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = write_dir(tmp_path / "s", [[[1, 2, 3] * 200]])
     with pytest.raises(kdmem.InvalidArgumentError, match=r"600 tokens.*--memory \S+B") as e:

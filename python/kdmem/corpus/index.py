@@ -175,9 +175,11 @@ def build_index(
 
     Shards are cut into units within the memory budget (``kdmem_core::index::plan``): small
     shards are grouped, about one unit per thread, so that every thread sorts one; a shard
-    that does not fit is split into document-aligned pieces. At most ``threads`` units are
-    sorted at once, and peak memory stays within ``memory`` (6.5 bytes/token of the units
-    being sorted for u16 shards, 8.5 for u32). Resumable: finished units are kept.
+    too large to sort within the whole budget is split into document-aligned pieces. Units
+    are sorted largest first, at most ``threads`` at once and only as many as the budget
+    holds (6.5 bytes/token of the units being sorted for u16 shards, 8.5 for u32): a tight
+    budget sorts fewer at once rather than cutting shards, so peak memory stays within
+    ``memory``. Resumable: finished units are kept.
 
     Args:
         shards_dir: a ``kdmem shard`` output directory.

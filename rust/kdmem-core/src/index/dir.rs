@@ -11,6 +11,8 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -545,7 +547,7 @@ pub fn build_shards(
         .collect();
     let plan = plan::plan(&stats, &todo, budget, opts.grouping.unwrap_or_default())?;
     drop(stats);
-    let pool = threads::pool(Some(plan.concurrency))?;
+    let pool = threads::pool(Some(budget.threads))?;
     // Every shard's data checksum, once (pieces of a shard share it), before its units.
     let to_check: Vec<&ShardReader> = readers.iter().flatten().collect();
     let checked: Vec<Result<()>> = pool.install(|| {
@@ -561,24 +563,48 @@ pub fn build_shards(
     checked.into_iter().collect::<Result<()>>()?;
     drop(to_check);
     drop(readers);
-    let results: Vec<Result<u64>> = pool.install(|| {
-        plan.units
-            .par_iter()
-            .with_max_len(1)
-            .map(|u| {
+    drop(pool);
+    // Largest units first, each holding its share of the budget while it is sorted and
+    // written, on at most `concurrency` threads (module docs of `plan`).
+    let mut order: Vec<&UnitSpec> = plan.units.iter().collect();
+    order.sort_by_key(|u| std::cmp::Reverse(u.n_tokens));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let gate = MemoryGate::new(plan.usable);
+    let work = || -> Result<u64> {
+        let mut tokens = 0u64;
+        while !failed.load(AtomicOrdering::Relaxed) {
+            let Some(&u) = order.get(next.fetch_add(1, AtomicOrdering::Relaxed)) else {
+                break;
+            };
+            let step = (|| {
                 ctl.check()?;
+                let _held = gate.take(plan.unit_bytes(u));
                 let layout = opts
                     .layout
                     .unwrap_or_else(|| Layout::for_tokens(st.facts[u.first_shard].width));
-                build_unit(dir, &st.facts, &stems, u, layout, opts.force_wide)?;
-                let done = if u.pieces > 1 {
-                    u64::from(u.piece + 1 == u.pieces)
-                } else {
-                    u.n_shards as u64
-                };
-                ctl.advance(done, u.n_tokens, 0);
-                Ok(u.n_tokens)
-            })
+                build_unit(dir, &st.facts, &stems, u, layout, opts.force_wide)
+            })();
+            if let Err(e) = step {
+                failed.store(true, AtomicOrdering::Relaxed);
+                return Err(e);
+            }
+            let done = if u.pieces > 1 {
+                u64::from(u.piece + 1 == u.pieces)
+            } else {
+                u.n_shards as u64
+            };
+            ctl.advance(done, u.n_tokens, 0);
+            tokens += u.n_tokens;
+        }
+        Ok(tokens)
+    };
+    let workers = plan.concurrency.min(order.len()).max(1);
+    let results: Vec<Result<u64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers).map(|_| s.spawn(work)).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     });
     let mut report = BuildReport {
@@ -596,6 +622,45 @@ pub fn build_shards(
     }
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// A counting semaphore over bytes of the build budget: [`MemoryGate::take`] waits until
+/// that many bytes are free and holds them until the guard drops.
+struct MemoryGate {
+    free: Mutex<u64>,
+    freed: Condvar,
+}
+
+struct Held<'a> {
+    gate: &'a MemoryGate,
+    bytes: u64,
+}
+
+impl MemoryGate {
+    fn new(bytes: u64) -> Self {
+        MemoryGate {
+            free: Mutex::new(bytes),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Wait for `bytes` (at most the gate's total, which callers guarantee).
+    fn take(&self, bytes: u64) -> Held<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free < bytes {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= bytes;
+        Held { gate: self, bytes }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut free = self.gate.free.lock().unwrap_or_else(|p| p.into_inner());
+        *free += self.bytes;
+        self.gate.freed.notify_all();
+    }
 }
 
 /// Shards group only with shards of the same width and tokenizer.

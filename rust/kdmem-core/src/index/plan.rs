@@ -2,25 +2,28 @@
 //!
 //! A query costs about the same in a unit of any size (a binary search in RAM, then a page,
 //! [`super::unit`]), so it costs the number of units, not the number of shards: small shards
-//! are grouped into one unit, and a shard too large to sort within the budget is cut into
-//! document-aligned pieces. The rules, for the shards still to build (in name order):
+//! are grouped into one unit, and a shard is cut into pieces only when it cannot be sorted
+//! within the whole budget. The rules, for the shards still to build (in name order):
 //!
-//! - `max_unit = (memory - 64 MiB) / (concurrency * bytes_per_token)`, at most 2^30 tokens,
-//!   where `concurrency` starts at the thread count and drops until the largest document fits
-//!   in one unit (a budget too small for one document even alone is an error naming the
+//! - `max_unit = (memory - 64 MiB) / bytes_per_token`, at most 2^30 tokens: one unit may use
+//!   the whole budget (a budget too small for the largest document is an error naming the
 //!   minimum);
 //! - a shard larger than `max_unit` is split into `ceil(n / max_unit)` pieces of about equal
 //!   size, cut at document boundaries;
 //! - a shard of at least `small_shard` tokens (2^24) is its own unit;
 //! - a run of consecutive smaller shards of the same token width and tokenizer is cut into
 //!   `ceil(run tokens / max_group)` groups of about equal size, where
-//!   `max_group = min(max_unit, max(min_group, ceil(small tokens to build / concurrency)))`
+//!   `max_group = min(max_unit, max(min_group, ceil(small tokens to build / threads)))`
 //!   (`min_group` = 2^27): many small shards become few units, yet every thread still gets a
 //!   unit to sort once there is much to sort (libsais sorts one unit on one core).
 //!
-//! So peak build memory stays within the budget: at most `concurrency` units are sorted at
-//! once, each within `max_unit * bytes_per_token`. Planning is O(shards + documents of the
-//! shards to split).
+//! The build ([`super::dir::build_shards`]) then sorts units largest first on up to
+//! [`Plan::concurrency`] threads, each unit taking [`Plan::unit_bytes`] of the budget before
+//! it starts and giving them back when its file is written: peak build memory stays within
+//! the budget, and when the budget is tight, fewer units are sorted at once rather than a
+//! shard cut into pieces (a piece costs every later query one more lookup, while sorting with
+//! fewer threads costs the build once). Planning is O(shards + documents of the shards to
+//! split).
 
 use crate::error::{Error, Result};
 
@@ -124,12 +127,24 @@ impl UnitSpec {
 pub struct Plan {
     /// The units, in shard order.
     pub units: Vec<UnitSpec>,
-    /// Units sorted at once.
+    /// Most units sorted at once: the thread count, or fewer where the budget cannot hold
+    /// that many of the smallest units (at least 1).
     pub concurrency: usize,
     /// Largest unit in tokens.
     pub max_unit: u64,
     /// Group size limit in tokens.
     pub max_group: u64,
+    /// Bytes of the budget units may take (the budget less [`OVERHEAD`]).
+    pub usable: u64,
+    /// Build bytes per token of the widest unit ([`bytes_per_token`]).
+    pub bytes_per_token: f64,
+}
+
+impl Plan {
+    /// Bytes the build of `u` holds while it runs (at most [`Plan::usable`]).
+    pub fn unit_bytes(&self, u: &UnitSpec) -> u64 {
+        ((u.n_tokens as f64 * self.bytes_per_token).ceil() as u64).min(self.usable)
+    }
 }
 
 fn too_small(memory: u64, need: u64, what: String) -> Error {
@@ -191,15 +206,11 @@ pub fn plan(
             fix: format!("kdmem indexes documents of at most {MAX_UNIT} tokens; split it"),
         });
     }
-    let usable = (budget.memory - OVERHEAD) as f64;
-    let mut concurrency = budget.threads;
-    let max_unit = loop {
-        let u = ((usable / (concurrency as f64 * bpt)) as u64).min(MAX_UNIT);
-        if u >= max_doc.max(1) || concurrency == 1 {
-            break u.max(max_doc).max(1);
-        }
-        concurrency -= 1;
-    };
+    let usable = budget.memory - OVERHEAD;
+    let max_unit = ((usable as f64 / bpt) as u64)
+        .min(MAX_UNIT)
+        .max(max_doc)
+        .max(1);
     let small = |k: usize| shards[k].n_tokens < grouping.small_shard;
     let small_total: u64 = todo
         .iter()
@@ -209,7 +220,7 @@ pub fn plan(
     let max_group = max_unit
         .min(
             small_total
-                .div_ceil(concurrency as u64)
+                .div_ceil(budget.threads as u64)
                 .max(grouping.min_group),
         )
         .max(1);
@@ -282,12 +293,27 @@ pub fn plan(
         }
     }
     flush(&mut run, &mut units);
-    Ok(Plan {
+    let mut plan = Plan {
         units,
-        concurrency,
+        concurrency: 1,
         max_unit,
         max_group,
-    })
+        usable,
+        bytes_per_token: bpt,
+    };
+    // As many threads as the smallest units fit in the budget at once.
+    let mut costs: Vec<u64> = plan.units.iter().map(|u| plan.unit_bytes(u)).collect();
+    costs.sort_unstable();
+    let mut sum = 0u64;
+    let fit = costs
+        .iter()
+        .take_while(|&&c| {
+            sum += c;
+            sum <= usable
+        })
+        .count();
+    plan.concurrency = fit.min(budget.threads).max(1);
+    Ok(plan)
 }
 
 /// Cut shard `k` into pieces of at most `max_unit` tokens at document boundaries, about
@@ -463,5 +489,43 @@ mod tests {
         let p = plan(&shards, &[0], budget(m), Grouping::default()).unwrap();
         assert_eq!(p.concurrency, 1);
         assert_eq!(p.units.len(), 2);
+    }
+
+    #[test]
+    fn a_tight_budget_sorts_fewer_units_at_once_rather_than_cutting_shards() {
+        // Two shards of 1,000 tokens, 4 threads, a budget that holds one of them but not two:
+        // each shard is one unit (no pieces), sorted one at a time.
+        let offs: Vec<u64> = (0..=10).map(|i| i * 100).collect();
+        let shards = vec![stat(&offs), stat(&offs)];
+        let bpt = bytes_per_token(2, false);
+        let budget = Budget {
+            memory: OVERHEAD + (1500.0 * bpt) as u64,
+            threads: 4,
+        };
+        let p = plan(&shards, &[0, 1], budget, g(10, 1)).unwrap();
+        assert_eq!(got(&p), vec![(0, 1), (1, 1)]);
+        assert!(p.units.iter().all(|u| u.pieces == 1));
+        assert_eq!(p.concurrency, 1);
+        assert!(p.unit_bytes(&p.units[0]) <= p.usable);
+        // Room for both: two at once; for four: still two (two units).
+        let budget = Budget {
+            memory: OVERHEAD + (2000.0 * bpt).ceil() as u64 + 2,
+            threads: 4,
+        };
+        assert_eq!(
+            plan(&shards, &[0, 1], budget, g(10, 1))
+                .unwrap()
+                .concurrency,
+            2
+        );
+        // Smaller than one shard: that shard alone is cut, into pieces that use the budget.
+        let budget = Budget {
+            memory: OVERHEAD + (600.0 * bpt) as u64,
+            threads: 4,
+        };
+        let p = plan(&shards, &[0, 1], budget, g(10, 1)).unwrap();
+        assert_eq!(p.units.len(), 4);
+        assert!(p.units.iter().all(|u| u.pieces == 2 && u.n_tokens <= 600));
+        assert_eq!(p.concurrency, 1);
     }
 }
