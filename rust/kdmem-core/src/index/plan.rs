@@ -9,7 +9,10 @@
 //!   the whole budget (a budget too small for the largest document is an error naming the
 //!   minimum);
 //! - a shard larger than `max_unit` is split into `ceil(n / max_unit)` pieces of about equal
-//!   size, cut at document boundaries;
+//!   size, cut at document boundaries, unless it still fits whole: within the budget and the
+//!   32-bit sort (tokens + documents < 2^31). `kdmem shard` ends a shard after the document
+//!   that reaches `--shard-tokens` (2^30), so full shards are a little over 2^30 tokens and
+//!   stay one unit;
 //! - a shard of at least `small_shard` tokens (2^24) is its own unit;
 //! - a run of consecutive smaller shards of the same token width and tokenizer is cut into
 //!   `ceil(run tokens / max_group)` groups of about equal size, where
@@ -27,7 +30,7 @@
 
 use crate::error::{Error, Result};
 
-use super::build::bytes_per_token;
+use super::build::{bytes_per_token, I32_LIMIT};
 
 /// Memory not available to unit builds (interpreter, buffers, the pool's stacks).
 pub const OVERHEAD: u64 = 64 << 20;
@@ -283,7 +286,8 @@ pub fn plan(
         if !joins || !small(k) {
             flush(&mut run, &mut units);
         }
-        if s.n_tokens > max_unit {
+        let docs = s.offsets.len() as u64 - 1;
+        if !fits_whole(s.n_tokens, docs, max_unit, usable, bpt) {
             units.extend(split(k, s, max_unit));
         } else if small(k) {
             run.push(k);
@@ -314,6 +318,12 @@ pub fn plan(
         .count();
     plan.concurrency = fit.min(budget.threads).max(1);
     Ok(plan)
+}
+
+/// Whether a shard of `n` tokens and `docs` documents is sorted as one unit: up to
+/// `max_unit` tokens, or more while it fits the budget and the 32-bit sort.
+fn fits_whole(n: u64, docs: u64, max_unit: u64, usable: u64, bpt: f64) -> bool {
+    n <= max_unit || (n as f64 * bpt <= usable as f64 && n + docs < I32_LIMIT as u64)
 }
 
 /// Cut shard `k` into pieces of at most `max_unit` tokens at document boundaries, about
@@ -527,5 +537,36 @@ mod tests {
         assert_eq!(p.units.len(), 4);
         assert!(p.units.iter().all(|u| u.pieces == 2 && u.n_tokens <= 600));
         assert_eq!(p.concurrency, 1);
+    }
+
+    #[test]
+    fn a_full_shard_a_little_over_2_30_tokens_stays_one_unit_when_it_fits() {
+        // kdmem shard ends a shard after the document reaching 2^30 tokens.
+        let n = MAX_UNIT + 700;
+        let offs: Vec<u64> = vec![0, MAX_UNIT - 300, n];
+        let shards = vec![stat(&offs)];
+        let bpt = bytes_per_token(2, false);
+        let fits = Budget {
+            memory: OVERHEAD + (n as f64 * bpt).ceil() as u64,
+            threads: 2,
+        };
+        let p = plan(&shards, &[0], fits, Grouping::default()).unwrap();
+        assert_eq!(got(&p), vec![(0, 1)]);
+        assert_eq!((p.units[0].pieces, p.units[0].n_tokens), (1, n));
+        assert!(p.unit_bytes(&p.units[0]) <= p.usable);
+        // A budget that cannot hold it whole cuts it at its document boundary.
+        let short = Budget {
+            memory: fits.memory - 4096,
+            threads: 2,
+        };
+        let p = plan(&shards, &[0], short, Grouping::default()).unwrap();
+        assert_eq!(p.units.len(), 2);
+        assert_eq!(p.units[0].tokens, (0, MAX_UNIT - 300));
+        // Too many documents for the 32-bit sort (n + docs >= 2^31): cut, even with memory
+        // to spare.
+        let plenty = 64u64 << 30;
+        assert!(fits_whole(n, 2, MAX_UNIT, plenty, bpt));
+        assert!(!fits_whole(n, n, MAX_UNIT, plenty, bpt));
+        assert!(fits_whole(MAX_UNIT, MAX_UNIT, MAX_UNIT, plenty, bpt));
     }
 }
