@@ -51,6 +51,14 @@ shard_option = click.option(
     help="Work on this shard number only (repeatable): one task of a Slurm array "
     "(docs/scaleout.md).",
 )
+group_option = click.option(
+    "--group",
+    multiple=True,
+    type=click.IntRange(min=0),
+    help="Work on this planned group of shards only (repeatable; `kdmem index DIR --groups` "
+    "lists them): one task of a Slurm array, which searches (or builds) whole units "
+    "(docs/scaleout.md).",
+)
 ray_option = click.option(
     "--ray",
     is_flag=True,
@@ -67,7 +75,8 @@ cache_option = click.option(
 partial_out_option = click.option(
     "--partial-out",
     type=click.Path(file_okay=False),
-    help="With --shard: write this shard's counts and matching statistics into this directory.",
+    help="With --shard or --group: write the counts and matching statistics of those shards "
+    "into this directory.",
 )
 data_option = click.option(
     "--data", required=True, type=click.Path(), help="Study set: shard dir, .parquet or .npy."
