@@ -48,8 +48,8 @@ shard_option = click.option(
     "--shard",
     multiple=True,
     type=click.IntRange(min=0),
-    help="Work on this shard number only (repeatable): one task of a Slurm array "
-    "(docs/scaleout.md).",
+    help="Work on this shard number only (repeatable). Array tasks usually take --group "
+    "instead: whole units, each built or searched once (docs/scaleout.md).",
 )
 group_option = click.option(
     "--group",
@@ -62,8 +62,8 @@ group_option = click.option(
 ray_option = click.option(
     "--ray",
     is_flag=True,
-    help="One Ray task per shard (joins RAY_ADDRESS or starts a local cluster); "
-    "same output as a local run.",
+    help="One Ray task per planned group of shards (index) or per unit (featurize, scan); "
+    "joins RAY_ADDRESS or starts a local cluster; same output as a local run.",
 )
 cache_option = click.option(
     "--cache/--no-cache",

@@ -240,7 +240,8 @@ def index_cmd(
     shard: queries cost more).
 
     Example: kdmem index runs/x/data/shards --threads 8 --memory 32GB --verify
-    (one Slurm array element: kdmem index DIR --group $SLURM_ARRAY_TASK_ID)"""
+    (a Slurm array of one task per group, --array=0-$((NG-1)) with NG the number of
+    --groups lines: kdmem index DIR --group $SLURM_ARRAY_TASK_ID)"""
     from kdmem.corpus.index import build_index, shard_sizes, unit_groups, verify_index
 
     if list_groups:
