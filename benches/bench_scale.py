@@ -3,6 +3,7 @@ warm and cold (issue 14).
 
     .venv/bin/python benches/bench_scale.py [--max-tokens 2000000000] [--sizes 1e8,2e9] [--threads 2]
         [--memory 8GB] [--work /tmp/kdmem-bench-scale] [--queries 2000] [--keep]
+        [--only real --goal1-corpus zipf --real-shards 1,64]
 
 Corpora (both u16):
 
@@ -23,8 +24,10 @@ shards) and in RAM (and its share of the index), ``count`` and ``longest_match``
 ``getrusage``), ``count_many`` throughput at --threads, and ``featurize`` tokens/s at 1 and 2
 threads. Then the goals of issue 14, each with its ratio:
 
-1. 64 shards vs 1 shard of the same 100M real tokens: count median <= 3x, count_many >= 0.5x,
-   longest match <= 3x (identical answers are checked on every query);
+1. 64 shards vs 1 shard of the same 100M real tokens (``--goal1-corpus zipf``: Zipfian
+   tokens), built by one local ``kdmem index``, by a Slurm array's tasks one planned group
+   each (``--group K``) and one shard each (``--shard K``): count median <= 3x, count_many
+   >= 0.5x, longest match <= 3x (identical answers are checked on every query);
 2. cold: <= 2 major faults per shard per count, in-RAM part <= 2% of the index;
 3. build throughput at the largest size >= 0.7x the 100M-token throughput (same run, same
    budget), peak RSS within --memory.
@@ -167,6 +170,19 @@ def write_zipf(d: Path, n_tokens: int, shard_tokens: int, seed: int = 0) -> None
                 yield t
 
         write_shard_stream(d / f"shard-{k:05d}.kdt", chunks(), o, ZIPF_VOCAB)
+
+
+def zipf_stream(work: Path, n_tokens: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The Zipfian corpus of ``n_tokens`` as one token array and its document offsets
+    (written once as one shard in ``work``, then memory-mapped)."""
+    d = work / f"zipf-stream-{n_tokens}"
+    if not (d / "done").exists():
+        shutil.rmtree(d, ignore_errors=True)
+        write_zipf(d, n_tokens, n_tokens + 1)
+        (d / "done").write_text("")
+    toks, offs = doc_sampler(d)
+    assert len(toks) == 1, len(toks)
+    return toks[0], np.asarray(offs[0]), ZIPF_VOCAB
 
 
 # ---- queries ----------------------------------------------------------------------------------
@@ -348,21 +364,29 @@ def cold_queries(
     }
 
 
-def build(d: Path, threads: int, memory: str, per_shard: bool = False) -> dict[str, float]:
-    """Build in a fresh child process (peak RSS of the build alone). ``per_shard``: one
-    call per shard (what a Slurm array of ``kdmem index DIR --shard K`` does): a unit per
-    shard."""
+def build(d: Path, threads: int, memory: str, per_task: str = "") -> dict[str, float]:
+    """Build in a fresh child process (peak RSS of the build alone). ``per_task``: one call
+    per array task, in turn, as a Slurm array runs them: ``"shard"`` (``kdmem index DIR
+    --shard K``: a unit per shard) or ``"group"`` (``kdmem index DIR --group K``: a unit per
+    planned group)."""
     for p in d.glob("*.kdsa"):
         p.unlink()
     n = len(list(d.glob("*.kdt")))
-    calls = (
-        [
+    if per_task == "group":
+        from kdmem.corpus.index import unit_groups
+
+        n_groups = len(unit_groups(d))
+        calls = [
+            f"build_index({str(d)!r}, threads={threads}, memory={memory!r}, groups=[{g}])"
+            for g in range(n_groups)
+        ]
+    elif per_task == "shard":
+        calls = [
             f"build_index({str(d)!r}, threads={threads}, memory={memory!r}, shards=[{k}])"
             for k in range(n)
         ]
-        if per_shard
-        else [f"build_index({str(d)!r}, threads={threads}, memory={memory!r})"]
-    )
+    else:
+        calls = [f"build_index({str(d)!r}, threads={threads}, memory={memory!r})"]
     r = child(
         "import time; from kdmem.corpus.index import build_index\n"
         f"t=time.perf_counter(); reps = [{', '.join(calls)}]; rep = reps[-1]\n"
@@ -461,10 +485,8 @@ HEADER = (
 )
 
 
-def measure(
-    name: str, d: Path, args: argparse.Namespace, vocab: int, per_shard: bool = False
-) -> dict:
-    b = build(d, args.threads, args.memory, per_shard)
+def measure(name: str, d: Path, args: argparse.Namespace, vocab: int, per_task: str = "") -> dict:
+    b = build(d, args.threads, args.memory, per_task)
     qs = make_queries(d, args.queries, vocab)
     wins = make_windows(d, args.windows, vocab)
     r = {"name": name, **warm_queries(d, qs, wins, args.threads)}
@@ -494,6 +516,16 @@ def main() -> None:
         help="Zipfian sizes in tokens, comma-separated (those up to --max-tokens run)",
     )
     ap.add_argument("--real-tokens", type=float, default=1e8)
+    ap.add_argument(
+        "--goal1-corpus",
+        choices=["real", "zipf"],
+        default="real",
+        help="tokens of the 1 / 8 / 64-shard comparison: bench_index.py's real corpus "
+        "(cached in --work; slow to build the first time) or the Zipfian stream",
+    )
+    ap.add_argument(
+        "--real-shards", default="1,8,64", help="shard counts of that comparison (1, 64 always)"
+    )
     ap.add_argument("--shard-tokens", type=int, default=1 << 30)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--memory", default="8GB")
@@ -515,38 +547,57 @@ def main() -> None:
     )
     results: dict[str, dict] = {}
 
-    # 1. Real text: 1, 8 and 64 shards of the same tokens.
+    # 1. Real text (or, with --goal1-corpus zipf, 100M Zipfian tokens): 1, 8 and 64 shards
+    # of the same tokens.
     if args.only in (None, "real"):
         n_real = int(args.real_tokens)
-        tokens, offsets, vocab = corpus(args.work, n_real)
+        if args.goal1_corpus == "zipf":
+            tokens, offsets, vocab = zipf_stream(args.work, n_real)
+        else:
+            tokens, offsets, vocab = corpus(args.work, n_real)
+        kind = args.goal1_corpus
         n_real = len(tokens)
         dirs = {}
-        for s in (1, 8, 64):
-            d = args.work / f"real-{n_real}-{s}"
+        shard_counts = sorted({1, 64, *(int(x) for x in args.real_shards.split(","))})
+        for s in shard_counts:
+            d = args.work / f"{kind}-{n_real}-{s}"
             if not d.exists():
                 write_real(d, tokens, offsets, vocab, s)
             dirs[s] = d
-            results[f"real-{s}"] = measure(f"real, {s} shard(s)", d, args, vocab)
-        del tokens
-        # The same 64 shards built one by one (a Slurm array of `kdmem index --shard K`):
-        # 64 units, each searched by every query.
-        results["real-64u"] = measure(
-            "real, 64 shards built one by one", dirs[64], args, vocab, per_shard=True
-        )
-        r64u = results["real-64u"]
+            results[f"real-{s}"] = measure(f"{kind}, {s} shard(s)", d, args, vocab)
+        del tokens, offsets
         qs = make_queries(dirs[1], args.queries, vocab)
         wins = make_windows(dirs[1], args.windows, vocab)
-        same = all(same_answers(dirs[1], dirs[s], qs, wins) for s in (8, 64))
+        same = [same_answers(dirs[1], dirs[s], qs, wins) for s in shard_counts[1:]]
+        # The same 64 shards built by a Slurm array: one task per planned group (`kdmem
+        # index DIR --group K`, what --emit-slurm runs), and one task per shard (`--shard K`:
+        # 64 units, each searched by every query).
+        results["real-64g"] = measure(
+            f"{kind}, 64 shards built group by group", dirs[64], args, vocab, per_task="group"
+        )
+        same.append(same_answers(dirs[1], dirs[64], qs, wins))
+        results["real-64u"] = measure(
+            f"{kind}, 64 shards built one by one", dirs[64], args, vocab, per_task="shard"
+        )
+        same.append(same_answers(dirs[1], dirs[64], qs, wins))
+        r64g, r64u = results["real-64g"], results["real-64u"]
         r1, r64 = results["real-1"], results["real-64"]
+
+        def ratios(r: dict) -> str:
+            return (
+                f"count median {r['count_p50_us'] / r1['count_p50_us']:.2f}x (goal <= 3x), "
+                f"count_many {r['count_many_qps'] / r1['count_many_qps']:.2f}x (goal >= 0.5x), "
+                f"longest match {r['lm_p50_ms'] / r1['lm_p50_ms']:.2f}x (goal <= 3x)"
+            )
+
         print(
-            f"\ngoal 1 (64 vs 1 shard, same {n_real / M:.0f}M tokens): count median "
-            f"{r64['count_p50_us'] / r1['count_p50_us']:.2f}x (goal <= 3x), count_many "
-            f"{r64['count_many_qps'] / r1['count_many_qps']:.2f}x (goal >= 0.5x), longest match "
-            f"{r64['lm_p50_ms'] / r1['lm_p50_ms']:.2f}x (goal <= 3x); identical answers: {same}\n"
-            f"  (64 shards built one by one, {r64u['units']} units: count median "
-            f"{r64u['count_p50_us'] / r1['count_p50_us']:.2f}x, count_many "
-            f"{r64u['count_many_qps'] / r1['count_many_qps']:.2f}x, longest match "
-            f"{r64u['lm_p50_ms'] / r1['lm_p50_ms']:.2f}x)",
+            f"\ngoal 1 (64 vs 1 shard, same {n_real / M:.0f}M {kind} tokens), load average "
+            f"{os.getloadavg()[0]:.2f}:\n"
+            f"  one local build ({r64['units']} units): {ratios(r64)}\n"
+            f"  built group by group, --group K ({r64g['units']} units): {ratios(r64g)}\n"
+            f"  built shard by shard, --shard K ({r64u['units']} units): {ratios(r64u)}\n"
+            f"  identical answers to 1 shard (count, locate, longest match; every build): "
+            f"{all(same)}",
             flush=True,
         )
         if not args.keep:

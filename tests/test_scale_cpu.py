@@ -298,11 +298,22 @@ def test_emitted_slurm_jobs_reproduce_the_run_directory(tiny: Path, one_process:
     assert len(list(state.glob("ok-*"))) == n_jobs
     rd = tiny / "slurm_rd"
     assert _statuses(rd) == _statuses(one_process)
-    # the model passes ran through srun + torchrun; the corpus stages as per-shard arrays
+    # the model passes ran through srun + torchrun; the corpus stages as arrays over the
+    # planned groups of shards (task t of T: groups t, t + T, ...), one unit per group
     for stage in ("teacher", "student_hard_seed0", "measure_teacher"):
         cmd = (rd / "logs" / stage / "launcher.log").read_text().splitlines()[0]
         assert " srun --nodes=1 " in f" {cmd.split(' ', 2)[2]} " and "torch.distributed.run" in cmd
-    assert list((rd / "parts" / "featurize").glob("shard-*.parquet"))
+    from kdmem.corpus.index import Index, unit_groups
+    from kdmem.rundir import Layout, table_meta
+
+    shards = Layout(rd).shards
+    plan, tasks = unit_groups(shards), 16  # slurm.array_tasks's default
+    assert Index(shards).units == plan
+    parts = sorted((rd / "parts" / "featurize").glob("shard-*.parquet"))
+    got = sorted(table_meta(pq.read_schema(p))["shards"] for p in parts)
+    assert got == sorted(
+        [k for g in plan[t::tasks] for k in g] for t in range(min(tasks, len(plan)))
+    )
     _same_labels(one_process, rd)
     for role in ("teacher", "baseline_seed0", "student_soft_seed0", "student_hard_seed0"):
         diff = _max_weight_diff(one_process / "models" / role, rd / "models" / role)

@@ -505,7 +505,9 @@ class SlurmSection:
     )
     cpus_per_task: int = opt(8, "CPUs of each corpus job and of each model-pass process.")
     array_tasks: int = opt(
-        16, "Tasks of each per-shard corpus array (task t handles the shards k = t mod tasks)."
+        16,
+        "Tasks of each corpus array (index, featurize): task t handles the planned groups of "
+        "shards g = t mod tasks (kdmem index DIR --groups lists them).",
     )
     rdzv_port: int = opt(29500, "torchrun rendezvous port on the first node of each model job.")
     python: str = opt(

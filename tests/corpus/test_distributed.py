@@ -1,5 +1,5 @@
-"""Scale-out: per-shard tasks (Ray, or plain CLI calls as a Slurm array runs them) merge into
-exactly the local path's output."""
+"""Scale-out: per-shard and per-group tasks (Ray, or plain CLI calls as a Slurm array runs
+them) merge into exactly the local path's output."""
 
 from __future__ import annotations
 
@@ -80,7 +80,9 @@ def same_table(a: Path, b: Path) -> None:
 
 def same_index(a: Path, b: Path) -> None:
     """The same answers (per-shard builds make one unit per shard, a local build groups
-    small shards, so the files may differ): every n-gram of every document, n = 1..6."""
+    small shards, so the files may differ): counts of every n-gram of every document,
+    n = 1..6, locations of some, matching statistics of every document reversed (partial
+    matches of many lengths)."""
     ia, ib = Index(a), Index(b)
     assert (ia.n_shards, ia.n_tokens, ia.n_docs) == (ib.n_shards, ib.n_tokens, ib.n_docs)
     ss = open_shards(a)
@@ -90,6 +92,10 @@ def same_index(a: Path, b: Path) -> None:
     assert ia.count_many(qs).tolist() == ib.count_many(qs).tolist()
     for x, y in zip(ia.locate_many(qs[:50]), ib.locate_many(qs[:50]), strict=True):
         assert all(np.array_equal(u, v) for u, v in zip(x, y, strict=True))
+    rev = [np.asarray(ss[i][::-1], np.int64) for i in range(len(ss))]
+    lm_a, lm_b = ia.longest_match_many(rev), ib.longest_match_many(rev)
+    assert all(np.array_equal(x, y) for x, y in zip(lm_a, lm_b, strict=True))
+    assert max(int(x.max(initial=0)) for x in lm_a) > 1
 
 
 def test_subset_index_answers_for_its_shards(local: tuple[Path, Path, Path]) -> None:
@@ -255,24 +261,215 @@ def test_two_ray_nodes_match_local_and_retry_a_killed_task(
         assert {**ma, "index": ""} == {**mb, "index": ""}
 
 
-def test_ray_unit_groups_follow_the_local_plan(tmp_path: Path) -> None:
+def test_unit_groups_follow_the_local_plan(tmp_path: Path, corpus: Path) -> None:
     """Hand-made sizes: consecutive small shards (< 2^24 tokens) grouped up to 2^27 tokens,
-    a large shard alone, a gap in the selection starts a new group."""
-    from kdmem.corpus.index import MIN_GROUP, SMALL_SHARD, ray_unit_groups
+    a large shard alone, a gap in the selection starts a new group; bare shard files (no
+    shards.json) are planned from their headers, to the same groups."""
+    from kdmem.corpus.index import MIN_GROUP, SMALL_SHARD, unit_groups
 
     small, big = SMALL_SHARD // 2, SMALL_SHARD
     sizes = [small] * 20 + [big] + [small] * 3
-    entries = [{"n_tokens": n} for n in sizes]
-    (tmp_path / "shards.json").write_text(json.dumps({"shards": entries}))
-    for k in range(len(sizes)):
-        (tmp_path / f"shard-{k:05d}.kdt").write_bytes(b"")
-    per_group = MIN_GROUP // small  # 16 small shards reach 2^27 tokens
-    assert ray_unit_groups(tmp_path) == [
+    names = [f"shard-{k:05d}.kdt" for k in range(len(sizes))]
+    entries = [{"name": m, "n_tokens": n} for m, n in zip(names, sizes, strict=True)]
+    (tmp_path / "shards.json").write_text(json.dumps({"complete": True, "shards": entries}))
+    for m in names:
+        (tmp_path / m).write_bytes(b"")
+    per_group = MIN_GROUP // small  # 16 small shards reach 2^27 tokens, a 17th would pass it
+    assert unit_groups(tmp_path) == [
         list(range(per_group)),
         list(range(per_group, 20)),
         [20],
         [21, 22, 23],
     ]
-    assert ray_unit_groups(tmp_path, [0, 1, 5, 6, 20]) == [[0, 1], [5, 6], [20]]
-    (tmp_path / "shards.json").unlink()
-    assert ray_unit_groups(tmp_path, [0, 1]) == [[0], [1]]
+    assert unit_groups(tmp_path, [0, 1, 5, 6, 20]) == [[0, 1], [5, 6], [20]]
+    # An odd size: a group closes before it would pass 2^27 tokens (so that its build, with
+    # any thread count, makes it one unit).
+    entries[1]["n_tokens"] = small + 1
+    (tmp_path / "shards.json").write_text(json.dumps({"complete": True, "shards": entries}))
+    assert unit_groups(tmp_path)[0] == list(range(per_group - 1))
+
+    bare = tmp_path / "bare"
+    shutil.copytree(corpus / "shards", bare)
+    with_manifest = unit_groups(bare)
+    (bare / "shards.json").unlink()
+    assert unit_groups(bare) == with_manifest
+
+
+def _task_groups(n_groups: int, task: int, tasks: int) -> list[str]:
+    """The --group options of array task ``task`` of ``tasks`` (as study/slurm.py emits)."""
+    return [a for g in range(task, n_groups, tasks) for a in ("--group", str(g))]
+
+
+def test_group_build_writes_the_local_build_files(
+    corpus: Path, local: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One small-shard run is one planned group: `--group 0` writes byte for byte the unit
+    file a local build writes, and a local build then has nothing to build."""
+    idx_local = local[0]
+    idx = corpus / "idx_group0"
+    shutil.copytree(corpus / "shards", idx)
+    n = len(list(idx.glob("*.kdt")))
+    assert run(["index", str(idx), "--groups"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"0\tshards 0-{n - 1}\t{Index(idx_local).n_tokens} tokens"]
+    assert run(["index", str(idx), "--group", "0", "--threads", "2"]) == 0
+    want = {p.name: p.read_bytes() for p in idx_local.glob("*.kdsa")}
+    assert {p.name: p.read_bytes() for p in idx.glob("*.kdsa")} == want
+    assert build_index(idx, threads=2)["built"] == 0
+
+
+@pytest.fixture
+def small_groups(monkeypatch: pytest.MonkeyPatch, corpus: Path) -> list[list[int]]:
+    """Groups of at most two shards (MIN_GROUP = twice the largest shard), so that the
+    test corpus plans several groups; the plan of ``corpus / "shards"``."""
+    import kdmem.corpus.index as index_mod
+
+    sizes = index_mod.shard_sizes(corpus / "shards")
+    monkeypatch.setattr(index_mod, "MIN_GROUP", 2 * max(sizes))
+    plan = index_mod.unit_groups(corpus / "shards")
+    assert len(plan) >= 3 and all(1 <= len(g) <= 2 for g in plan), plan
+    assert [k for g in plan for k in g] == list(range(len(sizes)))
+    return plan
+
+
+def test_group_array_matches_local(
+    corpus: Path, local: tuple[Path, Path, Path], small_groups: list[list[int]]
+) -> None:
+    """What the emitted Slurm arrays run: task t of 2 takes the planned groups t, t + 2, ...
+    (`--group`) for index, featurize and both scan rounds; each group becomes one unit, a
+    later local build builds nothing, and the merges equal the local outputs."""
+    idx_local, f_local, s_local = local
+    d, plan = corpus, small_groups
+    idx = d / "idx_groups"
+    shutil.copytree(d / "shards", idx)
+    tasks = 2
+    for t in reversed(range(tasks)):  # any order, any machine
+        assert run(["index", str(idx), *_task_groups(len(plan), t, tasks), "--threads", "2"]) == 0
+    assert Index(idx).units == plan  # one unit per planned group, whatever the thread count
+    files = sorted(p.name for p in idx.glob("*.kdsa"))
+    rep = build_index(idx, threads=2)
+    assert (rep["built"], rep["units"]) == (0, 0)
+    assert sorted(p.name for p in idx.glob("*.kdsa")) == files
+    same_index(idx, idx_local)
+
+    ex, tok = str(d / "ex.jsonl"), str(d / "tokenizer.json")
+    opts = ["--prefix", "4", "--suffix", "8", "--ngram", "2", "--ngram", "5"]
+    for t in range(tasks):
+        args = ["featurize", ex, "--index", str(idx), *_task_groups(len(plan), t, tasks)]
+        assert run([*args, "--partial-out", str(d / "gfparts"), *opts, "--tokenizer", tok]) == 0
+    parts = sorted((d / "gfparts").glob("*.parquet"))
+    assert len(parts) == tasks
+    merge = ["featurize", ex, "--index", str(idx_local), "--merge", str(d / "gfparts")]
+    assert run([*merge, "--out", str(d / "gf.parquet"), *opts, "--tokenizer", tok]) == 0
+    same_table(d / "gf.parquet", f_local)
+
+    g = str(d / "gens.jsonl")
+    sopts = ["--min-len", "3", "--max-locations", "4"]
+    for t in range(tasks):
+        args = ["scan", g, "--index", str(idx), *_task_groups(len(plan), t, tasks), *sopts]
+        assert run([*args, "--partial-out", str(d / "glm")]) == 0
+    for t in range(tasks):
+        args = ["scan", g, "--index", str(idx), *_task_groups(len(plan), t, tasks), *sopts]
+        assert run([*args, "--lm", str(d / "glm"), "--partial-out", str(d / "ghits")]) == 0
+    merge = ["scan", g, "--index", str(idx_local), "--merge", str(d / "ghits")]
+    assert run([*merge, "--out", str(d / "gs.parquet")]) == 0
+    same_table(d / "gs.parquet", s_local)
+
+
+def test_group_mismatches_are_one_line(
+    corpus: Path,
+    local: tuple[Path, Path, Path],
+    small_groups: list[list[int]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A group number the plan lacks, a shard set changed since `kdmem shard` wrote its
+    manifest (tasks could plan different groups), and parts of two different plans merged:
+    each one line naming the problem and the fix, exit status 2."""
+    import click
+
+    import kdmem.corpus.index as index_mod
+
+    idx_local = local[0]
+    n_groups = len(small_groups)
+
+    def one_line(argv: list[str], *want: str) -> None:
+        capsys.readouterr()
+        assert run(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("kdmem: error: "), err
+        assert all(w in err for w in want), err
+
+    idx = tmp_path / "idx"
+    shutil.copytree(corpus / "shards", idx)
+    one_line(
+        ["index", str(idx), "--group", str(n_groups)],
+        f"invalid group = {n_groups}",
+        f"plans {n_groups} group(s)",
+        "--groups",
+    )
+    ex, tok = str(corpus / "ex.jsonl"), str(corpus / "tokenizer.json")
+    feat = ["featurize", ex, "--index", str(idx_local), "--tokenizer", tok]
+    one_line([*feat, "--group", "99", "--partial-out", str(tmp_path / "p")], "invalid group = 99")
+    with pytest.raises(click.UsageError, match="--shard or --group"):
+        run(["index", str(idx), "--shard", "0", "--group", "0"])
+
+    # A shard file added by hand after `kdmem shard`: no task plans from it.
+    shutil.copy(idx / "shard-00000.kdt", idx / "shard-99999.kdt")
+    for argv in (["index", str(idx), "--groups"], ["index", str(idx), "--group", "0"]):
+        one_line(argv, "shard set changed", "shard-99999.kdt", "rerun `kdmem shard`")
+    assert not list(idx.glob("*.kdsa"))
+
+    # Parts of two plans (the groups changed between tasks): the merge names the overlap.
+    parts = tmp_path / "parts"
+    part = [*feat, "--prefix", "4", "--suffix", "8", "--partial-out", str(parts)]
+    assert run([*part, "--group", "0"]) == 0  # small groups: shards 0, 1
+    monkeypatch.setattr(index_mod, "MIN_GROUP", 1)  # every shard its own group
+    for g in range(1, len(index_mod.shard_sizes(idx_local))):
+        assert run([*part, "--group", str(g)]) == 0  # shard 1 again, then the others
+    one_line(
+        [*feat, "--merge", str(parts), "--out", str(tmp_path / "f.parquet")],
+        "duplicated [1]",
+        "remove the duplicates",
+    )
+
+
+def test_emitted_index_array_builds_one_group_per_task(
+    corpus: Path, local: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """The index array of `kdmem run --emit-slurm`, run by bash as Slurm would (one process
+    per task, SLURM_ARRAY_TASK_ID set): the task of the one planned group builds it, the
+    others find no group and exit 0 with a note; the result is the local build's files."""
+    import os
+    import subprocess
+    import sys
+
+    from kdmem.rundir import Layout
+
+    conf = tmp_path / "e.toml"
+    conf.write_text(
+        '[run]\nname = "t"\ndevice = "cpu"\n[data]\ncorpus = ["c.jsonl"]\ntokenizer = "tok"\n'
+        '[models]\nteacher = "T"\nstudent = "S"\n[slurm]\narray_tasks = 2\ncpus_per_task = 1\n'
+    )
+    rd, out = tmp_path / "rd", tmp_path / "slurm"
+    assert run(["run", str(conf), "--run-dir", str(rd), "--emit-slurm", str(out)]) == 0
+    shutil.copytree(corpus / "shards", Layout(rd).shards)
+    script = next((out / "jobs").glob("*-index-parts.sbatch"))
+    assert "--group" in script.read_text() and "--shard" not in script.read_text()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    logs = []
+    for task in range(2):
+        r = subprocess.run(
+            ["bash", str(script)],
+            env={**env, "SLURM_ARRAY_TASK_ID": str(task)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        logs.append(r.stdout)
+    assert logs[0].startswith("kdmem index: ") and "1 units written" in logs[0]
+    assert logs[1].strip() == "no group for this task (1 planned)"
+    want = {p.name: p.read_bytes() for p in local[0].glob("*.kdsa")}
+    assert {p.name: p.read_bytes() for p in Layout(rd).shards.glob("*.kdsa")} == want

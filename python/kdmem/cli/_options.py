@@ -48,14 +48,22 @@ shard_option = click.option(
     "--shard",
     multiple=True,
     type=click.IntRange(min=0),
-    help="Work on this shard number only (repeatable): one task of a Slurm array "
+    help="Work on this shard number only (repeatable). Array tasks usually take --group "
+    "instead: whole units, each built or searched once (docs/scaleout.md).",
+)
+group_option = click.option(
+    "--group",
+    multiple=True,
+    type=click.IntRange(min=0),
+    help="Work on this planned group of shards only (repeatable; `kdmem index DIR --groups` "
+    "lists them): one task of a Slurm array, which searches (or builds) whole units "
     "(docs/scaleout.md).",
 )
 ray_option = click.option(
     "--ray",
     is_flag=True,
-    help="One Ray task per shard (joins RAY_ADDRESS or starts a local cluster); "
-    "same output as a local run.",
+    help="One Ray task per planned group of shards (index) or per unit (featurize, scan); "
+    "joins RAY_ADDRESS or starts a local cluster; same output as a local run.",
 )
 cache_option = click.option(
     "--cache/--no-cache",
@@ -67,7 +75,8 @@ cache_option = click.option(
 partial_out_option = click.option(
     "--partial-out",
     type=click.Path(file_okay=False),
-    help="With --shard: write this shard's counts and matching statistics into this directory.",
+    help="With --shard or --group: write the counts and matching statistics of those shards "
+    "into this directory.",
 )
 data_option = click.option(
     "--data", required=True, type=click.Path(), help="Study set: shard dir, .parquet or .npy."

@@ -10,6 +10,7 @@ import click
 from kdmem.cli._app import main
 from kdmem.cli._options import (
     cache_option,
+    group_option,
     index_option,
     partial_out_option,
     progress_bars,
@@ -205,6 +206,13 @@ def import_npy_cmd(files: tuple[str, ...], **kw: Any) -> None:
     "stays within it: shards too large for it are indexed in pieces.",
 )
 @shard_option
+@group_option
+@click.option(
+    "--groups",
+    "list_groups",
+    is_flag=True,
+    help="Print the planned groups (one line each: number, shards, tokens) and exit.",
+)
 @ray_option
 def index_cmd(
     shards_dir: str,
@@ -212,6 +220,8 @@ def index_cmd(
     verify: bool,
     memory: str | None,
     shard: tuple[int, ...],
+    group: tuple[int, ...],
+    list_groups: bool,
     ray: bool,
 ) -> None:
     """Build the suffix arrays of SHARDS_DIR (resumable; finished units are kept).
@@ -220,20 +230,44 @@ def index_cmd(
     tokens are grouped into units of at least 134M tokens, shards too large for --memory are
     cut into pieces; a query costs the number of units, not of shards. Peak memory stays
     within --memory (6.5 bytes/token of the units sorted at once for u16 shards, 8.5 for
-    u32). With --shard, each shard is its own unit.
+    u32).
+
+    Distributed builds: --groups prints the planned groups (runs of consecutive small
+    shards up to 134M tokens, each larger shard alone; planned from shards.json alone, so
+    every task agrees), and --group K builds group K as one unit. An array of T tasks gives
+    task t the groups t, t+T, ... (kdmem run --emit-slurm does); a later kdmem index DIR
+    then finds nothing to build. --shard K builds shard K as its own unit (one unit per
+    shard: queries cost more).
 
     Example: kdmem index runs/x/data/shards --threads 8 --memory 32GB --verify
-    (one Slurm array element: kdmem index DIR --shard $SLURM_ARRAY_TASK_ID)"""
-    from kdmem.corpus.index import build_index, verify_index
+    (a Slurm array of one task per group, --array=0-$((NG-1)) with NG the number of
+    --groups lines: kdmem index DIR --group $SLURM_ARRAY_TASK_ID)"""
+    from kdmem.corpus.index import build_index, shard_sizes, unit_groups, verify_index
 
-    if verify and shard:
+    if list_groups:
+        if shard or group or ray or verify:
+            raise click.UsageError("--groups only lists the plan: drop the other options")
+        sizes = shard_sizes(shards_dir)
+        for i, g in enumerate(unit_groups(shards_dir)):
+            span = f"{g[0]}" if len(g) == 1 else f"{g[0]}-{g[-1]}"
+            click.echo(f"{i}\tshards {span}\t{sum(sizes[k] for k in g)} tokens")
+        return
+    if verify and (shard or group):
         raise click.UsageError(
             "--verify checks the whole directory: run `kdmem index DIR --verify` once every "
             "shard is built"
         )
+    if shard and group:
+        raise click.UsageError("pass --shard or --group, not both")
     with progress_bars() as bars:
         report = build_index(
-            shards_dir, threads, bars, shards=shard or None, ray=ray, memory=memory
+            shards_dir,
+            threads,
+            bars,
+            shards=shard or None,
+            groups=group or None,
+            ray=ray,
+            memory=memory,
         )
     rate = report["tokens_built"] / max(report["seconds"], 1e-9)
     click.echo(
@@ -276,6 +310,17 @@ def _lookup(index_dir: str, text: str | None, ids: str | None, **kw: Any) -> Any
     from kdmem.corpus.lookup import lookup, parse_ids
 
     return lookup(index_dir, text, ids=None if ids is None else parse_ids(ids), **kw)
+
+
+def _selection(index_dir: str, shard: tuple[int, ...], group: tuple[int, ...]) -> list[int]:
+    """The shard numbers of --shard / --group (planned groups, ``kdmem index --groups``)."""
+    if shard and group:
+        raise click.UsageError("pass --shard or --group, not both")
+    if not group:
+        return list(shard)
+    from kdmem.corpus.index import group_shards
+
+    return group_shards(index_dir, group)
 
 
 @main.command()
@@ -334,6 +379,7 @@ def locate(index_dir: str, text: str | None, ids: str | None, **kw: Any) -> None
 @text_field_option
 @threads_option
 @shard_option
+@group_option
 @partial_out_option
 @click.option(
     "--merge",
@@ -347,13 +393,15 @@ def featurize(examples: str, index_dir: str, out: str | None, **kw: Any) -> None
     """Corpus features of EXAMPLES: zlib entropy, duplicate counts, longest verbatim match and
     n-gram overlap against an index (docs/formats.md).
 
-    Per shard (Slurm array, docs/scaleout.md): kdmem featurize EX --index DIR --shard K
-    --partial-out parts/, then kdmem featurize EX --index DIR --merge parts/ --out F.parquet"""
+    Per group of shards (Slurm array, docs/scaleout.md): kdmem featurize EX --index DIR
+    --group K --partial-out parts/ (K = t, t+T, ... for task t of T; --shard K works too),
+    then kdmem featurize EX --index DIR --merge parts/ --out F.parquet"""
     from kdmem.corpus.featurize import run_featurize
 
     kw["ngram"] = tuple(kw["ngram"])
+    sel = _selection(index_dir, kw.pop("shard"), kw.pop("group"))
     with progress_bars() as bars:
-        path = run_featurize(examples, index_dir, out, shards=kw.pop("shard"), progress=bars, **kw)
+        path = run_featurize(examples, index_dir, out, shards=sel, progress=bars, **kw)
     click.echo(f"wrote {path}")
 
 
@@ -381,6 +429,7 @@ def featurize(examples: str, index_dir: str, out: str | None, **kw: Any) -> None
 @text_field_option
 @threads_option
 @shard_option
+@group_option
 @click.option(
     "--lm",
     "lm_dir",
@@ -390,7 +439,8 @@ def featurize(examples: str, index_dir: str, out: str | None, **kw: Any) -> None
 @click.option(
     "--partial-out",
     type=click.Path(file_okay=False),
-    help="With --shard: write this shard's round-1 (or, with --lm, round-2) results here.",
+    help="With --shard or --group: write the round-1 (or, with --lm, round-2) results of "
+    "those shards here.",
 )
 @click.option(
     "--merge",
@@ -404,14 +454,16 @@ def scan(generations: str, index_dir: str, out: str | None, **kw: Any) -> None:
     """Every maximal span of at least --min-len tokens of each generation that occurs verbatim
     in the index, with its count and locations.
 
-    Per shard (Slurm array, docs/scaleout.md), three steps: --shard K --partial-out lm/;
-    --shard K --lm lm/ --partial-out hits/; --merge hits/ --out spans.parquet"""
+    Per group of shards (Slurm array, docs/scaleout.md), three steps: --group K
+    --partial-out lm/; --group K --lm lm/ --partial-out hits/; --merge hits/ --out
+    spans.parquet (--shard K works in place of --group K)"""
     import pyarrow.parquet as pq
 
     from kdmem.corpus.scan import run_scan
 
+    sel = _selection(index_dir, kw.pop("shard"), kw.pop("group"))
     with progress_bars() as bars:
-        path = run_scan(generations, index_dir, out, shards=kw.pop("shard"), progress=bars, **kw)
+        path = run_scan(generations, index_dir, out, shards=sel, progress=bars, **kw)
     if kw["partial_out"]:
         click.echo(f"wrote {path}")
     else:

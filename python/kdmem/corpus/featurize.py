@@ -108,8 +108,9 @@ def featurize_partial(
     ``longest_match`` (list<int32>, length P+S: matching statistics of the window against
     these shards). Metadata ``kdmem``: ``format`` (``kdmem-featurize-partial``), ``shards``,
     ``n_shards`` (of the directory), ``prefix``, ``suffix``, ``index_tokenizer_hash``.
-    Stateless: one Ray task or one Slurm array element (``kdmem featurize --shard K
-    --partial-out DIR``).
+    Stateless: one Ray task or one Slurm array element (``kdmem featurize --group K
+    --partial-out DIR``: ``shards`` = :func:`kdmem.corpus.index.group_shards` of the planned
+    group K, whole units of an index built by groups, so no unit is searched twice).
     """
     _check_lengths(prefix, suffix)
     win = _windows(examples, tokenizer, text_field, prefix + suffix)
@@ -419,15 +420,18 @@ def run_featurize(
 ) -> Path:
     """``kdmem featurize`` in any of its three modes; returns the file written.
 
-    * one Slurm array element: ``shards`` + ``partial_out`` -> this shard's partial table;
+    * one Slurm array element: ``shards`` (one planned group's, or any) + ``partial_out``
+      -> the partial table of those shards;
     * the merge: ``merge_dir`` (every shard's partial) + ``out``;
     * locally (or ``ray``, one task per shard): ``out``.
     """
     if bool(shards) != bool(partial_out):
-        raise InvalidArgumentError("--shard and --partial-out go together (one per-shard task)")
+        raise InvalidArgumentError(
+            "--shard (or --group) and --partial-out go together (one task of an array)"
+        )
     if partial_out:
         if merge_dir or ray:
-            raise InvalidArgumentError("--partial-out runs one shard: drop --merge / --ray")
+            raise InvalidArgumentError("--partial-out runs one task: drop --merge / --ray")
         table = featurize_partial(
             examples,
             index,
@@ -441,7 +445,9 @@ def run_featurize(
         )
         return write_part(table, partial_out, shards)
     if out is None:
-        raise InvalidArgumentError("missing --out (or --shard K --partial-out DIR for one shard)")
+        raise InvalidArgumentError(
+            "missing --out (or --group K --partial-out DIR for one task of an array)"
+        )
     if merge_dir:
         return featurize_merge(
             examples,

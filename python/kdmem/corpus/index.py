@@ -17,13 +17,14 @@ exact and do not depend on the thread count, the memory budget or how shards wer
 Costs and the on-disk format are documented in ``docs/formats.md`` and the Rust module
 ``kdmem_core::index``.
 
-Why one file (~540 lines): :class:`Index` documents every query the extension answers (most
-of the file); the build, its Ray plan and its stale-temp cleanup sit beside the reader they
-must agree with.
+Why one file (~640 lines): :class:`Index` documents every query the extension answers (most
+of the file); the build, the plan of its distributed groups (``--group``, ``--ray``) and its
+stale-temp cleanup sit beside the reader they must agree with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -38,7 +39,13 @@ import numpy.typing as npt
 from kdmem import _core
 from kdmem.corpus.fanout import map_shards
 from kdmem.corpus.verified import ensure_verified
-from kdmem.errors import InvalidArgumentError, KdmemIOError, TokenRangeError
+from kdmem.errors import (
+    CorruptFileError,
+    IncompleteShardSetError,
+    InvalidArgumentError,
+    KdmemIOError,
+    TokenRangeError,
+)
 from kdmem.lock import dir_lock, output_lock
 from kdmem.progress import Progress, Tick
 
@@ -168,6 +175,7 @@ def build_index(
     progress: Progress | None = None,
     *,
     shards: Sequence[int] | None = None,
+    groups: Sequence[int] | None = None,
     ray: bool = False,
     memory: int | str | None = None,
 ) -> dict[str, Any]:
@@ -188,12 +196,15 @@ def build_index(
         progress: receives ``Tick("index", shards_done, shards, "shards", {"tokens": ...})``
             about ten times a second (:mod:`kdmem.progress`).
         shards: build only these shard numbers (positions of ``shard-NNNNN.kdt`` in name
-            order): one stateless task of a distributed build (``kdmem index DIR --shard K``,
-            e.g. one Slurm array element); those shards are grouped only among themselves.
-            Default: every shard.
-        ray: one Ray task per group of shards (:func:`ray_unit_groups`, planned here as a
-            local build groups them: small shards share a unit), each group one unit; the
-            answers are the same as a local build's.
+            order), grouped only among themselves (``kdmem index DIR --shard K``; one shard
+            per call makes one unit per shard). Default: every shard.
+        groups: build only these planned groups (numbers into :func:`unit_groups`), each
+            as one unit: one stateless task of a distributed build (``kdmem index DIR
+            --group K``, e.g. one Slurm array element). Every task plans the same groups,
+            so an array of such tasks writes the units of a grouped build and a later
+            local ``build_index`` finds nothing to build. Not with ``shards``.
+        ray: one Ray task per planned group (:func:`unit_groups`: small shards share a
+            unit), each group one unit; the answers are the same as a local build's.
         memory: the memory budget, bytes or text such as ``"8GB"``; default three quarters of
             the machine's RAM. Too small for the largest document: an
             :class:`~kdmem.InvalidArgumentError` naming the minimum.
@@ -207,6 +218,12 @@ def build_index(
     d = Path(shards_dir)
     if not d.is_dir():
         raise KdmemIOError(f"cannot read {d}: no such directory; pass a `kdmem shard` output")
+    if groups is not None:
+        if shards is not None:
+            raise InvalidArgumentError(
+                "pass shard numbers or group numbers, not both (--shard or --group)"
+            )
+        return _build_groups(d, _planned(d, groups), threads, progress, ray, mem)
     sel = None if shards is None else [int(k) for k in shards]
     # One writer at a time: a whole build holds the directory's lock (which `kdmem shard`
     # holds too); a per-shard build (a Slurm array element, a Ray task) the lock of its
@@ -220,8 +237,8 @@ def build_index(
         remove_stale_temps(d)
         if ray:
             t0 = time.perf_counter()
-            groups = ray_unit_groups(d, sel)
-            reports = map_shards(_build_task, d, d, threads, mem, groups=groups)
+            plan = unit_groups(d, sel)
+            reports = map_shards(_build_task, d, d, threads, mem, groups=plan)
             keys = ("shards", "built", "skipped", "units", "tokens_built")
             out: dict[str, Any] = {k: sum(r[k] for r in reports) for k in keys}
             out.update({k: reports[0][k] for k in ("memory", "concurrency", "max_unit")})
@@ -242,23 +259,114 @@ def build_index(
         return out
 
 
+def _build_groups(
+    d: Path,
+    plan: list[list[int]],
+    threads: int | None,
+    progress: Progress | None,
+    ray: bool,
+    memory: int | None,
+) -> dict[str, Any]:
+    """:func:`build_index` of each group of ``plan`` in turn (one call each, so a group never
+    merges with its neighbours in the core's plan); one report, progress counted over all."""
+    t0 = time.perf_counter()
+    total = sum(map(len, plan))
+    reports = []
+    done = 0
+    for g in plan:
+        sub = None if progress is None else _shifted(progress, done, total)
+        reports.append(build_index(d, threads, sub, shards=g, ray=ray, memory=memory))
+        done += len(g)
+    keys = ("shards", "built", "skipped", "units", "tokens_built")
+    out: dict[str, Any] = {k: sum(r[k] for r in reports) for k in keys}
+    out.update({k: reports[-1][k] for k in ("memory", "concurrency", "max_unit")})
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _shifted(progress: Progress, base: int, total: int) -> Progress:
+    """``progress`` of one call of several: its counts start at ``base`` of ``total``."""
+
+    def tick(t: Tick) -> None:
+        progress(dataclasses.replace(t, done=base + t.done, total=total))
+
+    return tick
+
+
 SMALL_SHARD = 1 << 24
 """Shards of fewer tokens are grouped into shared units (``kdmem_core::index::plan``)."""
 MIN_GROUP = 1 << 27
-"""A group of small shards grows to at least this many tokens (the core's ``min_group``)."""
+"""A group of small shards grows to at most this many tokens (the core's ``min_group``: the
+core cuts a run of small shards into groups of at least this size, so a planned group of at
+most this size is one unit when built alone)."""
 
 
-def ray_unit_groups(shards_dir: Path, shards: Sequence[int] | None = None) -> list[list[int]]:
-    """The shard groups of a Ray build, one task (and so one unit) each, planned in the
-    driver as the core plans a local build: runs of consecutive small shards (< 2^24 tokens)
-    grouped up to 2^27 tokens, larger shards alone (the task cuts them into pieces if its
-    budget needs). Without a manifest (bare shard files) every shard is its own group."""
-    sel = list(range(n_shard_files(shards_dir))) if shards is None else sorted(shards)
-    manifest = shards_dir / "shards.json"
-    if not manifest.is_file():
-        return [[k] for k in sel]
+def shard_sizes(shards_dir: str | PathLike[str]) -> list[int]:
+    """Tokens of each ``*.kdt`` file of ``shards_dir`` (name order): from ``shards.json``
+    when there is one (after checking that it describes a finished ``kdmem shard`` run of
+    exactly these files), otherwise from each shard's header. O(shards), no token read."""
+    d = Path(shards_dir)
+    names = sorted(p.name for p in d.glob("*.kdt"))
+    if not names:
+        raise InvalidArgumentError(
+            f"invalid SHARDS_DIR = {d}: it holds no shard-*.kdt files; run `kdmem shard` first "
+            "or pass the directory it wrote"
+        )
+    manifest = d / "shards.json"
+    if manifest.is_file():
+        try:
+            m = json.loads(manifest.read_text("utf-8"))
+            listed = [str(e["name"]) for e in m["shards"]]
+            sizes = [int(e["n_tokens"]) for e in m["shards"]]
+            complete = bool(m.get("complete"))
+        except (ValueError, KeyError, TypeError) as e:
+            raise CorruptFileError(
+                f"{manifest}: not a kdmem shard manifest ({e}); rerun `kdmem shard`"
+            ) from None
+        if not complete:
+            raise IncompleteShardSetError(
+                f"{d} holds an unfinished `kdmem shard` run; rerun the same command to resume "
+                "it before indexing"
+            )
+        if listed != names:
+            extra = sorted(set(names) - set(listed))[:3]
+            gone = sorted(set(listed) - set(names))[:3]
+            raise IncompleteShardSetError(
+                f"{d} holds {len(names)} shard files, not the {len(listed)} its shards.json "
+                f"lists (unlisted: {extra}, missing: {gone}): the shard set changed since "
+                "`kdmem shard` wrote it, so tasks would plan different groups; restore the "
+                "files or rerun `kdmem shard`"
+            )
+        return sizes
+    sizes = []
+    for name in names:
+        with open(d / name, "rb") as f:
+            head = f.read(24)
+        if len(head) < 24 or head[:8] != b"KDMEMTOK":
+            raise CorruptFileError(
+                f"{d / name}: not a kdmem shard (bad header); rewrite it with `kdmem shard`"
+            )
+        sizes.append(int.from_bytes(head[16:24], "little"))
+    return sizes
 
-    sizes = [int(e["n_tokens"]) for e in json.loads(manifest.read_text("utf-8"))["shards"]]
+
+def unit_groups(
+    shards_dir: str | PathLike[str], shards: Sequence[int] | None = None
+) -> list[list[int]]:
+    """The planned shard groups of a distributed build (``--group K``, ``--ray``), one unit
+    each: runs of consecutive small shards (< 2^24 tokens) grouped up to 2^27 tokens, each
+    larger shard alone (its build cuts it into pieces if the budget needs). The plan depends
+    on the shard sizes alone (:func:`shard_sizes`), so every task of an array, on any
+    machine, plans the same groups; a local build groups the same runs, cut by its thread
+    count instead (``kdmem_core::index::plan``). ``shards``: plan only these shard numbers."""
+    d = Path(shards_dir)
+    sizes = shard_sizes(d)
+    sel = list(range(len(sizes))) if shards is None else sorted({int(k) for k in shards})
+    if sel and not 0 <= sel[0] <= sel[-1] < len(sizes):
+        bad = sel[0] if sel[0] < 0 else sel[-1]
+        raise InvalidArgumentError(
+            f"invalid shard = {bad}: {d} has {len(sizes)} shards; pass a number below {len(sizes)}"
+        )
     groups: list[list[int]] = []
     run: list[int] = []
     total = 0
@@ -267,7 +375,7 @@ def ray_unit_groups(shards_dir: Path, shards: Sequence[int] | None = None) -> li
             groups += [run, [k]] if run else [[k]]
             run, total = [], 0
             continue
-        if run and (run[-1] != k - 1 or total >= MIN_GROUP):
+        if run and (run[-1] != k - 1 or total + sizes[k] > MIN_GROUP):
             groups.append(run)
             run, total = [], 0
         run.append(k)
@@ -275,6 +383,34 @@ def ray_unit_groups(shards_dir: Path, shards: Sequence[int] | None = None) -> li
     if run:
         groups.append(run)
     return groups
+
+
+ray_unit_groups = unit_groups
+"""The name :func:`unit_groups` had while only ``--ray`` used it."""
+
+
+def _planned(shards_dir: str | PathLike[str], groups: Sequence[int]) -> list[list[int]]:
+    """The shard numbers of the planned groups numbered ``groups`` (:func:`unit_groups`),
+    in group order; one clear error for a number the plan does not have."""
+    d = Path(shards_dir)
+    plan = unit_groups(d)
+    want = sorted({int(g) for g in groups})
+    if not want:
+        raise InvalidArgumentError("no group numbers given; pass --group K (see --groups)")
+    bad = [g for g in want if not 0 <= g < len(plan)]
+    if bad:
+        raise InvalidArgumentError(
+            f"invalid group = {bad[0]}: {d} plans {len(plan)} group(s) of its "
+            f"{sum(map(len, plan))} shards (numbers 0..{len(plan) - 1}); "
+            f"`kdmem index {d} --groups` lists them"
+        )
+    return [plan[g] for g in want]
+
+
+def group_shards(shards_dir: str | PathLike[str], groups: Sequence[int]) -> list[int]:
+    """The shard numbers (ascending) of the planned groups ``groups``: what one per-group
+    task of featurize or scan opens (``--group K``), a whole unit of a group-built index."""
+    return [k for g in _planned(shards_dir, groups) for k in g]
 
 
 STALE_AFTER_S = 600.0
@@ -354,7 +490,8 @@ class Index:
             ``locate`` reports the directory's shard numbers; counts add over a partition of
             the shards, ``longest_match`` takes the elementwise max, locations concatenate in
             shard order. A unit holding selected and unselected shards is searched whole and
-            its results filtered; selecting whole units (:attr:`units`) avoids that.
+            its results filtered; selecting whole units (:attr:`units`, or
+            :func:`group_shards` of an index built by groups) avoids that.
 
     Raises:
         StaleIndexError: a shard has no suffix array, or changed after indexing.
@@ -538,7 +675,10 @@ __all__ = [
     "NgramOverlap",
     "build_index",
     "default_memory",
+    "group_shards",
     "n_shard_files",
     "parse_memory",
+    "shard_sizes",
+    "unit_groups",
     "verify_index",
 ]

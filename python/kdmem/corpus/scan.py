@@ -20,7 +20,6 @@ three steps with one partial over all shards; :func:`run_scan` picks the mode th
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -195,7 +194,9 @@ def scan_merge(
     hits_partials: Sequence[pa.Table], out: str | os.PathLike[str], *, index: str | os.PathLike[str]
 ) -> Path:
     """Write ``out`` from round-2 tables covering every shard once: counts add, locations
-    concatenate in shard order and are truncated to ``max_locations``."""
+    are merged in shard order and truncated to ``max_locations``. A part truncated to its
+    first ``max_locations`` still holds every location of the merged first ones (a part's
+    order is corpus order restricted to its shards), so the result is a local run's."""
     metas = [partial_meta(t, HITS_PARTIAL_FORMAT) for t in hits_partials]
     order = check_partition(metas, ("min_len", "max_locations", "n_generations"))
     parts = [hits_partials[i] for i in order]
@@ -209,16 +210,22 @@ def scan_merge(
                 )
     max_locations = int(metas[0]["max_locations"])
     counts = np.sum([p.column("count").to_numpy() for p in parts], axis=0)
-    loc_cols: dict[str, Any] = {}
-    for c, typ in (("shard", pa.int32()), ("document", pa.int64()), ("offset", pa.int64())):
-        per = [cast("list[list[int]]", p.column(c).to_pylist()) for p in parts]
-        rows = [
-            list(
-                itertools.islice(itertools.chain.from_iterable(pp[r] for pp in per), max_locations)
-            )
-            for r in range(first.num_rows)
-        ]
-        loc_cols[c] = pa.array(rows, pa.list_(typ))
+    names = ("shard", "document", "offset")
+    per = [[cast("list[list[int]]", p.column(c).to_pylist()) for c in names] for p in parts]
+    rows: list[list[tuple[int, int, int]]] = []
+    for r in range(first.num_rows):
+        # Each part lists its own shards' locations in corpus order; a part's shards need
+        # not be contiguous (a task of several groups, t, t + T, ...), so order the union by
+        # shard (stable: a shard's locations all come from one part) before truncating.
+        locs: list[tuple[int, int, int]] = []
+        for shard, document, offset in per:
+            locs += zip(shard[r], document[r], offset[r], strict=True)
+        locs.sort(key=lambda x: x[0])
+        rows.append(locs[:max_locations])
+    loc_cols: dict[str, Any] = {
+        c: pa.array([[x[i] for x in row] for row in rows], pa.list_(typ))
+        for i, (c, typ) in enumerate(zip(names, (pa.int32(), pa.int64(), pa.int64()), strict=True))
+    }
     cols: dict[str, Any] = {c: first.column(c) for c in ("example_id", "start", "length")}
     table = pa.table({**cols, "count": pa.array(counts, pa.int64()), **loc_cols})
     meta = {
@@ -387,17 +394,20 @@ def run_scan(
 ) -> Path:
     """``kdmem scan`` in any of its modes; returns the file written.
 
-    * Slurm round 1 (one array element): ``shards`` + ``partial_out``;
+    * Slurm round 1 (one array element): ``shards`` (one planned group's,
+      :func:`kdmem.corpus.index.group_shards`, or any) + ``partial_out``;
     * Slurm round 2: ``shards`` + ``lm_dir`` (every shard's round 1) + ``partial_out``;
     * the merge: ``merge_dir`` (every shard's round 2) + ``out``;
     * locally (or ``ray``, one task per shard per round): ``out``.
     """
     common: dict[str, Any] = dict(tokenizer=tokenizer, text_field=text_field, threads=threads)
     if bool(shards) != bool(partial_out):
-        raise InvalidArgumentError("--shard and --partial-out go together (one per-shard task)")
+        raise InvalidArgumentError(
+            "--shard (or --group) and --partial-out go together (one task of an array)"
+        )
     if partial_out:
         if merge_dir or ray:
-            raise InvalidArgumentError("--partial-out runs one shard: drop --merge / --ray")
+            raise InvalidArgumentError("--partial-out runs one task: drop --merge / --ray")
         if lm_dir is None:
             table = scan_lm_partial(generations, index, shards=shards, progress=progress, **common)
         else:
@@ -412,7 +422,9 @@ def run_scan(
             )
         return write_part(table, partial_out, shards)
     if out is None:
-        raise InvalidArgumentError("missing --out (or --shard K --partial-out DIR for one shard)")
+        raise InvalidArgumentError(
+            "missing --out (or --group K --partial-out DIR for one task of an array)"
+        )
     if merge_dir:
         return scan_merge(read_parts(merge_dir), out, index=index)
     return scan(

@@ -9,9 +9,10 @@ What DIR receives::
                        generation, measurement) on launch.nnodes nodes with
                        launch.nproc_per_node GPUs each, where the stage starts
                        `srun torchrun` across the allocation (kdmem run --launcher srun);
-                       index and featurize first as job arrays over the index shards
-                       (kdmem index --shard K, kdmem featurize --shard K --partial-out),
-                       whose parts the stage job then merges
+                       index and featurize first as job arrays over the planned groups
+                       of index shards (`kdmem index --groups`; task t of slurm.array_tasks
+                       takes groups t, t + T, ...: kdmem index --group K, kdmem featurize
+                       --group K --partial-out), whose parts the stage job then merges
     submit.sh          submits them in order, each with --dependency=afterok on the jobs
                        of its inputs
     logs/              where Slurm writes each job's output (%x-%j.out)
@@ -54,15 +55,17 @@ def _header(name: str, cfg: ExperimentConfig, lines: list[str]) -> list[str]:
 
 
 def _array_body(stage: str, cfg: ExperimentConfig, rd: Path, py: str) -> list[str]:
-    """One task of the per-shard array of ``stage``: shards k = task, task + T, ..."""
+    """One task of the array of ``stage`` over the planned groups of shards (``kdmem index
+    --groups``, the same plan in every task): groups g = task, task + T, ..., each a whole
+    unit, so no unit is built or searched by two tasks."""
     lay = Layout(rd)
     t = cfg.slurm.array_tasks
     q = shlex.quote
     lines = [
-        f"N=$(ls {q(str(lay.shards))} | grep -cE '^shard-[0-9]+\\.kdt$' || true)",
+        f"NG=$({py} -m kdmem index {q(str(lay.shards))} --groups | wc -l)",
         "ARGS=()",
-        f'for ((k = SLURM_ARRAY_TASK_ID; k < N; k += {t})); do ARGS+=(--shard "$k"); done',
-        '[ ${#ARGS[@]} -eq 0 ] && { echo "no shard for this task"; exit 0; }',
+        f'for ((g = SLURM_ARRAY_TASK_ID; g < NG; g += {t})); do ARGS+=(--group "$g"); done',
+        '[ ${#ARGS[@]} -eq 0 ] && { echo "no group for this task (${NG} planned)"; exit 0; }',
     ]
     threads = f"--threads {cfg.slurm.cpus_per_task}"
     if stage == "index":
