@@ -385,10 +385,6 @@ def unit_groups(
     return groups
 
 
-ray_unit_groups = unit_groups
-"""The name :func:`unit_groups` had while only ``--ray`` used it."""
-
-
 def _planned(shards_dir: str | PathLike[str], groups: Sequence[int]) -> list[list[int]]:
     """The shard numbers of the planned groups numbered ``groups`` (:func:`unit_groups`),
     in group order; one clear error for a number the plan does not have."""
