@@ -61,7 +61,9 @@ case "$PART" in
     # plan's estimate beside kdmem's measured peak.
     timeout 420 "$PY" benches/bench_distill.py --device "$DEV" --precision bf16 --repeat 1 \
       --teacher-shard fsdp "${SIZE[@]}" 2>&1 | tee "$OUT/distill.log"
-    # The plan vs measured peaks of kdmem's recipes at tiny and ~100M sizes on this device.
+    # The plan vs measured peaks of kdmem's recipes at tiny and ~100M sizes on this device:
+    # torch.cuda.max_memory_allocated (and _reserved) over the loop; with DRY_RUN, on CPU, the
+    # CPU allocator's peak, live tensor bytes and peak RSS instead.
     timeout 240 "$PY" benches/bench_plan.py --device "$DEV" "${PLAN[@]}" 2>&1 | tee "$OUT/plan.log"
     ;;
   *) echo "usage: bash benches/device_check.sh measure|scale" >&2; exit 2 ;;

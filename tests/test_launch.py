@@ -227,6 +227,39 @@ def test_sharding_and_strategies_move_the_bytes_as_they_should() -> None:
     )
 
 
+def _bench_plan():  # type: ignore[no-untyped-def]
+    """benches/bench_plan.py as a module: the test measures exactly as the benchmark does."""
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "benches" / "bench_plan.py"
+    spec = importlib.util.spec_from_file_location("bench_plan", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY_PLAN_CASES = ["tiny gpt_neox CE fp32", "tiny olmo2 CE bf16", "tiny qwen3 soft-KD fp32"]
+
+
+@pytest.mark.parametrize("name", TINY_PLAN_CASES)
+def test_plan_estimate_is_within_10_percent_of_the_allocator_peak(
+    name: str, tmp_path: Path
+) -> None:
+    """The plan's bytes against the peak of PyTorch's CPU allocator over kdmem's own training
+    loop (AllocatorMeter: every block, workspaces and op-internal temporaries included), one
+    intra-op thread so that every allocation is reported. Issue 13 asks for 25%; measured
+    +0.1% to +1.4% here, so 10% still leaves room for other PyTorch versions' kernels."""
+    bench = _bench_plan()
+    case = next(c for c in bench.CASES if c.name == name)
+    bench.build(tmp_path, case)
+    got = bench.child(tmp_path, case, "cpu", "bytes", threads=1)
+    est = bench.estimate(tmp_path, case)["total"]
+    assert got["allocator"] > got["live_at_start"] > 0
+    assert abs(est / got["allocator"] - 1) <= 0.10, (name, est, got)
+
+
 def _paper_toml(tmp_path: Path, teacher: Path, student: Path, extra: str = "") -> Path:
     p = tmp_path / "paper.toml"
     p.write_text(

@@ -24,7 +24,9 @@ PyTorch's SDPA attention (no ``seq x seq`` matrix is kept), in bytes per unit of
 read off kdmem's own training step (``kdmem.measure.memory.TensorMeter``, the difference
 between 2-layer and 1-layer models over a grid of widths, exact to a few bytes per token);
 families not in the table use the Qwen-3 (Llama-like) row. The estimates are checked against
-measured peaks in ``benches/bench_plan.py`` (README: performance table).
+the peak of PyTorch's allocator over kdmem's training loop in ``benches/bench_plan.py`` (on
+CPU ``kdmem.measure.memory.AllocatorMeter``, on a GPU ``torch.cuda.max_memory_allocated``;
+README: performance table) and, for the tiny models, in tests/test_launch.py.
 """
 
 from __future__ import annotations
@@ -187,10 +189,20 @@ class Bytes:
         return {**asdict(self), "total": self.total}
 
 
+# fp32 [batch, chunk, vocab] blocks alive at once at the peak of one chunk of the lm-head
+# loss (kdmem.train.losses), as PyTorch's CPU allocator counts them in kdmem's training step
+# (benches/bench_plan.py, AllocatorMeter): cross-entropy holds the logits, their log-softmax,
+# nll_loss's gradient and log-softmax's gradient; soft distillation (forward or reverse KL)
+# holds student and teacher logits, both log-softmaxes and the three temporaries of
+# ``kl_div(log_target=True)``: ``target - input``, ``exp(target)`` and their product
+# (``loss = "jsd"`` and ``alpha > 0`` hold more; not modelled).
+HEAD_BLOCKS = {"ce": 4, "kd": 7}
+
+
 def _head_chunk(batch: int, chunk: int, seq: int, vocab: int, fp32_logits: int) -> int:
     """The chunked lm-head loss: ``fp32_logits`` fp32 ``[batch, chunk, vocab]`` blocks alive
-    at once (logits, softmax and their gradient; a teacher's logits in distillation)."""
-    return 4 * batch * min(chunk, seq) * vocab * fp32_logits
+    at once (:data:`HEAD_BLOCKS`); a chunk holds at most the ``seq - 1`` predicted positions."""
+    return 4 * batch * min(chunk, seq - 1) * vocab * fp32_logits
 
 
 def train_bytes(
@@ -243,9 +255,9 @@ def train_bytes(
         # that each loss chunk makes
         t_act = 4 * tokens * teacher.hidden + 4 * teacher.vocab * teacher.hidden
         t_bytes = t_weights + t_act
-        act += _head_chunk(batch, chunk, seq, student.vocab, 4)
+        act += _head_chunk(batch, chunk, seq, student.vocab, HEAD_BLOCKS["kd"])
     else:
-        act += _head_chunk(batch, chunk, seq, student.vocab, 3)
+        act += _head_chunk(batch, chunk, seq, student.vocab, HEAD_BLOCKS["ce"])
     if grad_accum > 1:
         grads, acts = all_grads + buckets, act + head_grad
     else:
