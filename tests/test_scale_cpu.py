@@ -8,7 +8,9 @@
   uninterrupted run; a rank killed mid-measurement leaves its finished chunks, which the
   rerun keeps (it computes only the others);
 * the Slurm jobs of ``--emit-slurm``, run by a fake ``sbatch`` / ``srun`` in dependency
-  order on this machine, produce the run directory of ``kdmem run``.
+  order on this machine, produce the run directory of ``kdmem run``: the corpus sharded by
+  an array over its 3 files into the same documents and ids, the same labels, features,
+  scan of the teacher's continuations (two arrays) and report tables.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ def _kdmem(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny study's inputs (corpus, tokenizer, base models: the demo's first stages) and
-    its experiment config ``tiny.toml``."""
+    its experiment config ``tiny.toml``, the fine-tuning corpus cut into 3 files of 20%, 20%
+    and 60% of its documents (the same documents in the same order: a Slurm shard array
+    splits the files over its tasks)."""
     from kdmem.demo import demo_config, demo_stages
     from kdmem.pipeline import Pipeline
 
@@ -54,6 +58,13 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Pipeline(root / "inputs", demo_stages(TINY), log=lambda _m: None).run()
     cfg = demo_config(root / "inputs", TINY)
     cfg["run"]["dir"] = ""
+    (src,) = cfg["data"]["corpus"]
+    lines = Path(src).read_text().splitlines(keepends=True)
+    cuts = [0, len(lines) // 5, 2 * len(lines) // 5, len(lines)]
+    cfg["data"]["corpus"] = []
+    for k in range(3):
+        (root / f"corpus-{k}.jsonl").write_text("".join(lines[cuts[k] : cuts[k + 1]]))
+        cfg["data"]["corpus"].append(str(root / f"corpus-{k}.jsonl"))
     (root / "tiny.toml").write_text(tomli_w.dumps(cfg))
     return root
 
@@ -285,8 +296,8 @@ def test_emitted_slurm_jobs_reproduce_the_run_directory(tiny: Path, one_process:
     with socket.socket() as sock:  # a free rendezvous port (other runs share this machine)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    r = _kdmem("run", "tiny.toml", *ACCUM2, f"slurm.rdzv_port={port}", "--run-dir", "slurm_rd",
-               "--emit-slurm", "jobs", cwd=tiny)  # fmt: skip
+    r = _kdmem("run", "tiny.toml", *ACCUM2, f"slurm.rdzv_port={port}", "slurm.array_tasks=4",
+               "--run-dir", "slurm_rd", "--emit-slurm", "jobs", cwd=tiny)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     env = dict(ENV, PATH=f"{bin_dir}:{ENV['PATH']}", FAKE_SLURM=str(state))
     sub = subprocess.run(["bash", str(tiny / "jobs" / "submit.sh")], env=env, capture_output=True,
@@ -303,6 +314,22 @@ def test_emitted_slurm_jobs_reproduce_the_run_directory(tiny: Path, one_process:
         cmd = (rd / "logs" / stage / "launcher.log").read_text().splitlines()[0]
         assert " srun --nodes=1 " in f" {cmd.split(' ', 2)[2]} " and "torch.distributed.run" in cmd
     assert list((rd / "parts" / "featurize").glob("shard-*.parquet"))
+    # the corpus: 3 files over 4 tasks (about 20/20/60% of the bytes, middle bytes at 10%,
+    # 30% and 70%: tasks 0, 1 and 2; task 3 has none), merged into the documents of one
+    # shard run with the same ids
+    assert sorted(p.name for p in (rd / "parts" / "shard").iterdir()) == [
+        "task-00000", "task-00001", "task-00002"]  # fmt: skip
+    assert any("task 3 of 4 has no input" in p.read_text() for p in state.glob("out-*.log"))
+    from kdmem.corpus import open_shards
+
+    merged, one = open_shards(rd / "shards"), open_shards(one_process / "shards")
+    assert len(merged.manifest["merged_from"]) == 3 and len(merged.shards) >= 3
+    assert [d.tolist() for d in merged] == [d.tolist() for d in one]
+    # the scan: two arrays (round 1, round 2) over the index shards, merged by the stage
+    assert list((rd / "parts" / "scan-lm").glob("shard-*.parquet"))
+    assert list((rd / "parts" / "scan-hits").glob("shard-*.parquet"))
+    for rel in ("scan/teacher_continuations.parquet", "scan/teacher_spans.parquet"):
+        assert pq.read_table(rd / rel).equals(pq.read_table(one_process / rel)), rel
     _same_labels(one_process, rd)
     for role in ("teacher", "baseline_seed0", "student_soft_seed0", "student_hard_seed0"):
         diff = _max_weight_diff(one_process / "models" / role, rd / "models" / role)
