@@ -50,7 +50,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny study's inputs (corpus, tokenizer, base models: the demo's first stages) and
     its experiment config ``tiny.toml``, the fine-tuning corpus cut into 3 files of 20%, 20%
     and 60% of its documents (the same documents in the same order: a Slurm shard array
-    splits the files over its tasks)."""
+    splits the files over its tasks), and the teacher's continuations scanned for spans of
+    3 tokens or more (hundreds, many in every shard)."""
     from kdmem.demo import demo_config, demo_stages
     from kdmem.pipeline import Pipeline
 
@@ -61,6 +62,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (src,) = cfg["data"]["corpus"]
     lines = Path(src).read_text().splitlines(keepends=True)
     cuts = [0, len(lines) // 5, 2 * len(lines) // 5, len(lines)]
+    cfg["scan"] = {"min_len": 3}  # the tiny teacher's continuations hold few longer spans
     cfg["data"]["corpus"] = []
     for k in range(3):
         (root / f"corpus-{k}.jsonl").write_text("".join(lines[cuts[k] : cuts[k + 1]]))
@@ -328,8 +330,21 @@ def test_emitted_slurm_jobs_reproduce_the_run_directory(tiny: Path, one_process:
     # the scan: two arrays (round 1, round 2) over the index shards, merged by the stage
     assert list((rd / "parts" / "scan-lm").glob("shard-*.parquet"))
     assert list((rd / "parts" / "scan-hits").glob("shard-*.parquet"))
-    for rel in ("scan/teacher_continuations.parquet", "scan/teacher_spans.parquet"):
-        assert pq.read_table(rd / rel).equals(pq.read_table(one_process / rel)), rel
+    rel = "scan/teacher_continuations.parquet"
+    assert pq.read_table(rd / rel).equals(pq.read_table(one_process / rel))
+    # The spans: the same rows, counts and locations (global document ids, offsets); only
+    # the shard numbers of the locations differ, as the two sets cut shards differently.
+    rel = "scan/teacher_spans.parquet"
+    a, b = pq.read_table(rd / rel), pq.read_table(one_process / rel)
+    assert a.drop_columns(["shard"]).equals(b.drop_columns(["shard"]))
+    for run_dir, t in ((rd, a), (one_process, b)):
+        first = [s.first_doc for s in open_shards(run_dir / "shards").shards] + [10**12]
+        locs = zip(t.column("shard").to_pylist(), t.column("document").to_pylist(), strict=True)
+        for sh, docs in locs:
+            assert all(first[k] <= d < first[k + 1] for k, d in zip(sh, docs, strict=True))
+    spans = a.to_pydict()
+    assert len(spans["count"]) > 100  # counts added and locations joined over the shards:
+    assert any(len(set(sh)) > 1 for sh in spans["shard"])  # some span is in several shards
     _same_labels(one_process, rd)
     for role in ("teacher", "baseline_seed0", "student_soft_seed0", "student_hard_seed0"):
         diff = _max_weight_diff(one_process / "models" / role, rd / "models" / role)

@@ -12,8 +12,10 @@ global id (records are numbered across the inputs in order, and a slice is a run
 inputs, so concatenating the slices' documents is the one-process order). What may differ:
 where shards end (each slice ends its last shard early), so the set can hold up to
 ``tasks - 1`` more, smaller shards, and ``config_hash`` (the merge's, made from the parts').
-Nothing downstream depends on where shards end: study sets are drawn by global document id,
-and index queries never cross a document.
+What is computed from the set does not depend on where shards end (study sets are drawn by
+global document id; index counts and matches never cross a document), so a study's labels,
+features, spans and report come out the same; only outputs that name a location's shard
+(``kdmem scan``'s ``shard`` column, ``kdmem locate``) number this set's shards.
 
 **How inputs split.** Each input (a file, a ``datasets`` directory, an ``hf:NAME``) goes
 whole to one task. Slices are balanced by bytes on disk: input ``i`` goes to task
