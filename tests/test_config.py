@@ -162,6 +162,7 @@ def test_shared_options_of_other_commands_match_the_config_defaults() -> None:
         HardSection,
         MeasureSection,
         PredictSection,
+        ScanSection,
     )
 
     data, hard = DataSection(corpus=["c"], tokenizer="t"), HardSection()
@@ -174,6 +175,8 @@ def test_shared_options_of_other_commands_match_the_config_defaults() -> None:
         ("featurize", "prefix"): data.prefix,
         ("featurize", "suffix"): data.suffix,
         ("featurize", "ngram"): tuple(FeaturizeSection().ngram),
+        ("scan", "min_len"): ScanSection().min_len or data.suffix,  # 0 means data.suffix
+        ("scan", "max_locations"): ScanSection().max_locations,
         ("shard", "dtype"): data.dtype,
         ("shard", "text_field"): data.text_field,
         ("shard", "split"): data.split,

@@ -63,6 +63,8 @@ def test_launch_defaults_keep_one_process_and_overrides_apply(tmp_path: Path) ->
             r"processes = 32",
         ),
         ("[slurm]\narray_tasks = 0\n", r"slurm\.array_tasks = 0: must be >= 1"),
+        ("[scan]\nmin_length = 8\n", r"unknown key\(s\) scan\.min_length.*valid keys:.*min_len"),
+        ("[scan]\nmax_locations = -1\n", r"scan\.max_locations = -1: must be >= 0"),
     ],
 )
 def test_impossible_launch_configs_are_one_line_errors(tmp_path: Path, extra, pattern) -> None:  # type: ignore[no-untyped-def]
@@ -360,10 +362,76 @@ def test_emit_slurm_refuses_a_non_empty_directory_unless_forced(tmp_path: Path, 
             job, _file, *after = line.split()[1:]
             assert set(after) <= set(submitted), f"{job} waits for a job submitted later"
             submitted.append(job)
-    assert submitted[:4] == ["tokenizer", "shard", "index-parts", "index"]
+    assert submitted[:5] == ["tokenizer", "shard-parts", "shard", "index-parts", "index"]
     teacher = next((out / "jobs").glob("*-teacher.sbatch")).read_text()
     assert "--launcher srun --stage teacher" in teacher and "--gpus-per-node" not in teacher
     assert (out / "mine.txt").read_text() == "keep"
+
+
+def _submitted(out: Path) -> dict[str, list[str]]:
+    """submit.sh's jobs, in order, with the jobs each waits for."""
+    jobs: dict[str, list[str]] = {}
+    for line in (out / "submit.sh").read_text().splitlines():
+        if line.startswith("submit "):
+            job, _file, *after = line.split()[1:]
+            jobs[job] = after
+    return jobs
+
+
+def test_emit_slurm_shards_and_scans_as_arrays(tmp_path: Path) -> None:
+    """The shard stage splits the corpus inputs over an array; the scan runs its two rounds
+    as two arrays over the index shards, after the teacher's continuations and the index;
+    the stage jobs merge. Without [hard] there is nothing to scan."""
+    from kdmem.study import build_stages
+    from kdmem.study.slurm import emit_slurm
+
+    files = [tmp_path / name for name in ("a.jsonl", "b.jsonl", "c.jsonl")]
+    for f in files:
+        f.write_text('{"text": "x"}\n')
+    corpus = "[" + ", ".join(f'"{f}"' for f in files) + "]"
+    cfg = _cfg(tmp_path, overrides=[f"data.corpus={corpus}", "slurm.array_tasks=4"])
+    out, rd = tmp_path / "slurm", tmp_path / "rd"
+    emit_slurm(cfg, build_stages(cfg), rd, out)
+    jobs = _submitted(out)
+    order = list(jobs)
+    assert jobs["shard-parts"] == ["tokenizer"] and jobs["shard"] == ["shard-parts"]
+    assert jobs["continuations"] == ["student_hard_seed0"]
+    assert jobs["scan-lm-parts"] == ["continuations", "index"]
+    assert jobs["scan-hits-parts"] == ["scan-lm-parts"] and jobs["scan"] == ["scan-hits-parts"]
+    assert order.index("scan") < order.index("report") and "scan" in jobs["report"]
+    text = {p.name.split("-", 1)[1]: p.read_text() for p in (out / "jobs").glob("*.sbatch")}
+    shard = text["shard-parts.sbatch"]
+    assert "#SBATCH --array=0-3\n" in shard
+    assert (f"-m kdmem shard {' '.join(map(str, files))} --tokenizer {rd.resolve()}/tokenizer/"
+            f"tokenizer.json --tasks 4 --task \"$SLURM_ARRAY_TASK_ID\" --partial-out "
+            f"{rd.resolve()}/parts/shard --dtype auto --text-field text --split train "
+            "--threads 8") in shard  # fmt: skip
+    lm, hits = text["scan-lm-parts.sbatch"], text["scan-hits-parts.sbatch"]
+    cont = f"{rd.resolve()}/scan/teacher_continuations.parquet"
+    assert f"-m kdmem scan {cont} --index {rd.resolve()}/shards " in lm
+    assert f"--partial-out {rd.resolve()}/parts/scan-lm --threads 8" in lm and "--lm" not in lm
+    assert (f"--min-len 50 --max-locations 16 --lm {rd.resolve()}/parts/scan-lm "
+            '"${ARGS[@]}" ' f"--partial-out {rd.resolve()}/parts/scan-hits") in hits  # fmt: skip
+    assert text["scan.sbatch"].rstrip().endswith("--launcher srun --stage scan")
+
+    no_hard = _cfg(tmp_path, overrides=["hard.enabled=false"])
+    emit_slurm(no_hard, build_stages(no_hard), rd, out, force=True)
+    assert not {"continuations", "scan-lm-parts", "scan"} & set(_submitted(out))
+    assert not list((out / "jobs").glob("*scan*"))
+
+
+def test_scan_min_len_defaults_to_the_suffix(tmp_path: Path) -> None:
+    assert _cfg(tmp_path, overrides=["data.suffix=40"]).scan_min_len() == 40
+    assert _cfg(tmp_path, overrides=["scan.min_len=8"]).scan_min_len() == 8
+    with pytest.raises(ConfigError) as info:
+        _cfg(tmp_path, overrides=["data.suffix=60", "hard.gen_len=100"])
+    assert str(info.value) == (
+        "invalid scan.min_len = 0 (spans of at least 60 tokens; 0 means data.suffix): the "
+        "continuations have hard.gen_len - data.prefix = 50 generated tokens; set "
+        "scan.min_len <= 50, or scan.enabled = false"
+    )
+    # a config that would not fit is fine when nothing is scanned
+    assert _cfg(tmp_path, overrides=["scan.min_len=500", "scan.enabled=false"]).scan.min_len == 500
 
 
 def test_one_stage_needs_its_inputs_done(tmp_path: Path) -> None:

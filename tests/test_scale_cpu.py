@@ -8,7 +8,9 @@
   uninterrupted run; a rank killed mid-measurement leaves its finished chunks, which the
   rerun keeps (it computes only the others);
 * the Slurm jobs of ``--emit-slurm``, run by a fake ``sbatch`` / ``srun`` in dependency
-  order on this machine, produce the run directory of ``kdmem run``.
+  order on this machine, produce the run directory of ``kdmem run``: the corpus sharded by
+  an array over its 3 files into the same documents and ids, the same labels, features,
+  scan of the teacher's continuations (two arrays) and report tables.
 """
 
 from __future__ import annotations
@@ -46,7 +48,10 @@ def _kdmem(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny study's inputs (corpus, tokenizer, base models: the demo's first stages) and
-    its experiment config ``tiny.toml``."""
+    its experiment config ``tiny.toml``, the fine-tuning corpus cut into 3 files of 20%, 20%
+    and 60% of its documents (the same documents in the same order: a Slurm shard array
+    splits the files over its tasks), and the teacher's continuations scanned for spans of
+    3 tokens or more (hundreds, many in every shard)."""
     from kdmem.demo import demo_config, demo_stages
     from kdmem.pipeline import Pipeline
 
@@ -54,6 +59,14 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Pipeline(root / "inputs", demo_stages(TINY), log=lambda _m: None).run()
     cfg = demo_config(root / "inputs", TINY)
     cfg["run"]["dir"] = ""
+    (src,) = cfg["data"]["corpus"]
+    lines = Path(src).read_text().splitlines(keepends=True)
+    cuts = [0, len(lines) // 5, 2 * len(lines) // 5, len(lines)]
+    cfg["scan"] = {"min_len": 3}  # the tiny teacher's continuations hold few longer spans
+    cfg["data"]["corpus"] = []
+    for k in range(3):
+        (root / f"corpus-{k}.jsonl").write_text("".join(lines[cuts[k] : cuts[k + 1]]))
+        cfg["data"]["corpus"].append(str(root / f"corpus-{k}.jsonl"))
     (root / "tiny.toml").write_text(tomli_w.dumps(cfg))
     return root
 
@@ -285,8 +298,8 @@ def test_emitted_slurm_jobs_reproduce_the_run_directory(tiny: Path, one_process:
     with socket.socket() as sock:  # a free rendezvous port (other runs share this machine)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    r = _kdmem("run", "tiny.toml", *ACCUM2, f"slurm.rdzv_port={port}", "--run-dir", "slurm_rd",
-               "--emit-slurm", "jobs", cwd=tiny)  # fmt: skip
+    r = _kdmem("run", "tiny.toml", *ACCUM2, f"slurm.rdzv_port={port}", "slurm.array_tasks=4",
+               "--run-dir", "slurm_rd", "--emit-slurm", "jobs", cwd=tiny)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     env = dict(ENV, PATH=f"{bin_dir}:{ENV['PATH']}", FAKE_SLURM=str(state))
     sub = subprocess.run(["bash", str(tiny / "jobs" / "submit.sh")], env=env, capture_output=True,
@@ -307,13 +320,42 @@ def test_emitted_slurm_jobs_reproduce_the_run_directory(tiny: Path, one_process:
     from kdmem.rundir import Layout, table_meta
 
     shards = Layout(rd).shards
-    plan, tasks = unit_groups(shards), 16  # slurm.array_tasks's default
+    plan, tasks = unit_groups(shards), 4  # slurm.array_tasks above
     assert Index(shards).units == plan
     parts = sorted((rd / "parts" / "featurize").glob("shard-*.parquet"))
     got = sorted(table_meta(pq.read_schema(p))["shards"] for p in parts)
     assert got == sorted(
         [k for g in plan[t::tasks] for k in g] for t in range(min(tasks, len(plan)))
     )
+    # the corpus: 3 files over 4 tasks (about 20/20/60% of the bytes, middle bytes at 10%,
+    # 30% and 70%: tasks 0, 1 and 2; task 3 has none), merged into the documents of one
+    # shard run with the same ids
+    assert sorted(p.name for p in (rd / "parts" / "shard").iterdir()) == [
+        "task-00000", "task-00001", "task-00002"]  # fmt: skip
+    assert any("task 3 of 4 has no input" in p.read_text() for p in state.glob("out-*.log"))
+    from kdmem.corpus import open_shards
+
+    merged, one = open_shards(rd / "shards"), open_shards(one_process / "shards")
+    assert len(merged.manifest["merged_from"]) == 3 and len(merged.shards) >= 3
+    assert [d.tolist() for d in merged] == [d.tolist() for d in one]
+    # the scan: two arrays (round 1, round 2) over the same groups, merged by the stage
+    assert list((rd / "parts" / "scan-lm").glob("shard-*.parquet"))
+    assert list((rd / "parts" / "scan-hits").glob("shard-*.parquet"))
+    rel = "scan/teacher_continuations.parquet"
+    assert pq.read_table(rd / rel).equals(pq.read_table(one_process / rel))
+    # The spans: the same rows, counts and locations (global document ids, offsets); only
+    # the shard numbers of the locations differ, as the two sets cut shards differently.
+    rel = "scan/teacher_spans.parquet"
+    a, b = pq.read_table(rd / rel), pq.read_table(one_process / rel)
+    assert a.drop_columns(["shard"]).equals(b.drop_columns(["shard"]))
+    for run_dir, t in ((rd, a), (one_process, b)):
+        first = [s.first_doc for s in open_shards(run_dir / "shards").shards] + [10**12]
+        locs = zip(t.column("shard").to_pylist(), t.column("document").to_pylist(), strict=True)
+        for sh, docs in locs:
+            assert all(first[k] <= d < first[k + 1] for k, d in zip(sh, docs, strict=True))
+    spans = a.to_pydict()
+    assert len(spans["count"]) > 100  # counts added and locations joined over the shards:
+    assert any(len(set(sh)) > 1 for sh in spans["shard"])  # some span is in several shards
     _same_labels(one_process, rd)
     for role in ("teacher", "baseline_seed0", "student_soft_seed0", "student_hard_seed0"):
         diff = _max_weight_diff(one_process / "models" / role, rd / "models" / role)

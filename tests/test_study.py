@@ -79,6 +79,85 @@ def test_every_stage_runs_and_writes_its_outputs(demo_run: tuple[Path, dict]) ->
     assert "report:" in format_headline(summary, rd)
 
 
+def _spans_oracle(shards: Path, conts: dict[int, list[int]], min_len: int) -> list[tuple]:
+    """Maximal verbatim spans by brute force: tokens as characters, documents joined by a
+    separator no token maps to, Python's substring search; counts every (overlapping)
+    occurrence."""
+    from kdmem.corpus import open_shards
+
+    def chars(ids: list[int]) -> str:
+        return "".join(chr(0x100 + int(t)) for t in ids)
+
+    corpus = "\x00".join(chars(d.tolist()) for d in open_shards(shards))
+    out = []
+    for eid, toks in sorted(conts.items()):
+        s = chars(toks)
+        lm = []
+        for i in range(len(s)):
+            n = 0
+            while i + n < len(s) and s[i : i + n + 1] in corpus:
+                n += 1
+            lm.append(n)
+        for i, n in enumerate(lm):
+            if n >= min_len and not (i > 0 and lm[i - 1] > n):  # not inside the span at i-1
+                sub, count, at = s[i : i + n], 0, corpus.find(s[i : i + n])
+                while at >= 0:
+                    count, at = count + 1, corpus.find(sub, at + 1)
+                out.append((eid, i, n, count))
+    return out
+
+
+def test_scan_stage_finds_the_verbatim_spans_of_the_teacher_s_continuations(
+    demo_run: tuple[Path, dict],
+) -> None:
+    rd, summary = demo_run
+    (gen,) = (rd / "generations").glob("*/generations.parquet")
+    g = pq.read_table(gen).to_pydict()
+    c = pq.read_table(rd / "scan" / "teacher_continuations.parquet").to_pydict()
+    prefix = TINY.prefix
+    assert c["example_id"] == g["example_id"]
+    assert c["input_ids"] == [ids[prefix:] for ids in g["input_ids"]]  # the generated tokens
+    spans = pq.read_table(rd / "scan" / "teacher_spans.parquet").to_pydict()
+    got = list(
+        zip(spans["example_id"], spans["start"], spans["length"], spans["count"], strict=True)
+    )
+    conts = dict(zip(c["example_id"], c["input_ids"], strict=True))
+    assert got == _spans_oracle(rd / "shards", conts, TINY.suffix)  # min_len = data.suffix
+    s = summary["scan"]
+    assert (s["n_continuations"], s["min_len"]) == (len(conts), TINY.suffix)
+    assert s["n_with_span"] == len({e for e, *_ in got}) and s["n_spans"] == len(got)
+    assert summary["sections"]["scan"] == "ok"
+    print(f"scan: {s['n_with_span']} of {len(conts)} continuations with a span >= {TINY.suffix}")
+
+
+def test_scan_stage_with_short_spans_against_the_oracle(
+    demo_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """The stage with scan.min_len = 3 on the demo run's index and continuations, against the
+    brute-force oracle. (The tiny teacher's continuations are mostly loops of one token, so
+    spans of data.suffix tokens are rare or absent; 3-token spans are plenty.)"""
+    from kdmem.pipeline import StageContext
+    from kdmem.study.stages import scan_stage
+
+    rd, _ = demo_run
+    (tmp_path / "scan").mkdir()
+    (tmp_path / "shards").symlink_to(rd / "shards")
+    cont = tmp_path / "scan" / "teacher_continuations.parquet"
+    cont.symlink_to(rd / "scan" / "teacher_continuations.parquet")
+    cfg = load_config(rd / "demo.toml", ["scan.min_len=3", "scan.max_locations=2"])
+    metrics = scan_stage(cfg)(StageContext(tmp_path, None, "scan", lambda _m: None))
+    spans = pq.read_table(tmp_path / "scan" / "teacher_spans.parquet").to_pydict()
+    got = list(
+        zip(spans["example_id"], spans["start"], spans["length"], spans["count"], strict=True)
+    )
+    c = pq.read_table(cont).to_pydict()
+    want = _spans_oracle(rd / "shards", dict(zip(c["example_id"], c["input_ids"], strict=True)), 3)
+    assert len(want) > 50 and got == want and metrics == {"spans": len(want)}
+    assert all(
+        len(loc) == min(n, 2) for loc, n in zip(spans["document"], spans["count"], strict=True)
+    )
+
+
 def test_rerun_skips_and_one_key_reruns_only_its_dependents(demo_run: tuple[Path, dict]) -> None:
     rd, _ = demo_run
     cfg = load_config(rd / "demo.toml")

@@ -21,9 +21,9 @@ Defaults are the paper's (Borkar et al. 2026) where it states one: prefix 50, su
 distillation with forward KL at T = 2 and no CE term, hard distillation on 206-token greedy
 continuations, 3 seeds, negatives sampled 1:3 with 100 resamples for the predictor.
 
-This file holds every config class on purpose (about 740 lines, with the ``[launch]`` and
-``[slurm]`` sections): a newcomer looking for a field, its default or its help finds it here
-and nowhere else.
+This file holds every config class on purpose (about 770 lines, with the ``[launch]``,
+``[scan]`` and ``[slurm]`` sections): a newcomer looking for a field, its default or its help
+finds it here and nowhere else.
 """
 
 from __future__ import annotations
@@ -399,6 +399,25 @@ class FeaturizeSection:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ScanSection:
+    """Verbatim corpus spans in the teacher's hard-distillation continuations (``kdmem scan``
+    of the generated tokens against the run's index); runs when ``[hard]`` is enabled."""
+
+    enabled: bool = opt(True, "Scan the teacher's continuations (only with [hard] enabled).")
+    min_len: int = opt(
+        0,
+        "Shortest span reported, in tokens (0: data.suffix, the length whose exact "
+        "reproduction makes an example memorized; paper: 50).",
+    )
+    max_locations: int = opt(16, "Corpus locations kept per span.")
+
+    def validate(self) -> None:
+        for name in ("min_len", "max_locations"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"invalid scan.{name} = {getattr(self, name)}: must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
 class PredictSection:
     """Logistic-regression predictor of student memorization."""
 
@@ -542,6 +561,7 @@ class ExperimentConfig:
     hard: HardSection = field(default_factory=HardSection)
     measure: MeasureSection = field(default_factory=MeasureSection)
     featurize: FeaturizeSection = field(default_factory=FeaturizeSection)
+    scan: ScanSection = field(default_factory=ScanSection)
     predict: PredictSection = field(default_factory=PredictSection)
     filter: FilterSection = field(default_factory=FilterSection)
     launch: LaunchSection = field(default_factory=LaunchSection)
@@ -561,12 +581,24 @@ class ExperimentConfig:
             raise ConfigError(
                 f"invalid hard.gen_len = {self.hard.gen_len}: must exceed data.prefix = {d.prefix}"
             )
+        generated = self.hard.gen_len - d.prefix
+        if self.hard.enabled and self.scan.enabled and self.scan_min_len() > generated:
+            raise ConfigError(
+                f"invalid scan.min_len = {self.scan.min_len} (spans of at least "
+                f"{self.scan_min_len()} tokens; 0 means data.suffix): the continuations have "
+                f"hard.gen_len - data.prefix = {generated} generated tokens; set scan.min_len "
+                f"<= {generated}, or scan.enabled = false"
+            )
         if not self.run.seeds:
             raise ConfigError("invalid run.seeds = []: give at least one seed, e.g. [0]")
         for t in self.soft.temperatures:
             if t <= 0:
                 raise ConfigError(f"invalid soft.temperatures entry {t}: temperatures are > 0")
         self.check_global_batch()
+
+    def scan_min_len(self) -> int:
+        """The shortest span the scan stage reports: ``scan.min_len``, or ``data.suffix``."""
+        return self.scan.min_len or self.data.suffix
 
     def training_sections(self) -> dict[str, Optim]:
         """The enabled training sections by name (teacher, baseline, soft, hard)."""

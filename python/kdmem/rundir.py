@@ -19,13 +19,16 @@ A run directory is the only state of an experiment::
     measure/steps/<role>/    memorization over training (measure.every_steps): one table per
                              kept model of models/<role>/steps/, on data/steps_subset.parquet
     features.parquet         corpus features of D
+    scan/                    teacher_continuations.parquet (the generated tokens of
+                             generations/), teacher_spans.parquet (their verbatim corpus spans)
     predictor/               predictor.json, scores.parquet (or skipped.json)
     sets/sets.json           set algebra of T, B, S
     filter/                  flagged.json, filter.json (pre-filtering experiment)
     report/                  index.html, summary.json, figures
     logs/<stage>/            per-rank logs of stages launched with torchrun ([launch])
     launch/<stage>.toml      the resolved recipe config a launched training stage ran
-    parts/<stage>/           per-shard partial results of a Slurm array (--emit-slurm)
+    parts/<job>/             per-shard partial results of a Slurm array (--emit-slurm);
+                             parts/shard/task-K/: the shard set of the K-th slice of the corpus
     corpus/, bases/          inputs that ``kdmem demo`` builds
 
 :class:`Layout` gives every path; ``Layout(".")``-relative paths (:data:`REL`) name stage
@@ -184,6 +187,17 @@ class Layout:
     def features(self) -> Path:
         return self._p("features.parquet")
 
+    @property
+    def continuations(self) -> Path:
+        """The teacher's hard-distillation continuations without their prefix (``example_id,
+        input_ids``: tokens ``[data.prefix, hard.gen_len)`` of ``generations/``), scanned."""
+        return self._p("scan", "teacher_continuations.parquet")
+
+    @property
+    def spans(self) -> Path:
+        """Maximal verbatim corpus spans of :attr:`continuations` (``kdmem scan`` output)."""
+        return self._p("scan", "teacher_spans.parquet")
+
     # -- analyses
     @property
     def predictor_dir(self) -> Path:
@@ -238,9 +252,10 @@ class Layout:
         """The resolved recipe config a launched training stage passes to ``kdmem train|distill``."""
         return self._p("launch", f"{stage}.toml")
 
-    def parts(self, stage: str) -> Path:
-        """Per-shard partial results of a corpus stage run as a Slurm array."""
-        return self._p("parts", stage)
+    def parts(self, job: str) -> Path:
+        """Partial results of a corpus stage's Slurm array ``job`` (``featurize``,
+        ``scan-lm``, ``scan-hits``: per index shard; ``shard``: per slice of the corpus)."""
+        return self._p("parts", job)
 
     # -- what `kdmem demo` builds before the study
     def corpus(self, name: str) -> Path:

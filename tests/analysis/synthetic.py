@@ -154,6 +154,51 @@ def _memorized(score: np.ndarray, rate: float) -> np.ndarray:
     return score >= thr
 
 
+SCAN_MIN_LEN = 8
+
+
+def _write_scan(root: Path, ids: np.ndarray, seed: int) -> None:
+    """``scan/``: 24-token continuations of the tokenizer's ids 1..3 and the spans the scan
+    stage would report for them: one to three spans (of 8..20 tokens) in every fifth
+    continuation; the longest holds token 2 (``<b>bold</b>``, which the report escapes). Its
+    own random stream, so the other tables do not change."""
+    rng = np.random.default_rng([seed, 13])
+    tokens = rng.integers(1, 4, size=(len(ids), 24))
+    rows: list[tuple[int, int, int, int]] = []
+    for j in range(0, len(ids), 5):
+        for _ in range(int(rng.integers(1, 4))):
+            length = int(rng.integers(SCAN_MIN_LEN, 20))
+            start = int(rng.integers(0, 24 - length + 1))
+            rows.append((int(ids[j]), start, length, int(rng.integers(1, 9))))
+    rows.sort()
+    eid = rows[0][0]
+    rows[0] = (eid, 0, 22, 3)  # the longest
+    tokens[list(ids).index(eid), :22] = 2
+    rows.sort()
+    cont = pa.table(
+        {
+            "example_id": pa.array(ids, pa.int64()),
+            "input_ids": pa.array(list(tokens), pa.list_(pa.int64())),
+        }
+    )
+    write_parquet_atomic(root / "scan" / "teacher_continuations.parquet", cont)
+    spans = pa.table(
+        {
+            "example_id": pa.array([r[0] for r in rows], pa.int64()),
+            "start": pa.array([r[1] for r in rows], pa.int32()),
+            "length": pa.array([r[2] for r in rows], pa.int32()),
+            "count": pa.array([r[3] for r in rows], pa.int64()),
+            "shard": pa.array([[0]] * len(rows), pa.list_(pa.int32())),
+            "document": pa.array([[r[0]] for r in rows], pa.list_(pa.int64())),
+            "offset": pa.array([[50 + r[1]] for r in rows], pa.list_(pa.int64())),
+        }
+    )
+    meta = {"format": "kdmem-spans", "version": 1, "index": "shards", "min_len": SCAN_MIN_LEN,
+            "max_locations": 16, "n_generations": len(ids)}  # fmt: skip
+    spans = spans.replace_schema_metadata({"kdmem": json.dumps(meta)})
+    write_parquet_atomic(root / "scan" / "teacher_spans.parquet", spans)
+
+
 def write_synthetic_run(
     path: str | Path,
     spec: SyntheticSpec | None = None,
@@ -167,6 +212,7 @@ def write_synthetic_run(
     Roles written: ``teacher`` (with ``kl_to_reference`` against the baseline),
     ``baseline_seed<k>``, ``student_soft_seed<k>``, ``student_hard_seed<k>`` for k < spec.seeds,
     and ``student_soft_T<t>_seed0`` per sweep temperature; plus ``features.parquet``,
+    ``scan/`` (the teacher's continuations and their spans, :func:`_write_scan`),
     ``data/examples.parquet`` (texts; ``plant_text`` is put into the first soft-student-memorized
     example's text), ``validation/<role>.json`` and ``manifest.json``.
     Example ids are ``id_offset + arange(n)``.
@@ -301,6 +347,7 @@ def write_synthetic_run(
         root / "data" / "examples.parquet",
         pa.table({"example_id": pa.array(ids, pa.int64()), "text": pa.array(texts, pa.string())}),
     )
+    _write_scan(root, ids, seed)
     roles = ["teacher"] + [
         f"{kind}_seed{k}"
         for k in range(spec.seeds)

@@ -85,7 +85,8 @@ def test_missing_optional_inputs_become_notes(tmp_path: Path, synthetic_run: Pat
     rep = build_report(run)
     s = rep.summary["sections"]
     assert s["rates"] == "ok" and s["examples"] == "ok"
-    for sec in ("sets", "zlib", "mechanism", "temperature", "predictor", "utility", "filter"):
+    for sec in ("sets", "zlib", "mechanism", "temperature", "predictor", "utility", "filter",
+                "scan"):  # fmt: skip
         assert s[sec] == "omitted", sec
     notes = rep.summary["notes"]
     assert "kdmem filter" in notes["filter"]
@@ -98,6 +99,7 @@ def test_missing_optional_inputs_become_notes(tmp_path: Path, synthetic_run: Pat
     assert "kdmem measure" in notes["sets"] and "baseline" in notes["sets"]
     assert "kdmem featurize" in notes["zlib"]
     assert "kdmem predict" in notes["predictor"]
+    assert "kdmem scan" in notes["scan"] and "[hard]" in notes["scan"]
     html = rep.index.read_text()
     assert "Section omitted" in html and "(text unavailable)" in html
 
@@ -283,3 +285,30 @@ def test_cross_family_section(tmp_path: Path, predicted_run: Path) -> None:
     assert pair["overlap"]["teacher"]["intersection"] == len(mem(predicted_run) & mem(other))
     bad = CliRunner().invoke(main, ["report", str(predicted_run), "--family", "olmo2"])
     assert bad.exit_code == 2 and "expected NAME=DIR" in bad.output
+
+
+def test_scan_section_counts_the_continuations_with_a_span(
+    report_dir: Path, predicted_run: Path
+) -> None:
+    """Oracle: the spans table read by hand (a continuation with several spans counts once)."""
+    import collections
+
+    import pyarrow.parquet as pq
+    from tests.analysis.synthetic import SCAN_MIN_LEN
+
+    spans = pq.read_table(predicted_run / "scan" / "teacher_spans.parquet").to_pydict()
+    per_example = collections.Counter(spans["example_id"])
+    assert max(per_example.values()) > 1  # the case the share must not double count
+    summary = json.loads((report_dir / "summary.json").read_text())["scan"]
+    assert summary == {
+        "n_continuations": 1500,
+        "min_len": SCAN_MIN_LEN,
+        "n_with_span": len(per_example),
+        "share_with_span": len(per_example) / 1500,
+        "n_spans": len(spans["example_id"]),
+        "longest": max(spans["length"]),
+    }
+    html = (report_dir / "index.html").read_text()
+    assert 'class="scan"' in html and 'class="scan-longest"' in html
+    # The longest span, 22 copies of token 2 (<b>bold</b>), decoded and escaped in one cell.
+    assert '<td class="text">' + " ".join(["&lt;b&gt;bold&lt;/b&gt;"] * 22) + "</td>" in html

@@ -32,6 +32,7 @@ from kdmem.analysis.sections.memorization import (
     ZlibView,
 )
 from kdmem.analysis.sections.prefilter import FilterView, PredictorView
+from kdmem.analysis.sections.scan import ScanView
 from kdmem.analysis.sections.training import FamiliesView, SpotChecksView, TrainingView
 
 # Corpus texts a model may memorize: markup, entities, quotes, template syntax, control
@@ -125,6 +126,7 @@ def test_a_value_is_escaped_in_every_template() -> None:
         "predictor": PredictorView,
         "utility": UtilityView,
         "filter": FilterView,
+        "scan": ScanView,
         "training": TrainingView,
         "families": FamiliesView,
         "spot_checks": SpotChecksView,

@@ -48,7 +48,9 @@ def _shard_summary(res: ShardResult) -> None:
 @click.option(
     "--tokenizer", required=True, type=click.Path(), help="tokenizer.json (or its directory)."
 )
-@click.option("--out", required=True, type=click.Path(), help="Output shard directory.")
+@click.option(
+    "--out", type=click.Path(), help="Output shard directory (required except with --task)."
+)
 @threads_option
 @click.option(
     "--dtype", default="auto", show_default=True, type=click.Choice(["auto", "u16", "u32"])
@@ -107,14 +109,74 @@ def _shard_summary(res: ShardResult) -> None:
     default=None,
     help="Read at most N records of streamed sources (hf:NAME, Parquet, datasets dirs).",
 )
+@click.option(
+    "--task",
+    type=click.IntRange(min=0),
+    default=None,
+    help="With --tasks T and --partial-out DIR: shard only the K-th of T contiguous slices of "
+    "INPUT... into DIR/task-K (one Slurm array task; docs/scaleout.md).",
+)
+@click.option(
+    "--tasks",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Slices INPUT... is split into for --task and --merge (whole inputs, balanced by bytes).",
+)
+@click.option(
+    "--partial-out",
+    type=click.Path(file_okay=False),
+    help="With --task: the directory the tasks write their shard sets into.",
+)
+@click.option(
+    "--merge",
+    "merge_dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Put the tasks' shard sets in this directory together into --out, in input order "
+    "(document ids continue; no token is copied).",
+)
 def shard(inputs: tuple[str, ...], **kw: Any) -> None:
     """Tokenize INPUT... (.jsonl[.gz|.zst], .txt, .parquet, datasets dir, hf:NAME) into shards.
 
     Output is byte-identical for any --threads; a killed run resumes when rerun; --append
     adds new documents to an existing set as new shards.
+
+    Split over tasks (a Slurm array): kdmem shard INPUT... --tokenizer T --tasks N --task K
+    --partial-out parts/ for K = 0..N-1, then kdmem shard INPUT... --tokenizer T --tasks N
+    --merge parts/ --out shards/ (the same documents and ids as one run).
     """
     from kdmem.corpus.shard import shard_corpus
+    from kdmem.corpus.shard_tasks import merge_tasks, shard_task
+    from kdmem.errors import InvalidArgumentError
 
+    task, tasks, partial_out, merge_dir = (
+        kw.pop(k) for k in ("task", "tasks", "partial_out", "merge_dir")
+    )
+    if (task is None) != (partial_out is None):
+        raise InvalidArgumentError("--task and --partial-out go together (one task of a split run)")
+    if partial_out is not None:
+        if merge_dir is not None or kw["out"] is not None:
+            raise InvalidArgumentError("--task writes into --partial-out: drop --out / --merge")
+        del kw["out"]
+        with progress_bars() as bars:
+            res = shard_task(list(inputs), kw.pop("tokenizer"), partial_out, task, tasks,
+                             progress=bars, **kw)  # fmt: skip
+        if res is None:
+            click.echo(f"kdmem shard: task {task} of {tasks} has no input (the inputs split "
+                       f"into fewer slices); nothing to do")  # fmt: skip
+        else:
+            _shard_summary(res)
+        return
+    if kw["out"] is None:
+        raise InvalidArgumentError("missing --out (the output shard directory)")
+    if tasks != 1 and merge_dir is None:
+        raise InvalidArgumentError("--tasks goes with --task (one task) or --merge (all of them)")
+    if merge_dir is not None:
+        if kw["append"] or kw["overwrite"]:
+            raise InvalidArgumentError("--merge writes a new set: drop --append / --overwrite")
+        res = merge_tasks(list(inputs), kw.pop("tokenizer"), merge_dir, kw.pop("out"), tasks, **kw)
+        _shard_summary(res)
+        return
     with progress_bars() as bars:
         res = shard_corpus(list(inputs), progress=bars, **kw)
     _shard_summary(res)

@@ -9,6 +9,8 @@ change detection; paths come from :class:`kdmem.rundir.Layout`), in dependency o
     measure_<role> for every model; measure_teacher runs in pair mode with the first
         baseline (KL(teacher || baseline) plus both tables from two forward passes)
     featurize -> predict -> sets
+    continuations -> scan (with [hard]: the teacher's generated tokens, their verbatim spans
+        in the corpus index)
     filter_flag -> student_soft_filtered_seed<k0> -> measure_student_soft_filtered_seed<k0>
         -> filter                                          (pre-filtering, resumable inside)
     report
@@ -232,6 +234,26 @@ def build_stages(cfg: ExperimentConfig, before: list[Stage] | None = None) -> li
             )
         )
         analyses.append("featurize")
+    if c.hard.enabled and c.scan.enabled:
+        stages.append(
+            Stage(
+                "continuations",
+                stage_fns.continuations_stage(c),
+                {"prefix": c.data.prefix, "gen_len": c.hard.gen_len},
+                (f"student_hard_seed{s0}",),
+                (str(REL.continuations),),
+            )
+        )
+        stages.append(
+            Stage(
+                "scan",
+                stage_fns.scan_stage(c),
+                {"min_len": c.scan_min_len(), "max_locations": c.scan.max_locations},
+                ("continuations", "index"),
+                (str(REL.spans),),
+            )
+        )
+        analyses.append("scan")
     feats = ("featurize",) if c.featurize.enabled else ()
     stages.append(
         Stage(

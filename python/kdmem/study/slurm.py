@@ -9,10 +9,14 @@ What DIR receives::
                        generation, measurement) on launch.nnodes nodes with
                        launch.nproc_per_node GPUs each, where the stage starts
                        `srun torchrun` across the allocation (kdmem run --launcher srun);
-                       index and featurize first as job arrays over the planned groups
-                       of index shards (`kdmem index --groups`; task t of slurm.array_tasks
-                       takes groups t, t + T, ...: kdmem index --group K, kdmem featurize
-                       --group K --partial-out), whose parts the stage job then merges
+                       the corpus stages first as job arrays whose parts the stage job
+                       then merges: shard over contiguous slices of the corpus inputs
+                       (kdmem shard --task K --tasks T --partial-out), index, featurize
+                       and scan over the planned groups of index shards (`kdmem index
+                       --groups`; task t of slurm.array_tasks takes groups t, t + T, ...:
+                       kdmem index --group K, kdmem featurize --group K --partial-out;
+                       scan in two arrays, its two rounds: --partial-out, then --lm
+                       --partial-out)
     submit.sh          submits them in order, each with --dependency=afterok on the jobs
                        of its inputs
     logs/              where Slurm writes each job's output (%x-%j.out)
@@ -37,10 +41,17 @@ from kdmem.errors import InvalidArgumentError
 from kdmem.pipeline import Stage
 from kdmem.rundir import Layout
 from kdmem.study.plan import model_passes
+from kdmem.study.stages import corpus_inputs, shard_options
 
 __all__ = ["emit_slurm"]
 
-ARRAY_STAGES = ("index", "featurize")
+# stage -> its array jobs (<name>-parts), run in this order before the stage job
+ARRAY_STAGES: dict[str, tuple[str, ...]] = {
+    "shard": ("shard",),
+    "index": ("index",),
+    "featurize": ("featurize",),
+    "scan": ("scan-lm", "scan-hits"),
+}
 
 
 def _header(name: str, cfg: ExperimentConfig, lines: list[str]) -> list[str]:
@@ -70,6 +81,18 @@ def _array_body(stage: str, cfg: ExperimentConfig, rd: Path, py: str) -> list[st
     threads = f"--threads {cfg.slurm.cpus_per_task}"
     if stage == "index":
         lines.append(f'{py} -m kdmem index {q(str(lay.shards))} "${{ARGS[@]}}" {threads}')
+    elif stage in ("scan-lm", "scan-hits"):
+        hits = stage == "scan-hits"
+        rounds = (
+            f"--min-len {cfg.scan_min_len()} --max-locations {cfg.scan.max_locations} "
+            f"--lm {q(str(lay.parts('scan-lm')))} "
+            if hits
+            else ""
+        )
+        lines.append(
+            f"{py} -m kdmem scan {q(str(lay.continuations))} --index {q(str(lay.shards))} "
+            f'{rounds}"${{ARGS[@]}}" --partial-out {q(str(lay.parts(stage)))} {threads}'
+        )
     else:
         ngram = " ".join(f"--ngram {n}" for n in cfg.featurize.ngram)
         lines.append(
@@ -79,6 +102,24 @@ def _array_body(stage: str, cfg: ExperimentConfig, rd: Path, py: str) -> list[st
             f'"${{ARGS[@]}}" --partial-out {q(str(lay.parts("featurize")))} {threads}'
         )
     return lines
+
+
+def _shard_array_body(cfg: ExperimentConfig, rd: Path, py: str) -> list[str]:
+    """One task of the shard array: the task-th contiguous slice of the corpus inputs
+    (:mod:`kdmem.corpus.shard_tasks`; a task whose slice is empty exits 0 with a note)."""
+    lay = Layout(rd)
+    q = shlex.quote
+    opts = " ".join(
+        f"--{k.replace('_', '-')} {q(str(v))}"
+        for k, v in shard_options(cfg).items()
+        if v is not None
+    )
+    return [
+        f"{py} -m kdmem shard {' '.join(q(s) for s in corpus_inputs(cfg))} "
+        f"--tokenizer {q(str(lay.tokenizer_json))} --tasks {cfg.slurm.array_tasks} "
+        f'--task "$SLURM_ARRAY_TASK_ID" --partial-out {q(str(lay.parts("shard")))} {opts} '
+        f"--threads {cfg.slurm.cpus_per_task}"
+    ]
 
 
 def emit_slurm(
@@ -130,10 +171,13 @@ def emit_slurm(
     for s in stages:
         after = sorted({job_of[dep] for dep in s.deps if dep in job_of})
         body = [f"cd {cwd}"]
-        if s.name in ARRAY_STAGES:
-            part = f"{s.name}-parts"
+        for job in ARRAY_STAGES.get(s.name, ()):
+            part = f"{job}-parts"
             array = [f"--array=0-{cfg.slurm.array_tasks - 1}", *cpu]
-            write(part, _header(part, cfg, array) + body + _array_body(s.name, cfg, rd, py), after)
+            task = (
+                _shard_array_body(cfg, rd, py) if job == "shard" else _array_body(job, cfg, rd, py)
+            )
+            write(part, _header(part, cfg, array) + body + task, after)
             after = [part]
         if s.name in passes:
             gpus = cfg.run.device is None or cfg.run.device.startswith("cuda")

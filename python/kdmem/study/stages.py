@@ -28,6 +28,7 @@ from kdmem.config import (
     recipe_to_toml,
 )
 from kdmem.corpus.examples import (
+    Examples,
     load_examples,
     sample_study_set,
     write_example_texts,
@@ -36,15 +37,19 @@ from kdmem.corpus.examples import (
 from kdmem.corpus.fanout import read_parts
 from kdmem.corpus.featurize import PARTIAL_FORMAT, featurize, featurize_merge, partial_meta
 from kdmem.corpus.index import build_index
+from kdmem.corpus.scan import HITS_PARTIAL_FORMAT, scan, scan_merge
 from kdmem.corpus.shard import shard_corpus
-from kdmem.errors import NoPositiveExamplesError, StudySetMismatchError
+from kdmem.corpus.shard_tasks import merge_tasks
+from kdmem.errors import MissingStageInputError, NoPositiveExamplesError, StudySetMismatchError
 from kdmem.identity import tokenizer_hash
 from kdmem.launch import launcher_for
 from kdmem.measure import measure
+from kdmem.measure.generate import GENERATIONS_FILE
 from kdmem.models.tokenizer import load_tokenizer
 from kdmem.pipeline import StageContext
-from kdmem.rundir import Layout
+from kdmem.rundir import Layout, read_table_meta
 from kdmem.train import distill, finetune
+from kdmem.train.distill import generations_dir
 
 StageFn = Callable[[StageContext], Mapping[str, Any] | None]
 
@@ -72,18 +77,41 @@ def tokenizer_stage(cfg: ExperimentConfig) -> StageFn:
     return run
 
 
+def shard_options(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The ``kdmem shard`` options ``[data]`` sets (the shard stage and its Slurm array)."""
+    d = cfg.data
+    return {
+        "dtype": d.dtype,
+        "text_field": d.text_field,
+        "split": d.split,
+        "max_documents": d.max_documents,
+    }
+
+
 def shard_stage(cfg: ExperimentConfig) -> StageFn:
+    """The corpus as token shards. In a Slurm job (``--launcher srun``) a job array has
+    already sharded contiguous slices of the inputs into ``RUN/parts/shard/task-K``: merge
+    those instead (:mod:`kdmem.corpus.shard_tasks`; the same documents and ids)."""
+
     def run(ctx: StageContext) -> dict[str, Any]:
-        res = shard_corpus(
-            corpus_inputs(cfg),
-            ctx.layout.tokenizer_json,
-            ctx.layout.shards,
-            threads=cfg.run.threads,
-            dtype=cfg.data.dtype,
-            text_field=cfg.data.text_field,
-            split=cfg.data.split,
-            max_documents=cfg.data.max_documents,
-        )
+        lay = ctx.layout
+        if launcher_for(cfg).mode == "srun":
+            res = merge_tasks(
+                corpus_inputs(cfg),
+                lay.tokenizer_json,
+                lay.parts("shard"),
+                lay.shards,
+                cfg.slurm.array_tasks,
+                **shard_options(cfg),
+            )
+        else:
+            res = shard_corpus(
+                corpus_inputs(cfg),
+                lay.tokenizer_json,
+                lay.shards,
+                threads=cfg.run.threads,
+                **shard_options(cfg),
+            )
         return {"n_docs": res.n_docs, "n_tokens": res.n_tokens}
 
     return run
@@ -403,6 +431,67 @@ def featurize_stage(cfg: ExperimentConfig) -> StageFn:
             threads=cfg.run.threads,
         )
         return {}
+
+    return run
+
+
+def continuations_stage(cfg: ExperimentConfig) -> StageFn:
+    """The scan's input: the teacher's hard-distillation continuations (written by the first
+    hard student's stage into ``generations/``) without their prefix, i.e. tokens
+    ``[data.prefix, hard.gen_len)`` of every example, the tokens the teacher generated."""
+
+    def run(ctx: StageContext) -> dict[str, Any]:
+        lay = ctx.layout
+        info = json.loads((lay.model("teacher") / "kdmem.json").read_text("utf-8"))
+        teacher_hash = str(info["model_hash"])
+        d = generations_dir(lay.generations, teacher_hash, cfg.data.prefix, cfg.hard.gen_len)
+        src = d / GENERATIONS_FILE
+        if not src.is_file() or read_table_meta(src).get("teacher_hash") != teacher_hash:
+            raise MissingStageInputError(
+                f"{src} does not hold the continuations of the teacher in {lay.model('teacher')}; "
+                f"they are written by the stage student_hard_seed{cfg.run.seeds[0]}: rerun it"
+            )
+        gen = load_examples(src)
+        cont = Examples(gen.example_ids, gen.tokens[:, cfg.data.prefix :], gen.tokenizer_hash)
+        write_examples(cont, lay.continuations)
+        return {"n_continuations": len(cont), "tokens_each": cont.length}
+
+    return run
+
+
+def scan_stage(cfg: ExperimentConfig) -> StageFn:
+    """Maximal verbatim corpus spans of at least ``scan.min_len`` tokens (0: ``data.suffix``)
+    in the teacher's continuations (:func:`kdmem.corpus.scan.scan`). In a Slurm job two job
+    arrays have already run both rounds per index shard into ``RUN/parts/scan-lm`` and
+    ``RUN/parts/scan-hits``: merge the round-2 parts instead (the same table)."""
+
+    def run(ctx: StageContext) -> dict[str, Any]:
+        lay = ctx.layout
+        min_len, max_loc = cfg.scan_min_len(), cfg.scan.max_locations
+        if launcher_for(cfg).mode == "srun":
+            parts = read_parts(lay.parts("scan-hits"))
+            n = pq.read_metadata(lay.continuations).num_rows
+            for t in parts:
+                meta = partial_meta(t, HITS_PARTIAL_FORMAT)
+                got = (meta.get("min_len"), meta.get("max_locations"), meta.get("n_generations"))
+                if got != (min_len, max_loc, n):
+                    raise StudySetMismatchError(
+                        f"{lay.parts('scan-hits')} holds spans of min_len {got[0]} / "
+                        f"max_locations {got[1]} over {got[2]} continuations; the run has "
+                        f"{min_len} / {max_loc} over {n}: rerun the scan array jobs (or delete "
+                        "the parts)"
+                    )
+            scan_merge(parts, lay.spans, index=lay.shards)
+        else:
+            scan(
+                lay.continuations,
+                lay.shards,
+                lay.spans,
+                min_len=min_len,
+                max_locations=max_loc,
+                threads=cfg.run.threads,
+            )
+        return {"spans": pq.read_metadata(lay.spans).num_rows}
 
     return run
 

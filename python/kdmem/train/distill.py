@@ -19,6 +19,7 @@ CE / perplexity and, when the teacher is loaded, its KL to the teacher.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -70,7 +71,7 @@ from kdmem.train.schedule import (
 from kdmem.train.student import StudentLoss, TeacherTrunk
 from kdmem.train.student import validate as validate_model
 
-__all__ = ["distill", "hard_generations", "teacher_argmax"]
+__all__ = ["distill", "generations_dir", "hard_generations", "teacher_argmax"]
 
 
 def _log(msg: str) -> None:
@@ -92,6 +93,14 @@ def teacher_argmax(hidden: torch.Tensor, weight: torch.Tensor, chunk_size: int) 
     return out
 
 
+def generations_dir(
+    base: str | os.PathLike[str], teacher_hash: str, prefix_len: int, gen_len: int
+) -> Path:
+    """Where the continuations of the teacher with weights hash ``teacher_hash`` are cached:
+    ``base/<teacher_hash[:16]>-p<prefix_len>-n<gen_len>/`` (holding ``generations.parquet``)."""
+    return Path(base) / f"{teacher_hash[:16]}-p{prefix_len}-n{gen_len}"
+
+
 def hard_generations(cfg: DistillConfig, teacher_hash: str) -> Path:
     """Path of the teacher's cached continuations (``generations.parquet``), generating them
     when missing. The cache directory name carries the teacher's weights hash, so a new
@@ -99,7 +108,7 @@ def hard_generations(cfg: DistillConfig, teacher_hash: str) -> Path:
     base = (
         Path(cfg.generations_dir) if cfg.generations_dir else Path(cfg.out).parent / "generations"
     )
-    d = base / f"{teacher_hash[:16]}-p{cfg.prefix_len}-n{cfg.gen_len}"
+    d = generations_dir(base, teacher_hash, cfg.prefix_len, cfg.gen_len)
     return generate(
         cfg.teacher,
         cfg.data,

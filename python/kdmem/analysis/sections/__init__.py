@@ -4,13 +4,15 @@ Sections follow the paper's analyses (Borkar et al. 2026), in this order (:data:
 rates, T/B/S overlaps (UpSet), zlib vs baseline perplexity of easy examples, entropy vs
 log-probability on (T ∩ B) \\ S, memorization vs distillation temperature, the predictor
 (metrics, ROC/PR, coefficients), utility (validation loss/perplexity), pre-filtering
-(memorization before and after re-distilling without the flagged examples), memorization over
-training, the overlap with other model families, decoded spot checks and the memorized
-examples with their text::
+(memorization before and after re-distilling without the flagged examples), verbatim corpus
+spans in the teacher's hard-distillation continuations, memorization over training, the
+overlap with other model families, decoded spot checks and the memorized examples with their
+text::
 
     base.py          Section, Table, Figure; how numbers are shown
     memorization.py  rates, sets, zlib, mechanism, temperature, utility, examples
     prefilter.py     predictor, filter
+    scan.py          scan (the teacher's continuations against the corpus)
     training.py      training (rate vs step), families (cross-family), spot_checks
 
 Each section function returns a :class:`Section`: its view (tables, figures, values for its
@@ -35,6 +37,7 @@ from kdmem.analysis.sections.memorization import (
     zlib,
 )
 from kdmem.analysis.sections.prefilter import predictor, prefilter
+from kdmem.analysis.sections.scan import scan
 from kdmem.analysis.sections.training import families, spot_checks, training
 from kdmem.analysis.tables import RunDir
 
@@ -62,6 +65,7 @@ def gather(
         predictor(run),
         utility(run),
         prefilter(run),
+        scan(run),
         training(run),
         families(run, others or {}),
         spot_checks(run),

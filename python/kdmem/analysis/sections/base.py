@@ -45,6 +45,7 @@ TITLES: dict[str, str] = {
     "predictor": "Predicting student memorization before distillation",
     "utility": "Utility: held-out validation loss and perplexity",
     "filter": "Pre-filtering and re-distillation",
+    "scan": "Corpus spans in the teacher's continuations",
     "training": "Memorization over training",
     "families": "Across model families",
     "spot_checks": "Decoded spot checks",
