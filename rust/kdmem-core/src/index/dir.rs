@@ -580,14 +580,23 @@ pub fn build_shards(
             let step = (|| {
                 ctl.check()?;
                 let _held = gate.take(plan.unit_bytes(u));
+                // Waiting for the budget may take a unit's sort: look again before starting.
+                if failed.load(AtomicOrdering::Relaxed) {
+                    return Ok(false);
+                }
+                ctl.check()?;
                 let layout = opts
                     .layout
                     .unwrap_or_else(|| Layout::for_tokens(st.facts[u.first_shard].width));
-                build_unit(dir, &st.facts, &stems, u, layout, opts.force_wide)
+                build_unit(dir, &st.facts, &stems, u, layout, opts.force_wide).map(|()| true)
             })();
-            if let Err(e) = step {
-                failed.store(true, AtomicOrdering::Relaxed);
-                return Err(e);
+            match step {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    failed.store(true, AtomicOrdering::Relaxed);
+                    return Err(e);
+                }
             }
             let done = if u.pieces > 1 {
                 u64::from(u.piece + 1 == u.pieces)
